@@ -1,0 +1,53 @@
+# riskpipe — every target calls a module or a script of the repo; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down status test run bench evaluate chaos ui open clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install riskpipe with its test extras (cached by pip)
+
+$(STAMP): setup.py versions.env
+	@echo "[install] creating $(VENV) and installing riskpipe (first run downloads Apache Beam and friends)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --progress-bar off -q --upgrade pip
+	@$(PY) -m pip install --progress-bar off -e '.[test]' | grep -vE '^(Requirement already satisfied|  )' || true
+	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo" && touch $(STAMP)
+	@echo "[install] done"
+
+up: install ## Install what is missing and start the local stack (Kafka, Postgres, Mongo, S3, Flink, Prometheus)
+	@$(PY) -m stack up
+
+down: ## Stop every local service and job; leaves no process behind
+	@if [ -x $(PY) ]; then $(PY) -m stack down; else $(PYTHON) -m stack down; fi
+
+status: ## Show the health of every local service
+	@$(PY) -m stack status
+
+test: install ## Run the whole test suite; it starts the services it needs
+	@$(PY) -m pytest tests
+
+run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
+	@$(PY) -m pipeline.runners.demo
+
+bench: install ## Throughput benchmarks (simulator, validator, pipeline vs baseline); prints JSON
+	@$(PY) -m pipeline.runners.bench
+
+evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
+	@$(PY) -m pipeline.runners.evaluate
+
+ui: ## Print (and try to open) the Flink UI and Prometheus URLs
+	@$(PY) -m stack urls
+
+open: ## Print the Grafana URL of the docker-compose stack
+	@echo "Grafana (docker compose only): http://127.0.0.1:3000  (admin / admin)"
+
+clean: down ## Stop everything and delete the local state (.state/); keeps the download cache
+	@rm -rf .state
+	@echo "[clean] removed .state/ (downloads stay cached in $${RISKPIPE_CACHE_DIR:-~/.cache/riskpipe})"

@@ -1,0 +1,214 @@
+"""PostgreSQL IO: the attributed-transactions sink and the account lookup.
+
+Write every scored transaction, upserting on ``transaction_id``::
+
+    scored | 'WriteToPostgres' >> WriteAttributedTransactions(dsn)
+
+Look accounts up (batched, cached) when the join's state has none::
+
+    lookup = PostgresAccountLookup(dsn)
+    accounts = lookup(["acc-1", "acc-2"])   # {account_id: Account} for those found
+
+Both open one connection per DoFn instance (in ``setup``) and reconnect after a
+connection error. A schema error (missing table or column) is not retried: it fails
+with a message that says which migration to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Iterable, Optional
+
+import apache_beam as beam
+import psycopg2
+import psycopg2.errors
+from psycopg2.extras import execute_values
+
+from pipeline.errors import ConfigurationError
+from pipeline.io.batching import BatchingWriteFn
+from pipeline.records import Account, AttributedTransaction
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PostgresAccountLookup", "WriteAttributedTransactions", "connect"]
+
+# Errors worth another attempt: the server went away or refused us for a while.
+RETRYABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+ATTRIBUTED_COLUMNS = (
+    "transaction_id", "account_id", "counterparty_account_id", "transaction_type",
+    "amount", "currency", "transaction_status", "datetime_occurred", "sender_bank",
+    "evaluation", "account_name", "risk_score", "risk_reasons", "is_fraudulent",
+    "validated_by", "processed_at",
+)
+
+UPSERT_SQL = (
+    f"INSERT INTO banking.attributed_transactions ({', '.join(ATTRIBUTED_COLUMNS)}) "
+    "VALUES %s ON CONFLICT (transaction_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in ATTRIBUTED_COLUMNS[1:])
+)
+
+ACCOUNT_COLUMNS = (
+    "account_id", "account_name", "email", "account_type", "balance", "created_at",
+    "address", "birthdate", "phone_number", "job", "company", "bank", "bank_account",
+)
+
+LOOKUP_SQL = (
+    f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM banking.accounts WHERE account_id = ANY(%s)"
+)
+
+
+def connect(dsn: str, connect_timeout_s: int = 5):
+    """Opens an autocommit-off connection; raises ConfigurationError on a bad DSN."""
+    try:
+        return psycopg2.connect(dsn, connect_timeout=connect_timeout_s)
+    except psycopg2.ProgrammingError as error:
+        raise ConfigurationError(f"postgres: invalid DSN {_redact(dsn)!r}: {error}") from error
+
+
+def _redact(dsn: str) -> str:
+    """Hides the password of a URI-style DSN so it never reaches a log."""
+    if "://" in dsn and "@" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return dsn
+
+
+def attributed_row(record: AttributedTransaction) -> tuple:
+    """The row of banking.attributed_transactions for one record."""
+    t = record.transaction
+    return (
+        t.transaction_id, t.account_id, t.counterparty_account_id, t.transaction_type,
+        t.amount, t.currency, t.transaction_status, t.datetime_occurred, t.sender_bank,
+        t.evaluation, record.account_name, record.risk_score, list(record.risk_reasons),
+        record.is_fraudulent, record.validated_by, record.processed_at,
+    )
+
+
+class _UpsertAttributedFn(BatchingWriteFn):
+    """Upserts AttributedTransactions in one multi-row statement per batch."""
+
+    SINK = "postgres"
+    RETRYABLE_ERRORS = RETRYABLE_ERRORS
+
+    def __init__(self, dsn: str, batch_size: int):
+        super().__init__(batch_size)
+        self.dsn = dsn
+
+    def open_client(self):
+        return connect(self.dsn)
+
+    def close_client(self, client):
+        client.close()
+
+    def write_batch(self, client, batch):
+        # One statement may not touch a row twice: keep the last version of each id.
+        latest = {record.transaction_id: record for record in batch}
+        rows = [attributed_row(record) for record in latest.values()]
+        try:
+            with client.cursor() as cursor:
+                execute_values(cursor, UPSERT_SQL, rows, page_size=len(rows))
+            client.commit()
+        except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as error:
+            client.rollback()
+            raise ConfigurationError(
+                "postgres: banking.attributed_transactions does not match the pipeline "
+                f"({error.pgerror.strip()}); apply migrations/ with `make up`"
+            ) from error
+        except RETRYABLE_ERRORS:
+            raise
+        except psycopg2.Error:
+            client.rollback()
+            raise
+
+
+class WriteAttributedTransactions(beam.PTransform):
+    """Writes AttributedTransactions to banking.attributed_transactions (upsert)."""
+
+    def __init__(self, dsn: str, batch_size: int = 1000):
+        super().__init__()
+        if not dsn:
+            raise ValueError("WriteAttributedTransactions: dsn must not be empty")
+        self.dsn = dsn
+        self.batch_size = batch_size
+
+    def expand(self, records):
+        return records | "UpsertRows" >> beam.ParDo(_UpsertAttributedFn(self.dsn, self.batch_size))
+
+
+class PostgresAccountLookup:
+    """Finds accounts in banking.accounts by id, with an LRU cache of found accounts.
+
+    A callable ``lookup(account_ids) -> {account_id: Account}``; ids not in the table are
+    absent from the result (and not cached, so an account written later is found later).
+    Instances are cheap to pickle: the connection opens on first use.
+    """
+
+    def __init__(self, dsn: str, cache_size: int = 100_000):
+        self.dsn = dsn
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Account] = OrderedDict()
+        self._conn = None
+
+    def __getstate__(self):
+        return {"dsn": self.dsn, "cache_size": self.cache_size}
+
+    def __setstate__(self, state):
+        self.__init__(state["dsn"], state["cache_size"])
+
+    def __call__(self, account_ids: Iterable[str]) -> dict[str, Account]:
+        wanted = list(dict.fromkeys(account_ids))
+        found = {i: self._cache[i] for i in wanted if i in self._cache}
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            for account in self._query(missing):
+                found[account.account_id] = account
+                self._remember(account)
+        for account_id in found:
+            if account_id in self._cache:
+                self._cache.move_to_end(account_id)
+        return found
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _remember(self, account: Account) -> None:
+        self._cache[account.account_id] = account
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _query(self, account_ids: list[str], attempts: int = 3) -> list[Account]:
+        for attempt in range(1, attempts + 1):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = connect(self.dsn)
+                with self._conn.cursor() as cursor:
+                    cursor.execute(LOOKUP_SQL, (account_ids,))
+                    rows = cursor.fetchall()
+                self._conn.rollback()  # end the read-only transaction
+                return [Account(**dict(zip(ACCOUNT_COLUMNS, _plain(row)))) for row in rows]
+            except RETRYABLE_ERRORS as error:
+                logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
+                self.close()
+                if attempt == attempts:
+                    raise
+        return []
+
+
+def _plain(row: tuple) -> tuple:
+    """Turns NUMERIC values into floats so records stay JSON-friendly."""
+    return tuple(float(v) if v.__class__.__name__ == "Decimal" else v for v in row)
+
+
+def lookup_factory(dsn: str, cache_size: int = 100_000):
+    """Returns a zero-argument factory building a PostgresAccountLookup on a worker."""
+
+    def build() -> Optional[PostgresAccountLookup]:
+        return PostgresAccountLookup(dsn, cache_size)
+
+    return build

@@ -1,0 +1,180 @@
+"""Command-line options of the riskpipe job, one PipelineOptions class per concern.
+
+Every default points at the local stack (`make up`) and can be overridden by a flag or
+by the environment variable named in its help. Credentials are read from the
+environment; the defaults work only against the local stack.
+"""
+
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+__all__ = [
+    "JoinOptions",
+    "KafkaOptions",
+    "MongoOptions",
+    "PostgresOptions",
+    "ResultsOptions",
+    "RunOptions",
+    "ValidatorOptions",
+    "env",
+]
+
+LOCAL_S3_ENDPOINT = "http://127.0.0.1:9000"
+LOCAL_S3_ACCESS_KEY = "riskpipe"
+LOCAL_S3_SECRET_KEY = "riskpipe-secret"
+
+
+def env(name: str, default: str) -> str:
+    """The value of environment variable ``name``, or ``default`` when unset or empty."""
+    return os.environ.get(name) or default
+
+
+class KafkaOptions(PipelineOptions):
+    """Where the job reads accounts and transactions, and writes its Kafka outputs."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--bootstrap_servers",
+            default=env("RISKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            help="Kafka bootstrap servers (env RISKPIPE_KAFKA_BOOTSTRAP).",
+        )
+        parser.add_argument("--accounts_topic", default="accounts", help="Topic of accounts.")
+        parser.add_argument(
+            "--transactions_topic", default="transactions", help="Topic of transactions."
+        )
+        parser.add_argument(
+            "--dead_letter_topic",
+            default="dead-letters",
+            help="Topic that receives every record the job could not process, with the reason.",
+        )
+        parser.add_argument(
+            "--fraud_results_topic",
+            default="fraudulent-transactions-result",
+            help="Topic of fraudulent transactions (sender and receiver ids).",
+        )
+        parser.add_argument(
+            "--users_topic", default="users", help="Topic of the users involved in fraud."
+        )
+        parser.add_argument(
+            "--consumer_group",
+            default="riskpipe",
+            help="Kafka consumer group; its committed offsets are where a restarted job resumes.",
+        )
+        parser.add_argument(
+            "--start_offset",
+            choices=("committed", "earliest", "latest"),
+            default="committed",
+            help="Where to start reading: the group's committed offsets (falling back to "
+            "earliest), the earliest, or the latest offsets.",
+        )
+
+
+class PostgresOptions(PipelineOptions):
+    """The account table of record and the attributed-transactions sink."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--postgres_dsn",
+            default=env(
+                "RISKPIPE_PG_DSN", "postgresql://riskpipe:riskpipe@127.0.0.1:5432/riskpipe"
+            ),
+            help="PostgreSQL DSN holding the banking schema (env RISKPIPE_PG_DSN).",
+        )
+        parser.add_argument(
+            "--postgres_batch_size",
+            type=int,
+            default=1000,
+            help="Rows per upsert statement into banking.attributed_transactions.",
+        )
+
+
+class MongoOptions(PipelineOptions):
+    """The MongoDB results sink."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--mongo_uri",
+            default=env("RISKPIPE_MONGO_URI", "mongodb://127.0.0.1:27017"),
+            help="MongoDB URI for the fraud results (env RISKPIPE_MONGO_URI).",
+        )
+        parser.add_argument(
+            "--mongo_db",
+            default="fraudulent_transactions_db",
+            help="Database with the `transactions` and `users` collections.",
+        )
+
+
+class ResultsOptions(PipelineOptions):
+    """The S3 results sink (endpoint and keys use Beam's own --s3_* flags)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--s3_bucket",
+            default=env("RISKPIPE_S3_BUCKET", "riskpipe"),
+            help="Bucket of the fraud results, one folder per topic (env RISKPIPE_S3_BUCKET).",
+        )
+        parser.add_argument(
+            "--results_window_s",
+            type=int,
+            default=60,
+            help="Length in seconds of the windows that become S3 files.",
+        )
+
+
+class ValidatorOptions(PipelineOptions):
+    """The fraud-validation service that decides `unidentified` transactions."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--validator_url",
+            default=env("RISKPIPE_VALIDATOR_URL", "http://127.0.0.1:8000"),
+            help="Base URL of the fraud validator (env RISKPIPE_VALIDATOR_URL).",
+        )
+        parser.add_argument(
+            "--validator_batch_size", type=int, default=200, help="Transactions per call."
+        )
+        parser.add_argument(
+            "--validator_timeout_s", type=float, default=5.0, help="Timeout of one call."
+        )
+
+
+class JoinOptions(PipelineOptions):
+    """How long a transaction waits for its account before it is scored unjoined."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--join_ttl_s",
+            type=int,
+            default=60,
+            help="Seconds a transaction waits for its account before it goes on unjoined "
+            "(a LEFT JOIN).",
+        )
+
+
+class RunOptions(PipelineOptions):
+    """Bounded runs for local debugging on the DirectRunner."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--bounded",
+            action="store_true",
+            default=None,
+            help="Read to the end offsets seen at start, then stop. The default on the "
+            "DirectRunner, which cannot run an unbounded read.",
+        )
+        parser.add_argument(
+            "--max_records",
+            type=int,
+            default=None,
+            help="Stop after about this many records per topic (implies --bounded).",
+        )

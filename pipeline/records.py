@@ -1,0 +1,224 @@
+"""The records riskpipe moves around: accounts, transactions, attributed transactions.
+
+This module owns their shape. Everything else (the simulator, the parser, the sinks,
+the validator client) builds and reads them through these classes, so a field is
+renamed in one place.
+
+On the wire (Kafka) every record is a JSON object with snake_case keys; timestamps are
+ISO-8601 strings with a UTC offset, dates are ``YYYY-MM-DD``.
+
+>>> t = Transaction(transaction_id="t1", account_id="a1", counterparty_account_id="a2",
+...                 transaction_type="transfer", amount=12.5, currency="EUR",
+...                 transaction_status="completed",
+...                 datetime_occurred=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+...                 sender_bank="Bank A", evaluation="unidentified")
+>>> Transaction.from_dict(t.to_dict()) == t
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, NamedTuple, Optional
+
+__all__ = [
+    "Account",
+    "DeadLetter",
+    "KafkaRecord",
+    "AttributedTransaction",
+    "Transaction",
+    "EVALUATIONS",
+    "VALIDATED_BY",
+    "TRANSACTION_TYPES",
+    "TRANSACTION_STATUSES",
+    "ACCOUNT_TYPES",
+]
+
+# `evaluation` as set by the sender's bank: already known fraud, not known either way,
+# or cleared by the bank.
+EVALUATIONS = ("fraudulent", "unidentified", "cleared")
+# Who decided `is_fraudulent` on an attributed transaction.
+VALIDATED_BY = ("bank", "validator", "none")
+TRANSACTION_TYPES = ("transfer", "payment", "withdrawal", "deposit")
+TRANSACTION_STATUSES = ("completed", "pending", "failed")
+ACCOUNT_TYPES = ("checking", "savings", "business", "credit")
+
+
+def _iso(value: Optional[datetime | date]) -> Optional[str]:
+    return value.isoformat() if value is not None else None
+
+
+def _datetime(value: Any) -> Optional[datetime]:
+    """Parses an ISO-8601 string (or passes a datetime); naive values are taken as UTC."""
+    if value is None or isinstance(value, datetime):
+        parsed = value
+    else:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if parsed is not None and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def _date(value: Any) -> Optional[date]:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account and the details of the user who holds it."""
+
+    account_id: str
+    account_name: str
+    email: Optional[str] = None
+    account_type: Optional[str] = None
+    balance: float = 0.0
+    created_at: Optional[datetime] = None
+    address: Optional[str] = None
+    birthdate: Optional[date] = None
+    phone_number: Optional[str] = None
+    job: Optional[str] = None
+    company: Optional[str] = None
+    bank: Optional[str] = None
+    bank_account: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form (timestamps and dates as ISO strings)."""
+        out = dataclasses.asdict(self)
+        out["created_at"] = _iso(self.created_at)
+        out["birthdate"] = _iso(self.birthdate)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Account":
+        """Builds an account from its JSON form; unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["created_at"] = _datetime(values.get("created_at"))
+        values["birthdate"] = _date(values.get("birthdate"))
+        if values.get("balance") is not None:
+            values["balance"] = float(values["balance"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """A money movement from `account_id` (the sender) to `counterparty_account_id`."""
+
+    transaction_id: str
+    account_id: str
+    counterparty_account_id: Optional[str]
+    transaction_type: str
+    amount: float
+    currency: str
+    transaction_status: str
+    datetime_occurred: datetime
+    sender_bank: Optional[str]
+    evaluation: str
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form (timestamps as ISO strings)."""
+        out = dataclasses.asdict(self)
+        out["datetime_occurred"] = _iso(self.datetime_occurred)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Transaction":
+        """Builds a transaction from already-validated JSON; unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["datetime_occurred"] = _datetime(values["datetime_occurred"])
+        values["amount"] = float(values["amount"])
+        values.setdefault("counterparty_account_id", None)
+        values.setdefault("sender_bank", None)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AttributedTransaction:
+    """A transaction joined to its account, scored, and decided fraudulent or not."""
+
+    transaction: Transaction
+    account_name: Optional[str]
+    risk_score: int
+    risk_reasons: tuple[str, ...] = ()
+    is_fraudulent: bool = False
+    validated_by: str = "none"
+    processed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def transaction_id(self) -> str:
+        return self.transaction.transaction_id
+
+    @property
+    def account_id(self) -> str:
+        return self.transaction.account_id
+
+    def to_dict(self) -> dict:
+        """The flat JSON-ready form: the transaction's fields plus the attribution."""
+        out = self.transaction.to_dict()
+        out.update(
+            account_name=self.account_name,
+            risk_score=self.risk_score,
+            risk_reasons=list(self.risk_reasons),
+            is_fraudulent=self.is_fraudulent,
+            validated_by=self.validated_by,
+            processed_at=_iso(self.processed_at),
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AttributedTransaction":
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            transaction=Transaction.from_dict(data),
+            account_name=data.get("account_name"),
+            risk_score=int(data["risk_score"]),
+            risk_reasons=tuple(data.get("risk_reasons") or ()),
+            is_fraudulent=bool(data.get("is_fraudulent", False)),
+            validated_by=data.get("validated_by", "none"),
+            processed_at=_datetime(data.get("processed_at")) or datetime.now(timezone.utc),
+        )
+
+
+class KafkaRecord(NamedTuple):
+    """One message as read from Kafka, with where it came from (kept for dead letters)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record the pipeline could not process: the original bytes, why, and its origin."""
+
+    payload: Optional[bytes]
+    reason: str
+    step: str
+    topic: Optional[str] = None
+    partition: Optional[int] = None
+    offset: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        """The JSON-ready form; the payload is kept as text where it decodes, else as hex."""
+        payload = self.payload or b""
+        try:
+            text, encoding = payload.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = payload.hex(), "hex"
+        return {
+            "payload": text,
+            "payload_encoding": encoding,
+            "reason": self.reason,
+            "step": self.step,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }

@@ -1,0 +1,70 @@
+"""Routing by the bank's evaluation: fraudulent, to be validated, or cleared.
+
+``evaluation == "fraudulent"``: the sender's bank already knows; the transaction is
+fraudulent and ``validated_by = "bank"``. ``"unidentified"``: the fraud validator
+decides. Anything else: cleared, ``validated_by = "none"``.
+
+    routed = scored | 'RouteByEvaluation' >> RouteByEvaluation()
+    routed.decided        # AttributedTransactions with a final verdict
+    routed.unidentified   # AttributedTransactions the validator must decide
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+
+from pipeline.records import AttributedTransaction
+
+__all__ = ["RouteByEvaluation", "UNIDENTIFIED", "route"]
+
+UNIDENTIFIED = "unidentified"
+DECIDED = "decided"
+
+
+def route(record: AttributedTransaction) -> tuple[str, AttributedTransaction]:
+    """Returns the output (`decided` or `unidentified`) and the record with its verdict.
+
+    >>> from pipeline.records import Transaction
+    >>> from datetime import datetime, timezone
+    >>> t = Transaction("t1", "a1", None, "transfer", 10.0, "EUR", "completed",
+    ...                 datetime(2026, 1, 1, tzinfo=timezone.utc), "Bank", "fraudulent")
+    >>> output, decided = route(AttributedTransaction(t, "Ann", 12))
+    >>> output, decided.is_fraudulent, decided.validated_by
+    ('decided', True, 'bank')
+    """
+    evaluation = record.transaction.evaluation
+    if evaluation == "fraudulent":
+        return DECIDED, dataclasses.replace(record, is_fraudulent=True, validated_by="bank")
+    if evaluation == UNIDENTIFIED:
+        return UNIDENTIFIED, record
+    return DECIDED, dataclasses.replace(record, is_fraudulent=False, validated_by="none")
+
+
+class _RouteFn(beam.DoFn):
+    def __init__(self):
+        self.counters = {
+            name: Metrics.counter("riskpipe", f"routed_{name}")
+            for name in ("bank_fraudulent", "unidentified", "cleared")
+        }
+
+    def process(self, record: AttributedTransaction):
+        output, routed = route(record)
+        if output == UNIDENTIFIED:
+            self.counters["unidentified"].inc()
+            yield pvalue.TaggedOutput(UNIDENTIFIED, routed)
+        else:
+            self.counters["bank_fraudulent" if routed.is_fraudulent else "cleared"].inc()
+            yield routed
+
+
+class RouteByEvaluation(beam.PTransform):
+    """Splits scored transactions into decided ones and those the validator must decide."""
+
+    def expand(self, scored):
+        return scored | "Route" >> beam.ParDo(_RouteFn()).with_outputs(
+            UNIDENTIFIED, main=DECIDED
+        )
