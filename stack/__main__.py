@@ -1,0 +1,77 @@
+"""Command line of the local stack: ``python -m stack {install,up,down,status} [service ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+import stack
+from stack.base import Status
+from stack.errors import StackError
+
+
+def print_table(rows: list[Status]) -> None:
+    """Prints service, status, address and log as aligned columns."""
+    table = [("SERVICE", "STATUS", "ADDRESS", "LOG")]
+    for row in rows:
+        state = f"{row.state} ({row.detail})" if row.detail else row.state
+        table.append((row.service, state, row.address, str(row.log)))
+    widths = [max(len(line[i]) for line in table) for i in range(3)]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths))
+            + "  "
+            + line[3]
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except StackError as exc:
+        print(f"stack: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stack: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack", description=stack.__doc__.splitlines()[0]
+    )
+    parser.add_argument("command", choices=["install", "up", "down", "status"])
+    parser.add_argument(
+        "services",
+        nargs="*",
+        metavar="service",
+        help=f"any of: {', '.join(stack.SERVICES)} (default: all)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    started = time.monotonic()
+    if args.command == "install":
+        stack.install(args.services)
+    elif args.command == "up":
+        stack.up(args.services)
+    elif args.command == "down":
+        stack.down(args.services)
+    rows = stack.status(args.services)
+    print_table(rows)
+    print(f"({args.command} took {time.monotonic() - started:.1f} s)", file=sys.stderr)
+    if args.command in ("up", "status"):
+        return 0 if all(row.healthy for row in rows) else 1
+    if args.command == "down":
+        return 0 if all(row.state == "stopped" for row in rows) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The registry: every service the stack can run, in start order (``down`` stops in reverse).
+
+To add a service (flink, mongo, validator...), write ``stack/<name>.py`` with a ``Service``
+subclass (see ``stack/base.py`` and ``stack/s3.py`` for a short example) and list it here.
+"""
+
+from __future__ import annotations
+
+from stack.base import Service
+from stack.errors import StackError
+from stack.kafka import Kafka
+from stack.postgres import Postgres
+from stack.prometheus import Prometheus
+from stack.s3 import s3_server
+
+SERVICES: dict[str, Service] = {
+    service.name: service
+    for service in (Kafka(), Postgres(), s3_server(), Prometheus())
+}
+
+
+def select(names: list[str] | tuple[str, ...] | None) -> list[Service]:
+    """The named services in registry order (all of them for None or an empty list)."""
+    if not names:
+        return list(SERVICES.values())
+    unknown = sorted(set(names) - SERVICES.keys())
+    if unknown:
+        raise StackError(
+            f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"
+        )
+    return [service for name, service in SERVICES.items() if name in names]

@@ -1,0 +1,76 @@
+"""Shared fixtures: tests ask for the real services they need; the local stack starts them.
+
+``stack.up`` is idempotent and takes well under a second when a service already runs, so a
+test never skips for a missing service: it starts it (the first time may install it).
+
+Services stay up after the session for fast re-runs (``python -m stack down`` stops them);
+``pytest --stack-down`` stops, at the end of the session, the ones the session started.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import stack
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--stack-down",
+        action="store_true",
+        help="stop the local-stack services this test session started",
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_up(request):
+    """Factory: ``stack_up("kafka", "postgres")`` starts those services, returns their endpoints.
+
+    The result maps service name -> endpoints, as ``stack.up`` returns it.
+    """
+    started: list[str] = []
+
+    def start(*services: str) -> dict[str, dict]:
+        stopped = [
+            row.service
+            for row in stack.status(list(services))
+            if row.state == "stopped"
+        ]
+        endpoints = stack.up(list(services))
+        started.extend(name for name in stopped if name not in started)
+        return endpoints
+
+    yield start
+    if request.config.getoption("--stack-down") and started:
+        stack.down(started)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_up) -> str:
+    """``host:port`` of a running Kafka broker with the project's topics created."""
+    return stack_up("kafka")["kafka"]["bootstrap_servers"]
+
+
+@pytest.fixture(scope="session")
+def postgres_config(stack_up) -> dict:
+    """Host, port, user, password, database, ``dsn`` and ``sqlalchemy_url`` of a migrated DB."""
+    return stack_up("postgres")["postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_config) -> str:
+    """``postgresql://user:password@127.0.0.1:5432/riskpipe``, schema migrated."""
+    return postgres_config["dsn"]
+
+
+@pytest.fixture(scope="session")
+def s3_config(stack_up) -> dict:
+    """S3 endpoint, credentials and bucket; keys named like Beam's ``--s3_*`` options, plus
+    ``endpoint_url``, ``bucket`` and ``pipeline_args`` (the ``--s3_...=`` flags)."""
+    return stack_up("s3")["s3"]
+
+
+@pytest.fixture(scope="session")
+def prometheus_url(stack_up) -> str:
+    """``http://127.0.0.1:9090`` of a running Prometheus scraping Flink and the validator."""
+    return stack_up("prometheus")["prometheus"]["url"]

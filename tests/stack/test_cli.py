@@ -1,0 +1,44 @@
+"""The ``python -m stack`` command line."""
+
+import subprocess
+import sys
+
+from stack import config
+
+
+def _stack(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stack", *args],
+        check=False,
+        cwd=config.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_status_exits_zero_when_up(stack_up):
+    stack_up("kafka", "postgres")
+
+    result = _stack("status", "kafka", "postgres")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kafka" in result.stdout and "healthy" in result.stdout
+
+
+def test_up_of_running_services_is_fast_and_idempotent(stack_up):
+    stack_up("kafka", "postgres")
+
+    result = _stack("up", "kafka", "postgres")
+
+    assert result.returncode == 0, result.stderr
+    assert "starting" not in result.stderr
+
+
+def test_unknown_service_is_one_line_error(stack_up):
+    result = _stack("status", "nope")
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "stack: error: unknown service(s) nope; known: kafka, postgres, s3, prometheus"
+    ]
