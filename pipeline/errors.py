@@ -12,11 +12,18 @@ else is a bug.
 
 from __future__ import annotations
 
-__all__ = ["RiskpipeError", "InvalidRecord", "LookupUnavailable"]
+__all__ = ["ConfigurationError", "InvalidRecord", "LookupUnavailable", "RiskpipeError"]
 
 
 class RiskpipeError(Exception):
     """Base class of every exception riskpipe raises on purpose."""
+
+
+class ConfigurationError(RiskpipeError):
+    """A setting is wrong or a dependency it names cannot be reached.
+
+    The command-line entry points print its message as one line and exit non-zero.
+    """
 
 
 class InvalidRecord(RiskpipeError):

@@ -25,7 +25,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2.extras import execute_values
 
-from pipeline.errors import ConfigurationError
+from pipeline.errors import ConfigurationError, LookupUnavailable
 from pipeline.io.batching import BatchingWriteFn
 from pipeline.records import Account, AttributedTransaction
 
@@ -144,6 +144,8 @@ class PostgresAccountLookup:
 
     A callable ``lookup(account_ids) -> {account_id: Account}``; ids not in the table are
     absent from the result (and not cached, so an account written later is found later).
+    When PostgreSQL cannot be reached after a few attempts it raises LookupUnavailable,
+    which the join treats as "not found for now".
     Instances are cheap to pickle: the connection opens on first use.
     """
 
@@ -196,7 +198,7 @@ class PostgresAccountLookup:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
                 self.close()
                 if attempt == attempts:
-                    raise
+                    raise LookupUnavailable(f"postgres account lookup failed: {error}") from error
         return []
 
 
