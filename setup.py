@@ -36,6 +36,7 @@ setup(
         "pymongo>=4.6,<5",
         "boto3>=1.34",
         "faker>=30",
+        "orjson>=3.9",
         "fastapi>=0.110",
         "uvicorn>=0.29",
         "prometheus-client>=0.20",
