@@ -168,9 +168,19 @@ class _ValidateFn(beam.DoFn):
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
-    def __init__(self, validator_url, api_key, batch_size, max_wait_s, timeout_s,
-                 lookup_factory, max_backoff_s, drain_timeout_s, breaker_threshold,
-                 breaker_reset_s):
+    def __init__(
+        self,
+        validator_url,
+        api_key,
+        batch_size,
+        max_wait_s,
+        timeout_s,
+        lookup_factory,
+        max_backoff_s,
+        drain_timeout_s,
+        breaker_threshold,
+        breaker_reset_s,
+    ):
         self.validator_url = validator_url
         self.api_key = api_key
         self.batch_size = batch_size
@@ -193,8 +203,12 @@ class _ValidateFn(beam.DoFn):
     def setup(self):
         breaker = CircuitBreaker(self.breaker_threshold, self.breaker_reset_s)
         self.client = ValidatorClient(
-            self.validator_url, api_key=self.api_key, timeout_s=self.timeout_s,
-            max_retries=CLIENT_RETRIES, breaker=breaker, max_batch_size=self.batch_size,
+            self.validator_url,
+            api_key=self.api_key,
+            timeout_s=self.timeout_s,
+            max_retries=CLIENT_RETRIES,
+            breaker=breaker,
+            max_batch_size=self.batch_size,
         )
         self.lookup = self.lookup_factory() if self.lookup_factory is not None else None
 
@@ -236,8 +250,6 @@ class _ValidateFn(beam.DoFn):
         failures=beam.DoFn.StateParam(FAILURES),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        if failures.read():
-            self.retries.inc()
         yield from self._flush(buffer, count, failures, flush)
 
     @on_timer(END)
@@ -261,7 +273,6 @@ class _ValidateFn(beam.DoFn):
                     f"{count.read()} transactions are not validated. Failing instead of "
                     "dropping or clearing them; rerun when the validator is back."
                 )
-            self.retries.inc()
             time.sleep(self._backoff(failures.read() or 1))
         flush.clear()
 
@@ -270,6 +281,8 @@ class _ValidateFn(beam.DoFn):
         pending = sorted(buffer.read(), key=lambda item: item[0])
         if not pending:
             return
+        if failures.read():
+            self.retries.inc()
         done = 0
         try:
             for start in range(0, len(pending), self.batch_size):
@@ -288,7 +301,10 @@ class _ValidateFn(beam.DoFn):
             delay = self._backoff(attempt)
             logger.warning(
                 "validator unavailable (attempt %d); %d transactions wait, next try in %.1fs: %s",
-                attempt, len(pending) - done, delay, error,
+                attempt,
+                len(pending) - done,
+                delay,
+                error,
             )
             if rearm:
                 flush.set(Timestamp.now() + delay)

@@ -78,7 +78,11 @@ class ScriptedServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.lock:
                     outer.requests.append(
-                        {"peer": self.client_address, "headers": dict(self.headers), "body": body}
+                        {
+                            "peer": self.client_address,
+                            "headers": dict(self.headers),
+                            "body": body,
+                        }
                     )
                     step = outer.script.pop(0) if outer.script else (200, ok_body)
                 status, answer = step
@@ -87,7 +91,9 @@ class ScriptedServer:
                     status, answer = 200, ok_body
                 if callable(answer):
                     answer = answer(body["transactions"])
-                data = (answer if isinstance(answer, str) else json.dumps(answer)).encode()
+                data = (
+                    answer if isinstance(answer, str) else json.dumps(answer)
+                ).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -100,7 +106,9 @@ class ScriptedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), daemon=True
+        )
         self.thread.start()
 
     def close(self):
@@ -123,7 +131,9 @@ def scripted():
 
 @pytest.fixture(scope="module")
 def validator_server():
-    with ValidatorProcess(api_key=API_KEY, extra_args=["--max-batch-size", "20"]) as server:
+    with ValidatorProcess(
+        api_key=API_KEY, extra_args=["--max-batch-size", "20"]
+    ) as server:
         yield server
 
 
@@ -171,7 +181,9 @@ def test_large_batches_are_chunked(validator_server):
 def test_wrong_key_is_rejected_and_does_not_open_the_breaker(validator_server):
     breaker = CircuitBreaker(failure_threshold=1)
     client = make_client(validator_server.url, api_key="wrong", breaker=breaker)
-    with pytest.raises(ValidatorRejected, match="HTTP 401: missing or invalid X-API-Key") as error:
+    with pytest.raises(
+        ValidatorRejected, match="HTTP 401: missing or invalid X-API-Key"
+    ) as error:
         client.validate_batch([payload("a")])
     assert error.value.status_code == 401
     assert isinstance(error.value, ValidatorUnavailable)  # the caller catches one type
@@ -214,7 +226,9 @@ def test_retries_until_the_server_comes_up():
 def test_retries_503_then_succeeds(scripted):
     server = scripted((503, "busy"), (502, {"message": "proxy"}))
     sleeps = []
-    client = make_client(server.url, api_key="k", max_retries=2, backoff_s=1.0, sleep=sleeps.append)
+    client = make_client(
+        server.url, api_key="k", max_retries=2, backoff_s=1.0, sleep=sleeps.append
+    )
     assert [r.transaction_id for r in client.validate_batch([payload("x")])] == ["x"]
     assert len(server.requests) == 3
     assert server.requests[0]["headers"]["X-API-Key"] == "k"
@@ -258,28 +272,42 @@ def test_slow_then_fast_succeeds(scripted):
         ({"verdicts": []}, "not a results object"),
         ([1, 2], "not a results object"),
         ({"results": "yes"}, "got str"),
-        (lambda txs: {"results": ok_body(txs)["results"][:-1]}, "asked for 2 validations, got 1"),
-        (lambda txs: {"results": ok_body(txs)["results"] * 2}, "asked for 2 validations, got 4"),
+        (
+            lambda txs: {"results": ok_body(txs)["results"][:-1]},
+            "asked for 2 validations, got 1",
+        ),
+        (
+            lambda txs: {"results": ok_body(txs)["results"] * 2},
+            "asked for 2 validations, got 4",
+        ),
         (
             lambda txs: {"results": ok_body(txs)["results"][::-1]},
             "result 0 is for 'b', expected 'a'",
         ),
-        (lambda txs: {"results": [{"score": 0.1}, {}]}, "result 0 lacks required fields"),
+        (
+            lambda txs: {"results": [{"score": 0.1}, {}]},
+            "result 0 lacks required fields",
+        ),
         (lambda txs: {"results": ["x", "y"]}, "result 0 lacks required fields"),
         (
             lambda txs: {
                 "results": [
-                    {**r, "is_fraudulent_transaction": "no"} for r in ok_body(txs)["results"]
+                    {**r, "is_fraudulent_transaction": "no"}
+                    for r in ok_body(txs)["results"]
                 ]
             },
             "result 0 is malformed",
         ),
         (
-            lambda txs: {"results": [{**r, "score": "0.9"} for r in ok_body(txs)["results"]]},
+            lambda txs: {
+                "results": [{**r, "score": "0.9"} for r in ok_body(txs)["results"]]
+            },
             "malformed",
         ),
         (
-            lambda txs: {"results": [{**r, "reasons": "big"} for r in ok_body(txs)["results"]]},
+            lambda txs: {
+                "results": [{**r, "reasons": "big"} for r in ok_body(txs)["results"]]
+            },
             "malformed",
         ),
     ],
@@ -421,23 +449,30 @@ def test_build_request_without_accounts():
     assert request["sender_bank_account"] == "a1"
     assert request["receiver_details"] == {"account_id": "a2"}
     assert request["sender_bank"] is None and "account_created_at" not in request
-    assert build_validation_request(attributed(counterparty=None))["receiver_details"] is None
+    assert (
+        build_validation_request(attributed(counterparty=None))["receiver_details"]
+        is None
+    )
     receiver_without_bank_account = Account("a2", "Bo", bank="Bank B")
-    details = build_validation_request(attributed(), receiver=receiver_without_bank_account)[
-        "receiver_details"
-    ]
+    details = build_validation_request(
+        attributed(), receiver=receiver_without_bank_account
+    )["receiver_details"]
     assert details["bank_account"] == "a2"
 
 
 def test_built_requests_are_accepted_and_used_by_the_validator(validator_server):
     requests_ = [
         build_validation_request(attributed(), receiver=RECEIVER, sender=SENDER),
-        build_validation_request(attributed(counterparty=None, amount=60_000.0, risk=90)),
+        build_validation_request(
+            attributed(counterparty=None, amount=60_000.0, risk=90)
+        ),
         build_validation_request(attributed(counterparty="a1")),  # to itself
     ]
     requests_[1]["transaction_id"] = "t-10"
     requests_[2]["transaction_id"] = "t-11"
-    results = make_client(validator_server.url, api_key=API_KEY).validate_batch(requests_)
+    results = make_client(validator_server.url, api_key=API_KEY).validate_batch(
+        requests_
+    )
     assert results[0].reasons == ("new_account",)
     assert results[1].is_fraudulent
     assert results[1].reasons == (
@@ -466,4 +501,6 @@ def test_connection_is_kept_alive_and_reused(scripted):
     client = make_client(server.url)
     client.validate_batch([payload("1")])
     client.validate_batch([payload("2")])
-    assert server.requests[0]["peer"] == server.requests[1]["peer"]  # same client socket
+    assert (
+        server.requests[0]["peer"] == server.requests[1]["peer"]
+    )  # same client socket
