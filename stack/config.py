@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 from stack.errors import StackError
@@ -28,10 +29,13 @@ DEFAULT_PORTS = {
     "MONGO": 27017,
     "S3": 9000,
     "FLINK": 8081,
+    "FLINK_RPC": 6123,
+    "FLINK_BLOB": 6124,
     "FLINK_JM_METRICS": 9249,
     "FLINK_TM_METRICS": 9250,
     "PROMETHEUS": 9090,
     "VALIDATOR": 8000,
+    "WORKER_POOL": 50000,
 }
 
 
@@ -56,6 +60,12 @@ def version(key: str) -> str:
         raise StackError(
             f"{key} is not pinned in {REPO_ROOT / 'versions.env'}"
         ) from None
+
+
+def venv_python() -> Path:
+    """The project venv's python (``<repo>/.venv``), else the interpreter running the stack."""
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return venv if venv.exists() else Path(sys.executable)
 
 
 def state_dir(service: str) -> Path:

@@ -8,14 +8,25 @@ from __future__ import annotations
 
 from stack.base import Service
 from stack.errors import StackError
+from stack.flink import Flink
 from stack.kafka import Kafka
 from stack.postgres import Postgres
 from stack.prometheus import Prometheus
 from stack.s3 import s3_server
+from stack.validator import Validator
+from stack.workerpool import WorkerPool
 
 SERVICES: dict[str, Service] = {
     service.name: service
-    for service in (Kafka(), Postgres(), s3_server(), Prometheus())
+    for service in (
+        Kafka(),
+        Postgres(),
+        s3_server(),
+        Prometheus(),
+        WorkerPool(),
+        Flink(),
+        Validator(),
+    )
 }
 
 

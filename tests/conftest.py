@@ -74,3 +74,20 @@ def s3_config(stack_up) -> dict:
 def prometheus_url(stack_up) -> str:
     """``http://127.0.0.1:9090`` of a running Prometheus scraping Flink and the validator."""
     return stack_up("prometheus")["prometheus"]["url"]
+
+
+@pytest.fixture(scope="session")
+def flink(stack_up) -> dict:
+    """A standalone Flink cluster (JobManager + TaskManager) and the Beam worker pool.
+
+    Keys: ``flink_master``, ``rest_url``, ``job_server_jar``, ``worker_pool``,
+    ``metrics_urls`` (jobmanager/taskmanager), ``checkpoint_dir``, ``savepoint_dir`` and
+    ``pipeline_args`` (FlinkRunner, uber-jar submission, EXTERNAL environment, ``--streaming``).
+    """
+    return stack_up("workerpool", "flink")["flink"]
+
+
+@pytest.fixture(scope="session")
+def validator_url(stack_up) -> str:
+    """``http://127.0.0.1:8000`` of a running fraud validator (``python -m validator``)."""
+    return stack_up("validator")["validator"]["url"]
