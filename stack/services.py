@@ -10,6 +10,7 @@ from stack.base import Service
 from stack.errors import StackError
 from stack.flink import Flink
 from stack.kafka import Kafka
+from stack.mongo import Mongo
 from stack.postgres import Postgres
 from stack.prometheus import Prometheus
 from stack.s3 import s3_server
@@ -21,6 +22,7 @@ SERVICES: dict[str, Service] = {
     for service in (
         Kafka(),
         Postgres(),
+        Mongo(),
         s3_server(),
         Prometheus(),
         WorkerPool(),
