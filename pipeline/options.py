@@ -38,9 +38,9 @@ class KafkaOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(
-            "--bootstrap_servers",
+            "--kafka_bootstrap",
             default=env("RISKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            help="Kafka bootstrap servers (env RISKPIPE_KAFKA_BOOTSTRAP).",
+            help="Kafka bootstrap servers, host:port[,host:port] (env RISKPIPE_KAFKA_BOOTSTRAP).",
         )
         parser.add_argument("--accounts_topic", default="accounts", help="Topic of accounts.")
         parser.add_argument(

@@ -1,0 +1,198 @@
+"""The riskpipe job: Kafka → parse → join → score → route → validate → write.
+
+Run it on the DirectRunner over a bounded slice of the topics (local debugging)::
+
+    python -m pipeline.main --runner=DirectRunner --max_records=10000
+
+or streaming on the local Flink cluster (`make up` starts it)::
+
+    python -m pipeline.main --runner=FlinkRunner
+
+Every default points at the local stack; `--help` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipeline import preflight
+from pipeline.errors import ConfigurationError, RiskpipeError
+from pipeline.io.kafka import ReadFromKafka, WriteDeadLetters
+from pipeline.io.postgres import WriteAttributedTransactions, lookup_factory
+from pipeline.options import (
+    JoinOptions,
+    KafkaOptions,
+    MongoOptions,
+    PostgresOptions,
+    ResultsOptions,
+    RunOptions,
+    ValidatorOptions,
+)
+from pipeline.runners.defaults import with_runner_defaults
+from pipeline.transforms.join import JoinWithAccounts
+from pipeline.transforms.parse import ParseAccounts, ParseTransactions
+from pipeline.transforms.results import WriteFraudResults
+from pipeline.transforms.route import RouteByEvaluation
+from pipeline.transforms.score import ScoreRisk
+from pipeline.transforms.validate import ValidateUnidentified
+
+logger = logging.getLogger(__name__)
+
+JOB_NAME = "transaction-attribution"
+OPTION_GROUPS = (
+    KafkaOptions, PostgresOptions, MongoOptions, ResultsOptions, ValidatorOptions,
+    JoinOptions, RunOptions,
+)
+# The figures printed after a bounded run, in the order of the graph.
+SUMMARY_COUNTERS = (
+    "kafka_records_read", "parsed", "dead_lettered", "joined", "expired_unjoined",
+    "scored", "high_risk", "routed_bank_fraudulent", "validated_fraudulent",
+    "postgres_rows_written", "mongo_rows_written", "kafka_records_written",
+)
+
+
+def _key_by_account(record):
+    return record.account_id, record
+
+
+def build(p: beam.Pipeline, options: PipelineOptions) -> None:
+    """Adds the whole graph to ``p``, one labelled step per arrow of DESIGN.md."""
+    kafka = options.view_as(KafkaOptions)
+    dsn = options.view_as(PostgresOptions).postgres_dsn
+    run = options.view_as(RunOptions)
+    bounded = bool(run.bounded or run.max_records)
+    lookups = lookup_factory(dsn)
+
+    def read(topic):
+        return ReadFromKafka(
+            kafka.kafka_bootstrap, [topic], kafka.consumer_group, start=kafka.start_offset,
+            bounded=bounded, max_records=run.max_records,
+        )
+
+    accounts = p | "ReadAccounts" >> read(kafka.accounts_topic) | "ParseAccounts" >> ParseAccounts()
+    transactions = (
+        p
+        | "ReadTransactions" >> read(kafka.transactions_topic)
+        | "ParseTransactions" >> ParseTransactions()
+    )
+    routed = (
+        (
+            accounts.records | "KeyAccounts" >> beam.Map(_key_by_account),
+            transactions.records | "KeyTransactions" >> beam.Map(_key_by_account),
+        )
+        | "JoinWithAccounts" >> JoinWithAccounts(
+            lookups, ttl=options.view_as(JoinOptions).join_ttl_s
+        )
+        | "ScoreRisk" >> ScoreRisk()
+        | "RouteByEvaluation" >> RouteByEvaluation()
+    )
+    validator = options.view_as(ValidatorOptions)
+    validated = routed.unidentified | "ValidateUnidentified" >> ValidateUnidentified(
+        validator.validator_url,
+        batch_size=validator.validator_batch_size,
+        timeout_s=validator.validator_timeout_s,
+        lookup_factory=lookups,
+    )
+    decided = (routed.decided, validated) | "MergeDecisions" >> beam.Flatten()
+    decided | "WriteToPostgres" >> WriteAttributedTransactions(
+        dsn, options.view_as(PostgresOptions).postgres_batch_size
+    )
+    results = options.view_as(ResultsOptions)
+    mongo = options.view_as(MongoOptions)
+    (
+        decided
+        | "KeepFraudulent" >> beam.Filter(lambda r: r.is_fraudulent)
+        | "WriteFraudResults" >> WriteFraudResults(
+            kafka.kafka_bootstrap, kafka.fraud_results_topic, kafka.users_topic,
+            mongo.mongo_uri, mongo.mongo_db, results.s3_bucket, results.results_window_s,
+            lookups,
+        )
+    )
+    (
+        (accounts.dead_letters, transactions.dead_letters)
+        | "MergeDeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
+    )
+
+
+def summary(result) -> dict:
+    """The riskpipe counters of a finished run, by name."""
+    figures = dict.fromkeys(SUMMARY_COUNTERS, 0)
+    for counter in result.metrics().query()["counters"]:
+        if counter.key.metric.namespace == "riskpipe" and counter.key.metric.name in figures:
+            figures[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return figures
+
+
+def parse_args(argv):
+    """Splits riskpipe's own flags (--help, --no_preflight) from the pipeline's."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.main", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="Show the options and exit.")
+    parser.add_argument(
+        "--no_preflight", action="store_true",
+        help="Skip the reachability checks of Kafka, PostgreSQL, MongoDB and S3.",
+    )
+    known, rest = parser.parse_known_args(argv)
+    if known.help:
+        print_help(parser)
+        sys.exit(0)
+    return known, rest
+
+
+def print_help(parser: argparse.ArgumentParser) -> None:
+    """Prints riskpipe's options, then the runner options that matter here."""
+    for group in OPTION_GROUPS:
+        group._add_argparse_args(parser.add_argument_group(group.__doc__.strip().rstrip(".")))
+    runner = parser.add_argument_group("Runner (Beam's own flags; more in Beam's docs)")
+    runner.add_argument("--runner", help="DirectRunner (bounded, default) or FlinkRunner.")
+    runner.add_argument("--flink_master", help="host:port of Flink's REST API, or [local].")
+    runner.add_argument("--s3_endpoint_url", help="S3 endpoint (env RISKPIPE_S3_ENDPOINT).")
+    parser.print_help()
+
+
+def run(argv=None) -> int:
+    """Builds and runs the job; returns the process exit code."""
+    known, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    options = PipelineOptions(with_runner_defaults(beam_args, JOB_NAME))
+    standard = options.view_as(StandardOptions)
+    runner = standard.runner
+    if not known.no_preflight:
+        preflight.check_all(options)
+    if not standard.streaming:
+        # Local runners cannot run an unbounded read: read a bounded slice instead.
+        options.view_as(RunOptions).bounded = True
+    p = beam.Pipeline(options=options)
+    build(p, options)
+    result = p.run()
+    if options.view_as(StandardOptions).streaming and "Flink" in runner:
+        logger.info("submitted %s to Flink; watch it in the Flink UI", JOB_NAME)
+        return 0
+    result.wait_until_finish()
+    print(json.dumps({"job": JOB_NAME, "state": str(result.state), **summary(result)}))
+    return 0
+
+
+def main(argv=None) -> None:
+    """Console entry point: configuration errors end with one line, not a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sys.exit(run(argv))
+    except ConfigurationError as error:
+        print(f"riskpipe: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except RiskpipeError as error:
+        print(f"riskpipe: {type(error).__name__}: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Checks, before a job is submitted, that every dependency it names can be reached.
+
+A job that starts against a wrong broker address or a missing bucket fails minutes later
+deep inside a worker. These checks fail at once with one line that names the setting::
+
+    check_all(options)   # raises ConfigurationError("kafka: cannot reach ... (--kafka_bootstrap)")
+
+The fraud validator is the exception: while it is down, transactions wait for it, so an
+unreachable validator is a warning, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+
+from pipeline.errors import ConfigurationError
+from pipeline.options import (
+    KafkaOptions,
+    MongoOptions,
+    PostgresOptions,
+    ResultsOptions,
+    ValidatorOptions,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["check_all", "check_kafka", "check_mongo", "check_postgres", "check_s3"]
+
+TIMEOUT_S = 5
+
+
+def check_kafka(bootstrap: str, topics: list[str]) -> None:
+    """Raises unless the broker answers and every topic exists."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": TIMEOUT_S * 1000})
+    try:
+        metadata = admin.list_topics(timeout=TIMEOUT_S)
+    except Exception as error:  # confluent-kafka raises KafkaException with a code
+        raise ConfigurationError(
+            f"kafka: cannot reach {bootstrap} (--kafka_bootstrap): {error}"
+        ) from error
+    missing = [t for t in topics if t not in metadata.topics]
+    if missing:
+        raise ConfigurationError(
+            f"kafka: topic(s) {', '.join(missing)} do not exist on {bootstrap}; "
+            "create them (`make up` creates the default ones)"
+        )
+
+
+def check_postgres(dsn: str) -> None:
+    """Raises unless PostgreSQL answers and the banking tables exist."""
+    import psycopg2
+
+    from pipeline.io.postgres import _redact, connect
+
+    try:
+        conn = connect(dsn)
+    except psycopg2.Error as error:
+        raise ConfigurationError(
+            f"postgres: cannot connect to {_redact(dsn)} (--postgres_dsn): "
+            f"{str(error).strip().splitlines()[0]}"
+        ) from error
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT to_regclass('banking.accounts'), "
+                "to_regclass('banking.attributed_transactions')"
+            )
+            if None in cursor.fetchone():
+                raise ConfigurationError(
+                    f"postgres: the banking schema is missing in {_redact(dsn)}; "
+                    "apply migrations/ (`make up` does)"
+                )
+    finally:
+        conn.close()
+
+
+def check_mongo(uri: str) -> None:
+    """Raises unless a MongoDB server answers ``ping`` at ``uri``."""
+    import pymongo
+    import pymongo.errors
+
+    try:
+        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_S * 1000)
+    except (pymongo.errors.ConfigurationError, ValueError) as error:
+        raise ConfigurationError(f"mongo: invalid URI (--mongo_uri): {error}") from error
+    try:
+        client.admin.command("ping")
+    except pymongo.errors.PyMongoError as error:
+        raise ConfigurationError(
+            f"mongo: cannot reach {uri} (--mongo_uri): {str(error).splitlines()[0]}"
+        ) from error
+    finally:
+        client.close()
+
+
+def check_s3(bucket: str, endpoint_url: str, access_key: str, secret_key: str, region: str):
+    """Raises unless the bucket exists at the S3 endpoint."""
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        config=botocore.config.Config(
+            connect_timeout=TIMEOUT_S, read_timeout=TIMEOUT_S, retries={"max_attempts": 1}
+        ),
+    )
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as error:
+        raise ConfigurationError(
+            f"s3: bucket {bucket!r} not found at {endpoint_url} (--s3_bucket): {error}"
+        ) from error
+    except botocore.exceptions.BotoCoreError as error:
+        raise ConfigurationError(
+            f"s3: cannot reach {endpoint_url} (--s3_endpoint_url): {error}"
+        ) from error
+
+
+def warn_if_validator_down(url: str) -> None:
+    """Logs a warning when the validator's /health does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=TIMEOUT_S):
+            return
+    except (urllib.error.URLError, OSError) as error:
+        logger.warning(
+            "validator at %s does not answer (%s); unidentified transactions will wait for it",
+            url, error,
+        )
+
+
+def check_all(options) -> None:
+    """Runs every check for the job's options; raises ConfigurationError on the first."""
+    kafka = options.view_as(KafkaOptions)
+    check_kafka(kafka.kafka_bootstrap, [kafka.accounts_topic, kafka.transactions_topic])
+    check_postgres(options.view_as(PostgresOptions).postgres_dsn)
+    check_mongo(options.view_as(MongoOptions).mongo_uri)
+    s3 = options.get_all_options()
+    check_s3(
+        options.view_as(ResultsOptions).s3_bucket,
+        s3["s3_endpoint_url"],
+        s3["s3_access_key_id"],
+        s3["s3_secret_access_key"],
+        s3["s3_region_name"],
+    )
+    warn_if_validator_down(options.view_as(ValidatorOptions).validator_url)
