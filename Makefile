@@ -30,7 +30,8 @@ down: ## Stop every local service and job; leaves no process behind
 status: ## Show the health of every local service
 	@$(PY) -m stack status
 
-test: install ## Run the whole test suite; it starts the services it needs
+test: install ## Run the whole test suite against real local services (started first)
+	@$(PY) -m stack up
 	@$(PY) -m pytest tests
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
