@@ -19,7 +19,7 @@ import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 
 from pipeline import preflight
 from pipeline.errors import ConfigurationError, RiskpipeError
@@ -59,6 +59,20 @@ SUMMARY_COUNTERS = (
 
 def _key_by_account(record):
     return record.account_id, record
+
+
+def s3_args(options: PipelineOptions) -> list[str]:
+    """The ``--s3_*`` flags the job was given, for the S3 writers.
+
+    On a remote SDK harness (Flink's EXTERNAL worker pool runs each worker in a thread)
+    ``FileSystems`` knows no pipeline options, so S3 writers must get them explicitly.
+    """
+    given = options.view_as(S3Options).get_all_options(drop_default=True)
+    return [
+        f"--{name}" if value is True else f"--{name}={value}"
+        for name, value in given.items()
+        if name.startswith("s3_") and value not in (None, False)
+    ]
 
 
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
@@ -111,7 +125,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         | "WriteFraudResults" >> WriteFraudResults(
             kafka.kafka_bootstrap, kafka.fraud_results_topic, kafka.users_topic,
             mongo.mongo_uri, mongo.mongo_db, results.s3_bucket, results.results_window_s,
-            lookups,
+            lookups, s3_args=s3_args(options) or None,
         )
     )
     (

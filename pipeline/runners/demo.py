@@ -1,0 +1,238 @@
+"""The live demo (`make run`): the local stack, the simulator and the job on Flink.
+
+Steps: start every service of the local stack (``stack.up()``), submit the job to the
+standalone Flink cluster (``python -m pipeline.main --runner=FlinkRunner``), wait until it
+runs, start the simulator in the background at a live rate, print where to look, then a line
+of figures every 5 s until Ctrl-C — which cancels the job and stops the simulator (the stack
+stays up; ``make down`` stops it).
+
+    python -m pipeline.runners.demo                 # until Ctrl-C
+    python -m pipeline.runners.demo --tps 500
+    python -m pipeline.runners.demo --duration 60   # non-interactive smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_NAME = "transaction-attribution"
+INTERVAL_S = 5.0
+LATEST_SQL = (
+    "SELECT transaction_id, account_id, account_name, amount, risk_score "
+    "FROM banking.attributed_transactions ORDER BY datetime_occurred DESC LIMIT 5;"
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.runners.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tps", type=float, default=200.0,
+                        help="simulator transactions per second (default 200)")
+    parser.add_argument("--no-simulator", action="store_true",
+                        help="do not start the simulator (feed the topics yourself)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="stop (cancel the job, stop the simulator) after this many "
+                             "seconds instead of waiting for Ctrl-C")
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+class Figures:
+    """Live figures: the job's own counters (Flink REST), then what the shared sinks hold
+    (Postgres rows processed since the demo started, new dead letters, new Mongo documents;
+    other jobs writing to the same table/topics would count there too)."""
+
+    def __init__(self, endpoints: dict, started: datetime):
+        self.dsn = endpoints["postgres"]["dsn"]
+        self.bootstrap = endpoints["kafka"]["bootstrap_servers"]
+        self.mongo_uri = endpoints["mongo"]["uri"]
+        self.started = started
+        self.dead_letters_before = self.dead_letters()
+        self.mongo_before = self.mongo_count()
+
+    def dead_letters(self) -> int:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "riskpipe-demo-figures"})
+        try:
+            meta = consumer.list_topics("dead-letters", timeout=5).topics["dead-letters"]
+            total = 0
+            for partition in meta.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition("dead-letters", partition), timeout=5
+                )
+                total += high - low
+            return total
+        finally:
+            consumer.close()
+
+    def mongo_count(self) -> int:
+        import pymongo
+
+        with pymongo.MongoClient(self.mongo_uri, serverSelectionTimeoutMS=3000) as client:
+            return client["fraudulent_transactions_db"]["transactions"].count_documents({})
+
+    def line(self, job_id: str) -> str:
+        import psycopg2
+
+        parts = []
+        try:
+            with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE is_fraudulent)"
+                    " FROM banking.attributed_transactions WHERE processed_at >= %s",
+                    (self.started,),
+                )
+                rows, fraudulent = cur.fetchone()
+            conn.close()
+            parts += [f"table rows since start {rows:>7}", f"fraudulent {fraudulent:>4}"]
+        except Exception as exc:  # noqa: BLE001 - a live line must not end the demo
+            parts.append(f"postgres: {exc.__class__.__name__}")
+        try:
+            parts.append(f"dead-letters topic +{self.dead_letters() - self.dead_letters_before}")
+        except Exception as exc:  # noqa: BLE001
+            parts.append(f"kafka: {exc.__class__.__name__}")
+        try:
+            parts.append(f"mongo fraud docs +{self.mongo_count() - self.mongo_before}")
+        except Exception as exc:  # noqa: BLE001
+            parts.append(f"mongo: {exc.__class__.__name__}")
+        return f"{datetime.now():%H:%M:%S}  " + "  ".join(parts)
+
+
+def where_to_look(endpoints: dict, job_id: str) -> None:
+    from pipeline.queries import fraud_lookup_pipeline
+
+    pg = endpoints["postgres"]
+    psql = (
+        f"PGPASSWORD={pg.get('password', 'riskpipe')} psql -h {pg.get('host', '127.0.0.1')} "
+        f"-p {pg.get('port', 5432)} -U {pg.get('user', 'riskpipe')} "
+        f"-d {pg.get('database', 'riskpipe')} -c \"{LATEST_SQL}\""
+    )
+    lookup = json.dumps(fraud_lookup_pipeline())
+    print(
+        f"""
+Where to look
+  Flink UI        http://127.0.0.1:8081/#/job/running/{job_id}/overview
+  Prometheus      http://127.0.0.1:9090   (e.g. flink_taskmanager_job_task_operator_numRecordsIn)
+  Validator docs  http://127.0.0.1:8000/docs
+  Postgres        {psql}
+  MongoDB $lookup (fraudulent_transactions_db.transactions joined to users):
+    {sys.executable} -c 'import json, pymongo; db = pymongo.MongoClient("{endpoints['mongo']['uri']}")["fraudulent_transactions_db"]; [print(r) for r in db.transactions.aggregate(json.loads(\"\"\"{lookup}\"\"\"))]'
+""",
+        flush=True,
+    )
+
+
+def submit_job() -> str:
+    from stack import flink_rest
+
+    for job in flink_rest.jobs():
+        if job["name"] == JOB_NAME and job["state"] not in flink_rest.TERMINAL_STATES:
+            say(f"cancelling the {JOB_NAME} job already running ({job['jid']})")
+            flink_rest.cancel(job["jid"])
+            flink_rest.wait_for_job_state(job["jid"], "CANCELED", timeout=60)
+    say(f"submitting {JOB_NAME} to Flink (python -m pipeline.main --runner=FlinkRunner) …")
+    submit = subprocess.run(
+        [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner", f"--job_name={JOB_NAME}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    if submit.returncode != 0:
+        sys.stderr.write(submit.stdout + submit.stderr)
+        raise SystemExit(f"[demo] the job submission failed (exit {submit.returncode})")
+    job_id = flink_rest.wait_for_job_id(JOB_NAME, timeout=60)
+    flink_rest.wait_until_running(job_id, timeout=180)
+    say(f"job {job_id} is RUNNING")
+    return job_id
+
+
+def start_simulator(tps: float, duration: float | None) -> subprocess.Popen:
+    log = REPO / ".state" / "demo-simulator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    say(f"starting the simulator at {tps:g} transactions/s (log: {log})")
+    cmd = [
+        sys.executable, "-m", "simulator", "--tps", f"{tps:g}",
+        "--duration", str(int(duration + 60) if duration else 7 * 24 * 3600),
+        "--bad-rate", "0.01",
+    ]
+    # Own session: Ctrl-C reaches the demo only, which then stops the simulator itself.
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_simulator(simulator: subprocess.Popen | None) -> None:
+    if simulator is None or simulator.poll() is not None:
+        return
+    simulator.send_signal(signal.SIGINT)  # it flushes and prints its summary
+    try:
+        simulator.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        simulator.kill()
+        simulator.wait()
+    say("simulator stopped")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.chdir(REPO)
+    import stack
+    from stack import flink_rest
+
+    say("starting the local stack (python -m stack up) …")
+    endpoints = stack.up()
+    started = datetime.now(UTC)
+    figures = Figures(endpoints, started)
+    simulator = None
+    job_id = None
+    try:
+        job_id = submit_job()
+        if not args.no_simulator:
+            simulator = start_simulator(args.tps, args.duration)
+        where_to_look(endpoints, job_id)
+        say("live figures every 5 s (Ctrl-C stops the job and the simulator)")
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(INTERVAL_S if deadline is None else max(0.0, min(INTERVAL_S, deadline - time.monotonic())))
+            print(figures.line(job_id), flush=True)
+            state = flink_rest.job_state(job_id)
+            if state != "RUNNING":
+                say(f"the job is {state}: {flink_rest.exceptions(job_id)[:2000]}")
+                return 1
+    except KeyboardInterrupt:
+        print()
+        say("Ctrl-C: stopping")
+    finally:
+        stop_simulator(simulator)
+        if job_id and flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
+            flink_rest.cancel(job_id)
+            flink_rest.wait_for_job_state(job_id, "CANCELED", timeout=60)
+            say(f"job {job_id} cancelled")
+            try:
+                from pipeline.runners.flink import riskpipe_counters
+
+                # Flink publishes Beam's counters (one accumulator) once the job has ended.
+                say(f"job counters: {json.dumps(riskpipe_counters(job_id), sort_keys=True)}")
+            except Exception as exc:  # noqa: BLE001
+                say(f"no job counters ({exc})")
+        say("the stack is still up: `make down` stops it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

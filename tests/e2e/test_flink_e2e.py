@@ -1,0 +1,194 @@
+"""End to end on the standalone Flink cluster: simulator → Kafka → job on Flink → sinks.
+
+A seeded simulation writes 2,000 messages (about 1 % malformed) to per-test topics; the job
+is submitted detached (``python -m pipeline.main --runner=FlinkRunner``) with per-test topics,
+consumer group, job name and Mongo database; the test polls until every transaction is in
+``banking.attributed_transactions`` and every bad message in the dead-letter topic, checks
+the exact figures, then cancels the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pymongo
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from stack import flink_rest
+from stack.kafka import ensure_topics
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = 20260105
+COUNT = 2_000
+ACCOUNTS = 200
+TIMEOUT_S = 240.0
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _topic_size(bootstrap: str, topic: str) -> int:
+    """Messages in a one-partition topic (high minus low watermark)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-size-{uuid.uuid4().hex}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        return high - low
+    finally:
+        consumer.close()
+
+
+def _topic_keys(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"e2e-read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        keys: list = []
+        deadline = time.monotonic() + timeout
+        while len(keys) < expected and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and not message.error():
+                keys.append(message.key())
+        return keys
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def services(stack_up):
+    endpoints = stack_up(
+        "kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"
+    )
+    return endpoints
+
+
+def test_flink_end_to_end(services, tmp_path):
+    bootstrap = services["kafka"]["bootstrap_servers"]
+    dsn = services["postgres"]["dsn"]
+    prefix = f"e2e{uuid.uuid4().hex[:10]}"
+    topics = {
+        "accounts": f"{prefix}.accounts",
+        "transactions": f"{prefix}.transactions",
+        "dead_letters": f"{prefix}.dead-letters",
+        "results": f"{prefix}.fraudulent-transactions-result",
+        "users": f"{prefix}.users",
+        "ground_truth": f"{prefix}.ground-truth",
+    }
+    ensure_topics(
+        {
+            topics["accounts"]: 4, topics["transactions"]: 4, topics["dead_letters"]: 1,
+            topics["results"]: 1, topics["users"]: 1, topics["ground_truth"]: 1,
+        },
+        bootstrap,
+    )
+
+    # The seed fixes the transaction ids: forget what an earlier run of this test wrote.
+    truth_file = tmp_path / "truth.jsonl"
+    dry = _run(
+        [sys.executable, "-m", "simulator", "--seed", str(SEED), "--count", str(COUNT),
+         "--accounts", str(ACCOUNTS), "--bad-rate", "0.01", "--fraud-rate", "0.02",
+         "--dry-run", "--ground-truth-all", "--ground-truth-file", str(truth_file), "--quiet"],
+        120,
+    )
+    assert dry.returncode == 0, dry.stderr
+    truth = [json.loads(line) for line in truth_file.read_text().splitlines()]
+    ids = [row["transaction_id"] for row in truth if row.get("kind") == "transaction"]
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "DELETE FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)", (ids,)
+        )
+    conn.close()
+
+    sim = _run(
+        [sys.executable, "-m", "simulator", "--seed", str(SEED), "--count", str(COUNT),
+         "--accounts", str(ACCOUNTS), "--bad-rate", "0.01", "--fraud-rate", "0.02",
+         "--topic-prefix", f"{prefix}.", "--bootstrap-servers", bootstrap,
+         "--postgres-dsn", dsn, "--quiet"],
+        300,
+    )
+    assert sim.returncode == 0, sim.stderr
+    summary = json.loads(sim.stdout.strip().splitlines()[-1])
+    assert summary["delivery_failures"] == 0
+    assert summary["transactions"] == len(ids) == len(set(ids))
+    bad = summary["bad"]["messages"]
+    assert bad > 0 and summary["transactions"] + bad == COUNT
+
+    submit = _run(
+        [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner",
+         f"--job_name={prefix}", f"--kafka_bootstrap={bootstrap}", f"--postgres_dsn={dsn}",
+         f"--accounts_topic={topics['accounts']}",
+         f"--transactions_topic={topics['transactions']}",
+         f"--dead_letter_topic={topics['dead_letters']}",
+         f"--fraud_results_topic={topics['results']}", f"--users_topic={topics['users']}",
+         f"--consumer_group={prefix}", "--start_offset=earliest", f"--mongo_db={prefix}"],
+        180,
+    )
+    assert submit.returncode == 0, submit.stderr[-4000:]
+    job_id = flink_rest.wait_for_job_id(prefix, timeout=60)
+    mongo = pymongo.MongoClient(services["mongo"].get("uri", "mongodb://127.0.0.1:27017"))
+    try:
+        flink_rest.wait_until_running(job_id, timeout=120)
+
+        def figures() -> dict:
+            with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*), count(DISTINCT transaction_id),"
+                    " count(*) FILTER (WHERE is_fraudulent)"
+                    " FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
+                    (ids,),
+                )
+                rows, distinct, fraudulent = cur.fetchone()
+            conn.close()
+            return {
+                "rows": rows, "distinct": distinct, "fraudulent": fraudulent,
+                "dead_letters": _topic_size(bootstrap, topics["dead_letters"]),
+                "mongo": mongo[prefix]["transactions"].count_documents({}),
+            }
+
+        deadline = time.monotonic() + TIMEOUT_S
+        while True:
+            state = flink_rest.job_state(job_id)
+            assert state == "RUNNING", (state, flink_rest.exceptions(job_id)[:4000])
+            now = figures()
+            if (
+                now["rows"] >= len(ids)
+                and now["dead_letters"] >= bad
+                and now["mongo"] >= now["fraudulent"]
+            ):
+                break
+            assert time.monotonic() < deadline, f"after {TIMEOUT_S:.0f} s: {now}, want {len(ids)} rows, {bad} dead letters"
+            time.sleep(2)
+
+        final = figures()
+        print(f"e2e figures: {json.dumps({**final, 'produced': len(ids), 'bad': bad})}")
+        assert final["rows"] == final["distinct"] == len(ids) == summary["transactions"]
+        assert final["dead_letters"] == bad, final
+        assert final["fraudulent"] > 0
+        assert final["mongo"] == final["fraudulent"], final
+        # No failed attempt replayed output: the job never restarted.
+        history = flink_rest.request("GET", f"/jobs/{job_id}/exceptions")
+        entries = (history or {}).get("exceptionHistory", {}).get("entries", [])
+        assert not entries, entries[0]["stacktrace"][:4000]
+        assert _topic_size(bootstrap, topics["results"]) == final["fraudulent"]
+        results_keys = _topic_keys(bootstrap, topics["results"], final["fraudulent"])
+        assert len(results_keys) == len(set(results_keys)) == final["fraudulent"]
+    finally:
+        mongo.close()
+        if flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
+            flink_rest.cancel(job_id)
+        assert flink_rest.wait_for_job_state(job_id, "CANCELED", timeout=60) == "CANCELED"
