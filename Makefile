@@ -43,7 +43,7 @@ bench: install ## Throughput benchmarks (simulator, validator, pipeline vs basel
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m pipeline.runners.evaluate
 
-ui: ## Print (and try to open) the Flink UI and Prometheus URLs
+ui: ## Print the Flink UI, Prometheus and validator URLs
 	@$(PY) -m stack urls
 
 open: ## Print the Grafana URL of the docker-compose stack

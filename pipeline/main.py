@@ -188,7 +188,8 @@ def run(argv=None) -> int:
     build(p, options)
     result = p.run()
     if options.view_as(StandardOptions).streaming and "Flink" in runner:
-        logger.info("submitted %s to Flink; watch it in the Flink UI", JOB_NAME)
+        job_name = options.get_all_options().get("job_name") or JOB_NAME
+        logger.info("submitted %s to Flink; watch it in the Flink UI", job_name)
         return 0
     result.wait_until_finish()
     print(json.dumps({"job": JOB_NAME, "state": str(result.state), **summary(result)}))

@@ -1,4 +1,4 @@
-"""Command line of the local stack: ``python -m stack {install,up,down,status} [service ...]``."""
+"""Command line of the local stack: ``python -m stack {install,up,down,status,urls} [service ...]``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,24 @@ def print_table(rows: list[Status]) -> None:
         )
 
 
+# What a person opens in a browser (or a client) to watch the stack.
+URLS = (
+    ("Flink UI", "flink", "http://{address}"),
+    ("Prometheus", "prometheus", "http://{address}/graph"),
+    ("Validator API docs", "validator", "http://{address}/docs"),
+    ("S3 (MinIO/moto)", "s3", "http://{address}"),
+)
+
+
+def print_urls() -> None:
+    """Prints the URL of each web UI with whether its service is up."""
+    health = {row.service: row for row in stack.status(None)}
+    for title, service, template in URLS:
+        row = health[service]
+        print(f"{title:<20} {template.format(address=row.address):<40} {row.state}")
+    print("Grafana              (docker compose only) http://127.0.0.1:3000")
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -42,7 +60,7 @@ def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stack", description=stack.__doc__.splitlines()[0]
     )
-    parser.add_argument("command", choices=["install", "up", "down", "status"])
+    parser.add_argument("command", choices=["install", "up", "down", "status", "urls"])
     parser.add_argument(
         "services",
         nargs="*",
@@ -57,6 +75,9 @@ def _main(argv: list[str] | None) -> int:
         stream=sys.stderr,
     )
     started = time.monotonic()
+    if args.command == "urls":
+        print_urls()
+        return 0
     if args.command == "install":
         stack.install(args.services)
     elif args.command == "up":

@@ -44,3 +44,12 @@ def test_unknown_service_is_one_line_error(stack_up):
     assert result.stderr.strip().splitlines() == [
         f"stack: error: unknown service(s) nope; known: {', '.join(SERVICES)}"
     ]
+
+
+def test_urls_lists_the_web_uis(stack_up):
+    stack_up("flink", "prometheus", "validator")
+    result = _stack("urls")
+
+    assert result.returncode == 0
+    assert "http://127.0.0.1:8081" in result.stdout
+    assert "http://127.0.0.1:8000/docs" in result.stdout
