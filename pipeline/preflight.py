@@ -35,7 +35,10 @@ def check_kafka(bootstrap: str, topics: list[str]) -> None:
     """Raises unless the broker answers and every topic exists."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": TIMEOUT_S * 1000})
+    # log_level 0: librdkafka would otherwise print its own connection errors to stderr.
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": TIMEOUT_S * 1000, "log_level": 0}
+    )
     try:
         metadata = admin.list_topics(timeout=TIMEOUT_S)
     except Exception as error:  # confluent-kafka raises KafkaException with a code

@@ -1,0 +1,92 @@
+"""Unit tests of pipeline.reconcile's pure comparison (no services)."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.reconcile import (
+    Message,
+    Reconciliation,
+    Row,
+    reconcile,
+    transaction_id_of,
+)
+
+
+def row(tid, account="a1", name="Ada", fraud=False, by="bank"):
+    return Row(tid, account, name, fraud, by)
+
+
+def test_all_accounted_for_is_ok():
+    messages = [Message(0, 0, "t1"), Message(0, 1, None), Message(1, 0, "t2")]
+    result = reconcile(messages, [(0, 1)], {"t1": row("t1"), "t2": row("t2")}, {"a1": "Ada"})
+    assert (result.messages, result.produced, result.in_postgres, result.dead_lettered) == (3, 3, 2, 1)
+    assert result.ok and result.line().startswith("reconcile: OK messages=3 produced=3")
+
+
+def test_missing_message_with_and_without_id():
+    result = reconcile([Message(0, 0, "t1"), Message(0, 1, None)], [], {}, {})
+    assert result.missing == 2 and not result.ok and "missing=2" in result.line()
+    assert result.examples["missing"] == ["0/1 (no id)", "t1"]
+
+
+def test_same_id_twice_is_one_transaction():
+    result = reconcile([Message(0, 0, "t1"), Message(0, 5, "t1")], [], {"t1": row("t1")}, {})
+    assert (result.produced, result.in_postgres, result.duplicated) == (1, 1, 0) and result.ok
+
+
+def test_valid_and_invalid_message_sharing_an_id_are_two_items():
+    result = reconcile([Message(0, 0, "t1"), Message(0, 1, "t1")], [(0, 1)], {"t1": row("t1")}, {})
+    assert (result.produced, result.in_postgres, result.dead_lettered) == (2, 1, 1) and result.ok
+
+
+def test_dead_lettered_and_in_postgres_is_duplicated():
+    result = reconcile([Message(0, 0, "t1")], [(0, 0)], {"t1": row("t1")}, {})
+    assert result.duplicated == 1 and not result.ok
+
+
+def test_dead_letter_origin_seen_twice_is_duplicated():
+    result = reconcile([Message(0, 0, None)], [(0, 0), (0, 0)], {}, {})
+    assert result.dead_lettered == 1 and result.duplicated == 1 and not result.ok
+
+
+def test_wrong_account_name_only_when_the_account_exists():
+    rows = {"t1": row("t1", "a1", "Eve"), "t2": row("t2", "a2", None), "t3": row("t3", "a3", "x")}
+    messages = [Message(0, i, t) for i, t in enumerate(rows)]
+    result = reconcile(messages, [], rows, {"a1": "Ada", "a2": "Bob"})
+    assert result.wrongly_attributed == 2 and result.examples["wrongly_attributed"] == ["t1", "t2"]
+
+
+def test_ground_truth_fraud_cleared_or_unvalidated_is_wrong():
+    rows = {
+        "f1": row("f1", fraud=False, by="bank"), "f2": row("f2", fraud=True, by="bank"),
+        "u1": row("u1", by="none"), "u2": row("u2", by="validator"), "b1": row("b1"),
+    }
+    truth = [
+        {"kind": "transaction", "transaction_id": "f1", "evaluation": "fraudulent"},
+        {"kind": "transaction", "transaction_id": "f2", "evaluation": "fraudulent"},
+        {"kind": "transaction", "transaction_id": "u1", "evaluation": "unidentified"},
+        {"kind": "transaction", "transaction_id": "u2", "evaluation": "unidentified"},
+        {"kind": "bad", "transaction_id": "b1"}, {"kind": "summary"},
+    ]
+    messages = [Message(0, i, t) for i, t in enumerate(rows)]
+    result = reconcile(messages, [], rows, {"a1": "Ada"}, truth)
+    assert result.wrongly_cleared == 2 and result.wrongly_accepted == 1 and not result.ok
+
+
+def test_fraudulent_rows_missing_from_mongo():
+    rows = {"t1": row("t1", fraud=True), "t2": row("t2", fraud=True), "t3": row("t3")}
+    messages = [Message(0, i, t) for i, t in enumerate(rows)]
+    assert reconcile(messages, [], rows, {}, mongo_ids={"t1"}).missing_in_mongo == 1
+    assert reconcile(messages, [], rows, {}, mongo_ids=None).missing_in_mongo == 0
+
+
+def test_transaction_id_of_never_raises():
+    assert transaction_id_of(json.dumps({"transaction_id": "t1"}).encode()) == "t1"
+    for payload in (None, b"\xff\xfe", b"not json", b"[1]", b'{"transaction_id": 5}',
+                    b"[" * 100_000, b'{"amount": NaN}'):
+        assert transaction_id_of(payload) is None
+
+
+def test_empty_reconciliation_is_ok():
+    assert Reconciliation().ok
