@@ -11,6 +11,16 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.local_defaults import (
+    LOCAL_KAFKA_BOOTSTRAP,
+    LOCAL_MONGO_URI,
+    LOCAL_PG_DSN,
+    LOCAL_S3_ACCESS_KEY,
+    LOCAL_S3_ENDPOINT,
+    LOCAL_S3_SECRET_KEY,
+    LOCAL_VALIDATOR_URL,
+)
+
 __all__ = [
     "JoinOptions",
     "KafkaOptions",
@@ -22,9 +32,6 @@ __all__ = [
     "env",
 ]
 
-LOCAL_S3_ENDPOINT = "http://127.0.0.1:9000"
-LOCAL_S3_ACCESS_KEY = "riskpipe"
-LOCAL_S3_SECRET_KEY = "riskpipe-secret"
 
 
 def env(name: str, default: str) -> str:
@@ -39,7 +46,7 @@ class KafkaOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--kafka_bootstrap",
-            default=env("RISKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            default=env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP),
             help="Kafka bootstrap servers, host:port[,host:port] (env RISKPIPE_KAFKA_BOOTSTRAP).",
         )
         parser.add_argument("--accounts_topic", default="accounts", help="Topic of accounts.")
@@ -80,9 +87,7 @@ class PostgresOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--postgres_dsn",
-            default=env(
-                "RISKPIPE_PG_DSN", "postgresql://riskpipe:riskpipe@127.0.0.1:5432/riskpipe"
-            ),
+            default=env("RISKPIPE_PG_DSN", LOCAL_PG_DSN),
             help="PostgreSQL DSN holding the banking schema (env RISKPIPE_PG_DSN).",
         )
         parser.add_argument(
@@ -100,7 +105,7 @@ class MongoOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--mongo_uri",
-            default=env("RISKPIPE_MONGO_URI", "mongodb://127.0.0.1:27017"),
+            default=env("RISKPIPE_MONGO_URI", LOCAL_MONGO_URI),
             help="MongoDB URI for the fraud results (env RISKPIPE_MONGO_URI).",
         )
         parser.add_argument(
@@ -135,7 +140,7 @@ class ValidatorOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--validator_url",
-            default=env("RISKPIPE_VALIDATOR_URL", "http://127.0.0.1:8000"),
+            default=env("RISKPIPE_VALIDATOR_URL", LOCAL_VALIDATOR_URL),
             help="Base URL of the fraud validator (env RISKPIPE_VALIDATOR_URL).",
         )
         parser.add_argument(

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, NamedTuple, Optional
@@ -44,6 +45,9 @@ VALIDATED_BY = ("bank", "validator", "none")
 TRANSACTION_TYPES = ("transfer", "payment", "withdrawal", "deposit")
 TRANSACTION_STATUSES = ("completed", "pending", "failed")
 ACCOUNT_TYPES = ("checking", "savings", "business", "credit")
+# Dead letters keep at most this much of the original payload (a cut UTF-8 character makes
+# the kept part hex); Kafka's default message limit is 1 MB.
+MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
 
 def _iso(value: Optional[datetime | date]) -> Optional[str]:
@@ -207,15 +211,24 @@ class DeadLetter:
     offset: Optional[int] = None
 
     def to_dict(self) -> dict:
-        """The JSON-ready form; the payload is kept as text where it decodes, else as hex."""
+        """The JSON-ready form.
+
+        The payload is kept as text where it decodes, else as hex, and cut to its first
+        ``MAX_DEAD_LETTER_PAYLOAD`` bytes so a dead letter always fits in a Kafka message;
+        ``payload_bytes`` and ``payload_sha256`` describe the whole original payload.
+        """
         payload = self.payload or b""
+        kept = payload[:MAX_DEAD_LETTER_PAYLOAD]
         try:
-            text, encoding = payload.decode("utf-8"), "utf-8"
+            text, encoding = kept.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
-            text, encoding = payload.hex(), "hex"
+            text, encoding = kept.hex(), "hex"
         return {
             "payload": text,
             "payload_encoding": encoding,
+            "payload_bytes": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "payload_truncated": len(payload) > len(kept),
             "reason": self.reason,
             "step": self.step,
             "topic": self.topic,

@@ -43,9 +43,10 @@ from simulator.publish import (
     UnreachableError,
 )
 from simulator.run import Sinks, Topics, run
+from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-DEFAULT_DSN = "postgresql://riskpipe:riskpipe@127.0.0.1:5432/riskpipe"
+DEFAULT_BOOTSTRAP = LOCAL_KAFKA_BOOTSTRAP
+DEFAULT_DSN = LOCAL_PG_DSN
 EXIT_DELIVERY, EXIT_UNREACHABLE = 1, 3
 
 

@@ -23,6 +23,7 @@ from typing import Iterable, Optional
 import apache_beam as beam
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 from psycopg2.extras import execute_values
 
 from pipeline.errors import ConfigurationError, LookupUnavailable
@@ -68,13 +69,21 @@ def connect(dsn: str, connect_timeout_s: int = 5):
 
 
 def _redact(dsn: str) -> str:
-    """Hides the password of a URI-style DSN so it never reaches a log."""
-    if "://" in dsn and "@" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return dsn
+    """Shows a DSN (URI or key=value) as ``user@host:port/dbname``: never its password.
+
+    >>> _redact("postgresql://u:secret@db:5432/x?password=other")
+    'u@db:5432/x'
+    >>> _redact("host=db user=u password=secret dbname=x")
+    'u@db:5432/x'
+    """
+    try:
+        parts = psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return "<unparsable DSN>"
+    return (
+        f"{parts.get('user', '')}@{parts.get('host', 'localhost')}:"
+        f"{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+    )
 
 
 def attributed_row(record: AttributedTransaction) -> tuple:

@@ -35,12 +35,13 @@ from pipeline.options import env
 from pipeline.records import AttributedTransaction
 from pipeline.transforms.parse import parse_account, parse_transaction
 from pipeline.transforms.route import route
+from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 from pipeline.transforms.scoring import AccountFeatures, score_transaction, update
 
 __all__ = ["run_baseline"]
 
-DEFAULT_BOOTSTRAP = env("RISKPIPE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-DEFAULT_DSN = env("RISKPIPE_PG_DSN", "postgresql://riskpipe:riskpipe@127.0.0.1:5432/riskpipe")
+DEFAULT_BOOTSTRAP = env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP)
+DEFAULT_DSN = env("RISKPIPE_PG_DSN", LOCAL_PG_DSN)
 
 
 def _end_offsets(consumer: Consumer, topics: list[str]) -> dict[tuple[str, int], int]:

@@ -13,7 +13,8 @@ import glob
 import os
 from pathlib import Path
 
-from pipeline.options import LOCAL_S3_ACCESS_KEY, LOCAL_S3_ENDPOINT, LOCAL_S3_SECRET_KEY, env
+from pipeline.local_defaults import LOCAL_S3_ACCESS_KEY, LOCAL_S3_ENDPOINT, LOCAL_S3_SECRET_KEY
+from pipeline.options import env
 
 __all__ = ["job_server_jar", "with_runner_defaults"]
 

@@ -98,6 +98,9 @@ def text(obj: dict, name: str, required: bool = False) -> str | None:
         raise InvalidRecord(f"{name}: empty")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidRecord(f"{name}: too long ({len(value)} chars)")
+    if "\x00" in value:
+        # PostgreSQL TEXT cannot hold NUL; other control characters are kept as data.
+        raise InvalidRecord(f"{name}: contains a NUL character ({show(value)})")
     return value
 
 

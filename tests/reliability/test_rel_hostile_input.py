@@ -301,10 +301,6 @@ def _run_small(services, payloads: list[bytes], accounts: list[dict] = ()):
     return run, run.pipeline()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the dead letter of a payload near Kafka's 1 MB limit (or a binary one over ~500 KB, "
-    "hex doubles it) is itself too large: WriteDeadLetters fails with MSG_SIZE_TOO_LARGE and "
-    "the job exits 1. Fix: cap DeadLetter payloads (keep a prefix + sha256 + size)."))
 def test_huge_payload_is_dead_lettered(services):
     huge = _dumps({"transaction_id": "huge", "note": "x" * (1 << 20)})  # 1 MiB
     binary = bytes(range(128, 256)) * 4000  # 512 KB of non-UTF-8, 1 MB as hex
@@ -315,10 +311,6 @@ def test_huge_payload_is_dead_lettered(services):
     assert all(d["reason"].startswith("payload: ") for d in run.dead_letters())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a NUL character (U+0000) passes fields.text(), but Postgres TEXT cannot hold it: "
-    "the upsert raises ValueError('A string literal cannot contain NUL (0x00) characters.'), "
-    "retried until the job fails. Fix: reject NUL in fields.text (dead letter) or strip it."))
 def test_nul_in_text_fields_is_accounted_for(services):
     run = Run(services)
     account = {"account_id": f"{run.prefix}acc-nul", "account_name": "nul\x00name"}

@@ -22,7 +22,7 @@ from validator.__main__ import build_parser
 REPO = Path(__file__).resolve().parents[2]
 # The only places the local stack's default credentials may be spelled out (DESIGN.md:
 # "Credentials come from the environment; the defaults work only against the local stack").
-ALLOWED = {"pipeline/options.py", "stack/config.py", "docker-compose.yml"}
+ALLOWED = {"pipeline/local_defaults.py", "stack/config.py", "docker-compose.yml"}
 CREDENTIALS = (
     re.compile(r"riskpipe-secret"),  # S3 secret key
     re.compile(r"://[^\s/:@'\"]+:[^\s/@'\"]+@"),  # a URI with user:password@
@@ -73,10 +73,6 @@ def test_the_scan_sees_the_documented_defaults():
     assert found == ALLOWED
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "simulator/__main__.py:48 and pipeline/runners/baseline.py:43 spell out "
-    "postgresql://riskpipe:riskpipe@...; they should take the DSN default from "
-    "pipeline.options / stack.config"))
 def test_no_default_credentials_outside_the_documented_defaults():
     offenders = [
         f"{path}:{line}" for path in _project_files() if path not in ALLOWED
@@ -101,10 +97,8 @@ def test_services_bind_to_localhost_by_default():
 @pytest.mark.parametrize("dsn", [
     f"postgresql://u:{SECRET}@127.0.0.1:1/x",
     f"postgres://user:{SECRET}@db.example:5432/riskpipe?sslmode=require",
-    pytest.param(f"host=127.0.0.1 port=1 user=u password={SECRET} dbname=x", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _redact() returns key=value DSNs unchanged")),
-    pytest.param(f"postgresql://u@127.0.0.1:1/x?password={SECRET}", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _redact() keeps a password given as a URI query parameter")),
+    f"host=127.0.0.1 port=1 user=u password={SECRET} dbname=x",
+    f"postgresql://u@127.0.0.1:1/x?password={SECRET}",
 ])
 def test_redact_hides_the_password(dsn):
     assert SECRET not in _redact(dsn)
@@ -112,8 +106,7 @@ def test_redact_hides_the_password(dsn):
 
 @pytest.mark.parametrize("dsn", [
     f"postgresql://u:{SECRET}@127.0.0.1:1/x",
-    pytest.param(f"host=127.0.0.1 port=1 user=u password={SECRET} dbname=x", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: preflight prints key=value DSNs with their password")),
+    f"host=127.0.0.1 port=1 user=u password={SECRET} dbname=x",
 ])
 def test_a_bad_dsn_run_does_not_print_the_password(dsn):
     proc = subprocess.run(
