@@ -20,8 +20,8 @@ What goes where:
   once however often they transact; the topic is keyed, so compaction keeps one per user.
 - S3 ``s3://<bucket>/<topic>/dt=.../hour=.../part-....jsonl``: both, windowed, replay-safe.
 
-Every write is idempotent: Mongo documents carry ``_id`` (Beam's ``WriteToMongoDB`` then
-does a ``ReplaceOne(upsert=True)`` per document) and S3 object names are deterministic.
+Every write is idempotent: Mongo documents carry ``_id`` (``pipeline.io.mongo.WriteToMongo``
+then does a ``ReplaceOne(upsert=True)`` per document) and S3 object names are deterministic.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.mongodbio import WriteToMongoDB
 from apache_beam.metrics import Metrics
 
+from pipeline.io.mongo import WriteToMongo
 from pipeline.io.kafka import WriteToKafka
 from pipeline.io.s3 import WriteWindowedJson
 from pipeline.records import Account, AttributedTransaction
@@ -190,9 +190,7 @@ class WriteFraudResults(beam.PTransform):
                 docs
                 | f"Add{name}MongoId" >> beam.Map(with_mongo_id(key))
                 | f"Write{name}ToMongo"
-                >> WriteToMongoDB(
-                    self.mongo_uri, self.mongo_db, name.lower(), self.mongo_batch_size
-                )
+                >> WriteToMongo(self.mongo_uri, self.mongo_db, name.lower(), self.mongo_batch_size)
             )
             if self.s3_bucket:
                 written[topic] = docs | f"Write{name}ToS3" >> WriteWindowedJson(
