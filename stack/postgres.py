@@ -12,6 +12,7 @@ recorded in ``public.schema_migrations``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -44,6 +45,13 @@ CREATE TABLE IF NOT EXISTS public.schema_migrations (
 """
 
 
+def _searchable_by_others(folder: Path) -> bool:
+    """True when every existing parent of ``folder`` lets any user pass through."""
+    return all(
+        parent.stat().st_mode & 0o001 for parent in folder.parents if parent.exists()
+    )
+
+
 class Postgres(Service):
     name = "postgres"
     port_name = "PG"
@@ -55,12 +63,25 @@ class Postgres(Service):
         return Path("/usr/lib/postgresql") / config.version("POSTGRES_MAJOR") / "bin"
 
     @property
+    def cluster_dir(self) -> Path:
+        """Where the cluster lives: the state folder, if the system user can reach it.
+
+        PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres``
+        user, which cannot enter a checkout under a private home (``/root`` is 0700). Then
+        the cluster goes to a folder under /var/tmp named after the state folder.
+        """
+        if self.run_as is None or _searchable_by_others(self.state_dir):
+            return self.state_dir
+        digest = hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:12]
+        return Path("/var/tmp") / f"riskpipe-postgres-{digest}"
+
+    @property
     def data_dir(self) -> Path:
-        return self.state_dir / "data"
+        return self.cluster_dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.state_dir / "run"
+        return self.cluster_dir / "run"
 
     @property
     def run_as(self) -> str | None:  # PostgreSQL refuses to run as root
