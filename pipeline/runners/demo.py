@@ -3,7 +3,7 @@
 Steps: start every service of the local stack (``stack.up()``), submit the job to the
 standalone Flink cluster (``python -m pipeline.main --runner=FlinkRunner``), wait until it
 runs, start the simulator in the background at a live rate, print where to look, then a line
-of figures every 5 s until Ctrl-C — which cancels the job and stops the simulator (the stack
+of figures every 5 s until Ctrl-C — which stops the job with a savepoint and stops the simulator (the stack
 stays up; ``make down`` stops it).
 
     python -m pipeline.runners.demo                 # until Ctrl-C
@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-simulator", action="store_true",
                         help="do not start the simulator (feed the topics yourself)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="stop (cancel the job, stop the simulator) after this many "
+                        help="stop (the job with a savepoint, the simulator) after this many "
                              "seconds instead of waiting for Ctrl-C")
     return parser.parse_args(argv)
 
@@ -188,6 +188,24 @@ def stop_simulator(simulator: subprocess.Popen | None) -> None:
     say("simulator stopped")
 
 
+def stop_job(job_id: str) -> None:
+    """Stops the job with a savepoint (nothing waiting in state is lost) and says how to resume.
+
+    A plain cancel would drop what waits in state whose offsets a checkpoint already
+    committed; the savepoint keeps it. Falls back to a cancel if the savepoint fails.
+    """
+    try:
+        savepoint = flink_rest.stop_with_savepoint(job_id, timeout=120)
+    except Exception as exc:  # noqa: BLE001 - any failure: cancel, and say why
+        say(f"stop with savepoint failed ({exc}); cancelling")
+        flink_rest.cancel(job_id)
+        flink_rest.wait_for_job_state(job_id, "CANCELED", timeout=60)
+        say(f"job {job_id} cancelled")
+        return
+    say(f"job {job_id} stopped with a savepoint; resume it with")
+    print(f"  python -m pipeline.main --runner=FlinkRunner --savepoint_path={savepoint}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.chdir(REPO)
@@ -220,9 +238,7 @@ def main(argv=None) -> int:
     finally:
         stop_simulator(simulator)
         if job_id and flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
-            flink_rest.cancel(job_id)
-            flink_rest.wait_for_job_state(job_id, "CANCELED", timeout=60)
-            say(f"job {job_id} cancelled")
+            stop_job(job_id)
             try:
                 from pipeline.runners.flink import riskpipe_counters
 

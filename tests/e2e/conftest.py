@@ -268,6 +268,18 @@ class Scenario:
         conn.close()
         return {"rows": rows, "distinct": distinct, "fraudulent": fraudulent}
 
+    def rows_processed_after(self, epoch_s: float) -> int:
+        """How many of this scenario's rows were (re)written after ``epoch_s``."""
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM banking.attributed_transactions"
+                " WHERE transaction_id = ANY(%s) AND processed_at > to_timestamp(%s)",
+                (self.ids, epoch_s),
+            )
+            (count,) = cur.fetchone()
+        conn.close()
+        return count
+
     def fraudulent_ids(self) -> set[str]:
         with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
             cur.execute(
