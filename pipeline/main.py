@@ -35,6 +35,7 @@ from pipeline.options import (
     ValidatorOptions,
 )
 from pipeline.runners.defaults import with_runner_defaults
+from pipeline.runners.savepoint import SavepointAwareFlinkRunner
 from pipeline.transforms.join import JoinWithAccounts
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 from pipeline.transforms.results import WriteFraudResults
@@ -184,7 +185,11 @@ def run(argv=None) -> int:
     if not standard.streaming:
         # Local runners cannot run an unbounded read: read a bounded slice instead.
         options.view_as(RunOptions).bounded = True
-    p = beam.Pipeline(options=options)
+    # Beam's FlinkRunner drops --savepoint_path on uber-jar submissions; this one keeps it.
+    p = beam.Pipeline(
+        runner=SavepointAwareFlinkRunner() if "flink" in (runner or "").lower() else None,
+        options=options,
+    )
     build(p, options)
     result = p.run()
     if options.view_as(StandardOptions).streaming and "Flink" in runner:
