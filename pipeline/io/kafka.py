@@ -2,7 +2,8 @@
 
 Beam's cross-language ``ReadFromKafka`` needs a Java SDK harness in Docker on Flink, which
 riskpipe cannot use, so Kafka is read and written here in Python. The reader lives in
-``kafka_read.py``, the writer in ``kafka_write.py``; import both from this module.
+``kafka_read.py`` (partition discovery in ``kafka_partitions.py``), the writer in
+``kafka_write.py``; import them from this module.
 
 Reading::
 
