@@ -86,6 +86,10 @@ def check_mongo(uri: str) -> None:
     import pymongo
     import pymongo.errors
 
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigurationError(
+            f"mongo: invalid URI {uri!r} (--mongo_uri): expected mongodb://host:port"
+        )
     try:
         client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=TIMEOUT_S * 1000)
     except (pymongo.errors.ConfigurationError, ValueError) as error:
@@ -93,9 +97,8 @@ def check_mongo(uri: str) -> None:
     try:
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as error:
-        raise ConfigurationError(
-            f"mongo: cannot reach {uri} (--mongo_uri): {str(error).splitlines()[0]}"
-        ) from error
+        reason = str(error).split(" (configured timeouts")[0].split(", Timeout:")[0]
+        raise ConfigurationError(f"mongo: cannot reach {uri} (--mongo_uri): {reason}") from error
     finally:
         client.close()
 
