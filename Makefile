@@ -43,6 +43,10 @@ bench: install ## Throughput benchmarks (simulator, validator, pipeline vs basel
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m pipeline.runners.evaluate
 
+chaos: install ## Every fault on Flink with a seeded simulation, each reconciled; prints the table (FAULTS=a,b)
+	@$(PY) -m stack up
+	@$(PY) -m pipeline.runners.chaos $(if $(FAULTS),--faults $(FAULTS))
+
 ui: ## Print the Flink UI, Prometheus and validator URLs
 	@$(PY) -m stack urls
 
