@@ -1,13 +1,13 @@
-"""Beam's Python SDK worker pool: the SDK harness of Flink jobs (``--environment_type=EXTERNAL``).
+"""The Beam SDK worker pool: the SDK harness of Flink jobs (``--environment_type=EXTERNAL``).
 
-``python -m apache_beam.runners.worker.worker_pool_main --service_port=50000`` under the project
-venv. For each bundle processor Flink asks for, it starts a worker as plain ``python`` from
-PATH, so the venv's ``bin/`` comes first on PATH; cwd is the repo root and PYTHONPATH holds
-it, so the job's own modules (``pipeline.*``) import in the workers (nothing is staged: the
-workers run this checkout's code and the venv's packages).
+``python -m pipeline.runners.worker_pool --service_port=50000`` under the project venv (Beam's
+``worker_pool_main`` with workers whose stdout is not a forgotten pipe, and a state cache;
+see that module). cwd is the repo root and PYTHONPATH holds it, so the job's own modules
+(``pipeline.*``) import in the workers (nothing is staged: the workers run this checkout's
+code and the venv's packages).
 
-Note: the pool listens on ``[::]:<port>``, i.e. on ALL interfaces — worker_pool_main has no
-flag to bind 127.0.0.1 only. Health: a TCP connect to 127.0.0.1:<port>.
+Note: the pool listens on ``[::]:<port>``, i.e. on ALL interfaces — Beam's servicer has no
+way to bind 127.0.0.1 only. Health: a TCP connect to 127.0.0.1:<port>.
 Port: ``RISKPIPE_WORKER_POOL_PORT`` (default 50000).
 """
 
@@ -26,8 +26,7 @@ class WorkerPool(Service):
     name = "workerpool"
     port_name = "WORKER_POOL"
     start_timeout_s = 60.0
-    # SIGINT: worker_pool_main stops its server and its atexit hook ends the workers
-    # (SIGTERM would leave them to the process-group SIGKILL after stop_timeout_s).
+    # SIGINT: the pool stops its server and its atexit hook ends the workers.
     stop_signal = signal.SIGINT
     stop_timeout_s = 15.0
 
@@ -39,7 +38,7 @@ class WorkerPool(Service):
             str(config.REPO_ROOT),
             str(config.venv_python()),
             "-m",
-            "apache_beam.runners.worker.worker_pool_main",
+            "pipeline.runners.worker_pool",
             f"--service_port={self.port}",
         ]
 

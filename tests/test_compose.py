@@ -294,7 +294,7 @@ def test_dockerfile_builds_the_job_server_and_runs_the_worker_pool(services):
     assert "mvn -q -B package -f stack/jobserver/pom.xml" in text
     assert re.search(r"^FROM python:\$\{PYTHON_VERSION\}-slim$", text, re.MULTILINE)
     assert "pip install" in text
-    assert "apache_beam.runners.worker.worker_pool_main" in text
+    assert "pipeline.runners.worker_pool" in text
     assert "--service_port=50000" in text
     jar = flags(services["submitter"])["flink_job_server_jar"]
     assert re.search(

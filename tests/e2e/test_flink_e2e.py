@@ -10,71 +10,21 @@ the exact figures, then cancels the job.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import psycopg2
 import pymongo
-import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from stack import flink_rest
 from stack.kafka import ensure_topics
+from tests.e2e.conftest import run, topic_keys, topic_size
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = 20260105
 COUNT = 2_000
 ACCOUNTS = 200
 TIMEOUT_S = 240.0
-
-
-def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _topic_size(bootstrap: str, topic: str) -> int:
-    """Messages in a one-partition topic (high minus low watermark)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-size-{uuid.uuid4().hex}"})
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        return high - low
-    finally:
-        consumer.close()
-
-
-def _topic_keys(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        keys: list = []
-        deadline = time.monotonic() + timeout
-        while len(keys) < expected and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is not None and not message.error():
-                keys.append(message.key())
-        return keys
-    finally:
-        consumer.close()
-
-
-@pytest.fixture
-def services(stack_up):
-    endpoints = stack_up(
-        "kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"
-    )
-    return endpoints
 
 
 def test_flink_end_to_end(services, tmp_path):
@@ -99,7 +49,7 @@ def test_flink_end_to_end(services, tmp_path):
 
     # The seed fixes the transaction ids: forget what an earlier run of this test wrote.
     truth_file = tmp_path / "truth.jsonl"
-    dry = _run(
+    dry = run(
         [sys.executable, "-m", "simulator", "--seed", str(SEED), "--count", str(COUNT),
          "--accounts", str(ACCOUNTS), "--bad-rate", "0.01", "--fraud-rate", "0.02",
          "--dry-run", "--ground-truth-all", "--ground-truth-file", str(truth_file), "--quiet"],
@@ -114,7 +64,7 @@ def test_flink_end_to_end(services, tmp_path):
         )
     conn.close()
 
-    sim = _run(
+    sim = run(
         [sys.executable, "-m", "simulator", "--seed", str(SEED), "--count", str(COUNT),
          "--accounts", str(ACCOUNTS), "--bad-rate", "0.01", "--fraud-rate", "0.02",
          "--topic-prefix", f"{prefix}.", "--bootstrap-servers", bootstrap,
@@ -128,7 +78,7 @@ def test_flink_end_to_end(services, tmp_path):
     bad = summary["bad"]["messages"]
     assert bad > 0 and summary["transactions"] + bad == COUNT
 
-    submit = _run(
+    submit = run(
         [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner",
          f"--job_name={prefix}", f"--kafka_bootstrap={bootstrap}", f"--postgres_dsn={dsn}",
          f"--accounts_topic={topics['accounts']}",
@@ -156,7 +106,7 @@ def test_flink_end_to_end(services, tmp_path):
             conn.close()
             return {
                 "rows": rows, "distinct": distinct, "fraudulent": fraudulent,
-                "dead_letters": _topic_size(bootstrap, topics["dead_letters"]),
+                "dead_letters": topic_size(bootstrap, topics["dead_letters"]),
                 "mongo": mongo[prefix]["transactions"].count_documents({}),
             }
 
@@ -184,8 +134,8 @@ def test_flink_end_to_end(services, tmp_path):
         history = flink_rest.request("GET", f"/jobs/{job_id}/exceptions")
         entries = (history or {}).get("exceptionHistory", {}).get("entries", [])
         assert not entries, entries[0]["stacktrace"][:4000]
-        assert _topic_size(bootstrap, topics["results"]) == final["fraudulent"]
-        results_keys = _topic_keys(bootstrap, topics["results"], final["fraudulent"])
+        assert topic_size(bootstrap, topics["results"]) == final["fraudulent"]
+        results_keys = topic_keys(bootstrap, topics["results"], final["fraudulent"])
         assert len(results_keys) == len(set(results_keys)) == final["fraudulent"]
     finally:
         mongo.close()
