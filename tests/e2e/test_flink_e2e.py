@@ -19,7 +19,7 @@ import pymongo
 
 from stack import flink_rest
 from stack.kafka import ensure_topics
-from tests.e2e.conftest import run, topic_keys, topic_size
+from tests.e2e.conftest import reading_started, run, topic_keys, topic_size, wait_until
 
 SEED = 20260105
 COUNT = 2_000
@@ -78,21 +78,35 @@ def test_flink_end_to_end(services, tmp_path):
     bad = summary["bad"]["messages"]
     assert bad > 0 and summary["transactions"] + bad == COUNT
 
-    submit = run(
-        [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner",
-         f"--job_name={prefix}", f"--kafka_bootstrap={bootstrap}", f"--postgres_dsn={dsn}",
-         f"--accounts_topic={topics['accounts']}",
-         f"--transactions_topic={topics['transactions']}",
-         f"--dead_letter_topic={topics['dead_letters']}",
-         f"--fraud_results_topic={topics['results']}", f"--users_topic={topics['users']}",
-         f"--consumer_group={prefix}", "--start_offset=earliest", f"--mongo_db={prefix}"],
-        180,
-    )
-    assert submit.returncode == 0, submit.stderr[-4000:]
-    job_id = flink_rest.wait_for_job_id(prefix, timeout=60)
+    def submit() -> str:
+        before = {j["jid"] for j in flink_rest.jobs()}
+        submitted = run(
+            [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner",
+             f"--job_name={prefix}", f"--kafka_bootstrap={bootstrap}", f"--postgres_dsn={dsn}",
+             f"--accounts_topic={topics['accounts']}",
+             f"--transactions_topic={topics['transactions']}",
+             f"--dead_letter_topic={topics['dead_letters']}",
+             f"--fraud_results_topic={topics['results']}", f"--users_topic={topics['users']}",
+             f"--consumer_group={prefix}", "--start_offset=earliest", f"--mongo_db={prefix}"],
+            180,
+        )
+        assert submitted.returncode == 0, submitted.stderr[-4000:]
+        new = wait_until(
+            f"a new Flink job named {prefix}",
+            lambda: next((j["jid"] for j in flink_rest.jobs()
+                          if j["name"] == prefix and j["jid"] not in before), None),
+            60, 0.5,
+        )
+        flink_rest.wait_until_running(new, timeout=120)
+        return new
+
+    job_id = submit()
+    if not reading_started(job_id):
+        flink_rest.cancel(job_id)
+        flink_rest.wait_for_job_state(job_id, flink_rest.TERMINAL_STATES, timeout=60)
+        job_id = submit()
     mongo = pymongo.MongoClient(services["mongo"].get("uri", "mongodb://127.0.0.1:27017"))
     try:
-        flink_rest.wait_until_running(job_id, timeout=120)
 
         def figures() -> dict:
             with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
