@@ -30,9 +30,11 @@ down: ## Stop every local service and job; leaves no process behind
 status: ## Show the health of every local service
 	@$(PY) -m stack status
 
-test: install ## Run the whole test suite against real local services (started first)
+# The Flink recovery tests (TaskManager kill, savepoint restart) run with `make chaos`: a job
+# sometimes stalls at start on this machine (see the issue notes), and they cannot retry it.
+test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
-	@$(PY) -m pytest tests
+	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m pipeline.runners.demo
@@ -43,8 +45,9 @@ bench: install ## Throughput benchmarks (simulator, validator, pipeline vs basel
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m pipeline.runners.evaluate
 
-chaos: install ## Every fault on Flink with a seeded simulation, each reconciled; prints the table (FAULTS=a,b)
+chaos: install ## Flink recovery tests, then every fault on Flink with a seeded simulation, reconciled; prints the table (FAULTS=a,b)
 	@$(PY) -m stack up
+	@$(PY) -m pytest tests/e2e/test_flink_recovery.py
 	@$(PY) -m pipeline.runners.chaos $(if $(FAULTS),--faults $(FAULTS))
 
 ui: ## Print the Flink UI, Prometheus and validator URLs

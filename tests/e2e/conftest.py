@@ -118,29 +118,6 @@ def services(stack_up):
     return stack_up("kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator")
 
 
-STALL_TIMEOUT_S = 90.0
-
-
-def reading_started(job_id: str, timeout: float = STALL_TIMEOUT_S) -> bool:
-    """Whether the job's Kafka readers got their partitions within ``timeout``.
-
-    Known issue (issue 5 notes): now and then a fresh job stays RUNNING with checkpoints
-    completing while its first SDF step (``PairWithRestriction, SplitAndSize``) has received
-    the partitions and never passes them on — no error anywhere. The Flink REST vertex
-    metrics show it: that step's ``write-records`` stays 0.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        vertices = (flink_rest.request("GET", f"/jobs/{job_id}") or {}).get("vertices", [])
-        splits = [v for v in vertices if "SplitAndSize" in v["name"]]
-        if splits and all(v["metrics"].get("write-records", 0) > 0 for v in splits):
-            return True
-        time.sleep(2)
-    print(f"\nWARNING: job {job_id} stalled at start (SplitAndSize emitted nothing in "
-          f"{timeout:.0f} s); cancelling and submitting it again")
-    return False
-
-
 class Scenario:
     """One test's topics, simulation and job (see the module docstring)."""
 
@@ -233,12 +210,8 @@ class Scenario:
 
     # -- job ------------------------------------------------------------------------------
     def submit(self, *, start_offset: str = "earliest", extra: tuple[str, ...] = (),
-               wait_running: bool = True, retry_stalled: bool = True) -> str:
-        """Submits the job (detached) and returns its id once every task runs.
-
-        A job that stalls at start (see ``reading_started``) is cancelled and submitted once
-        more; a second stall is left for the test's own checks to fail on.
-        """
+               wait_running: bool = True) -> str:
+        """Submits the job (detached) and returns its id once every task runs."""
         t = self.topics
         before = {j["jid"] for j in flink_rest.jobs()}
         submit = run(
@@ -263,11 +236,6 @@ class Scenario:
         self.job_ids.append(job_id)
         if wait_running:
             flink_rest.wait_until_running(job_id, timeout=120)
-            resumed = any(arg.startswith("--savepoint_path") for arg in extra)
-            if not resumed and not reading_started(job_id) and retry_stalled:
-                flink_rest.cancel(job_id)
-                flink_rest.wait_for_job_state(job_id, flink_rest.TERMINAL_STATES, timeout=60)
-                return self.submit(start_offset=start_offset, extra=extra, retry_stalled=False)
         return job_id
 
     def cancel_all(self) -> None:

@@ -19,12 +19,14 @@ import pymongo
 
 from stack import flink_rest
 from stack.kafka import ensure_topics
-from tests.e2e.conftest import reading_started, run, topic_keys, topic_size, wait_until
+from tests.e2e.conftest import run, topic_keys, topic_size, wait_until
 
 SEED = 20260105
 COUNT = 2_000
 ACCOUNTS = 200
 TIMEOUT_S = 240.0
+STALL_TIMEOUT_S = 90.0
+STALL_ATTEMPTS = 3
 
 
 def test_flink_end_to_end(services, tmp_path):
@@ -100,11 +102,33 @@ def test_flink_end_to_end(services, tmp_path):
         flink_rest.wait_until_running(new, timeout=120)
         return new
 
-    job_id = submit()
-    if not reading_started(job_id):
+    def first_rows(timeout: float = STALL_TIMEOUT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM banking.attributed_transactions"
+                    " WHERE transaction_id = ANY(%s)", (ids,),
+                )
+                (rows,) = cur.fetchone()
+            conn.close()
+            if rows:
+                return True
+            time.sleep(2)
+        return False
+
+    # Known issue (issue 5 notes): now and then a fresh job stays RUNNING, checkpoints
+    # completing, and reads nothing, with no error anywhere. Every message is in Kafka before
+    # the job starts, so a job with no row after STALL_TIMEOUT_S is stalled: cancel it and
+    # submit again (at most STALL_ATTEMPTS jobs), saying so.
+    for attempt in range(1, STALL_ATTEMPTS + 1):
+        job_id = submit()
+        if first_rows() or attempt == STALL_ATTEMPTS:
+            break
+        print(f"\nWARNING: job {job_id} stalled at start (no row in {STALL_TIMEOUT_S:.0f} s); "
+              "cancelling it and submitting again")
         flink_rest.cancel(job_id)
         flink_rest.wait_for_job_state(job_id, flink_rest.TERMINAL_STATES, timeout=60)
-        job_id = submit()
     mongo = pymongo.MongoClient(services["mongo"].get("uri", "mongodb://127.0.0.1:27017"))
     try:
 
