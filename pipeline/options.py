@@ -15,9 +15,6 @@ from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
     LOCAL_PG_DSN,
-    LOCAL_S3_ACCESS_KEY,
-    LOCAL_S3_ENDPOINT,
-    LOCAL_S3_SECRET_KEY,
     LOCAL_VALIDATOR_URL,
 )
 

@@ -392,18 +392,18 @@ def test_postgres_credentials_and_migrations_match_the_local_stack(services):
 
 
 def test_s3_keys_and_bucket_match_the_local_stack(services):
-    from pipeline import options
+    from pipeline import local_defaults, options
 
     minio = environment(services["minio"])
     assert (
         minio["MINIO_ROOT_USER"]
         == config.s3_access_key()
-        == options.LOCAL_S3_ACCESS_KEY
+        == local_defaults.LOCAL_S3_ACCESS_KEY
     )
     assert (
         minio["MINIO_ROOT_PASSWORD"]
         == config.s3_secret_key()
-        == options.LOCAL_S3_SECRET_KEY
+        == local_defaults.LOCAL_S3_SECRET_KEY
     )
     bucket = options.ResultsOptions([]).s3_bucket
     assert bucket == config.s3_bucket()

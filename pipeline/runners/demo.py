@@ -23,6 +23,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import stack
+from stack import flink_rest
+
 REPO = Path(__file__).resolve().parents[2]
 JOB_NAME = "transaction-attribution"
 INTERVAL_S = 5.0
@@ -139,7 +142,6 @@ Where to look
 
 
 def submit_job() -> str:
-    from stack import flink_rest
 
     for job in flink_rest.jobs():
         if job["name"] == JOB_NAME and job["state"] not in flink_rest.TERMINAL_STATES:
@@ -209,8 +211,6 @@ def stop_job(job_id: str) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.chdir(REPO)
-    import stack
-    from stack import flink_rest
 
     say("starting the local stack (python -m stack up) …")
     endpoints = stack.up()

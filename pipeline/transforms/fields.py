@@ -67,17 +67,23 @@ def _get(obj: dict, name: str, required: bool) -> Any:
     return value
 
 
+def _string(obj: dict, name: str, required: bool) -> str | None:
+    """The field as a string, None when absent and optional; anything else is invalid."""
+    value = _get(obj, name, required)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
+    return value
+
+
 def _has_control_chars(value: str) -> bool:
     return any(unicodedata.category(char) == "Cc" for char in value)
 
 
 def identifier(obj: dict, name: str, required: bool = True) -> str | None:
     """A non-empty id string of at most MAX_ID_LENGTH characters, no control characters."""
-    value = _get(obj, name, required)
+    value = _string(obj, name, required)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
     if not value.strip():
         raise InvalidRecord(f"{name}: empty")
     if len(value) > MAX_ID_LENGTH:
@@ -89,11 +95,9 @@ def identifier(obj: dict, name: str, required: bool = True) -> str | None:
 
 def text(obj: dict, name: str, required: bool = False) -> str | None:
     """A free-text string of at most MAX_TEXT_LENGTH characters; required ones non-blank."""
-    value = _get(obj, name, required)
+    value = _string(obj, name, required)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
     if required and not value.strip():
         raise InvalidRecord(f"{name}: empty")
     if len(value) > MAX_TEXT_LENGTH:
@@ -124,11 +128,9 @@ def number(obj: dict, name: str, required: bool = True) -> float | None:
 
 def choice(obj: dict, name: str, allowed: Iterable[str], required: bool = True) -> str | None:
     """One of ``allowed``, matched exactly (case-sensitive)."""
-    value = _get(obj, name, required)
+    value = _string(obj, name, required)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
     if value not in allowed:
         raise InvalidRecord(f"{name}: unknown ({show(value)})")
     return value
@@ -136,11 +138,9 @@ def choice(obj: dict, name: str, allowed: Iterable[str], required: bool = True) 
 
 def timestamp(obj: dict, name: str, now: datetime, required: bool = True) -> datetime | None:
     """An ISO-8601 string between EARLIEST and ``now + MAX_FUTURE``; naive means UTC."""
-    value = _get(obj, name, required)
+    value = _string(obj, name, required)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -160,11 +160,9 @@ def timestamp(obj: dict, name: str, now: datetime, required: bool = True) -> dat
 
 def calendar_date(obj: dict, name: str, required: bool = False) -> date | None:
     """A ``YYYY-MM-DD`` string from 1900 on."""
-    value = _get(obj, name, required)
+    value = _string(obj, name, required)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
     try:
         parsed = date.fromisoformat(value)
     except ValueError:
