@@ -24,7 +24,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, S3Options, Sta
 from pipeline import preflight
 from pipeline.errors import ConfigurationError, RiskpipeError
 from pipeline.io.kafka import ReadFromKafka, WriteDeadLetters
-from pipeline.io.postgres import WriteAttributedTransactions, lookup_factory
+from pipeline.io.postgres import (
+    RESULTS_LOOKUP_PATIENCE_S,
+    WriteAttributedTransactions,
+    lookup_factory,
+)
 from pipeline.options import (
     JoinOptions,
     KafkaOptions,
@@ -126,7 +130,9 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         | "WriteFraudResults" >> WriteFraudResults(
             kafka.kafka_bootstrap, kafka.fraud_results_topic, kafka.users_topic,
             mongo.mongo_uri, mongo.mongo_db, results.s3_bucket, results.results_window_s,
-            lookups, s3_args=s3_args(options) or None,
+            # Waits out a Postgres restart: failing here would restart the whole job.
+            lookup_factory(dsn, patience_s=RESULTS_LOOKUP_PATIENCE_S),
+            s3_args=s3_args(options) or None,
         )
     )
     (

@@ -1,8 +1,10 @@
 """The shape every riskpipe sink shares: buffer a bundle, write it idempotently, retry.
 
 A concrete sink subclasses :class:`BatchingWriteFn` and implements three methods:
-``open_client`` (called once in ``setup``), ``write_batch`` (one idempotent write of a
-list of elements) and ``close_client`` (called in ``teardown``). This base buffers
+``open_client`` (called before the first write, and again after a retryable error),
+``write_batch`` (one idempotent write of a list of elements) and ``close_client`` (called in
+``teardown``). The client opens lazily, inside the retry loop, so a worker that starts while
+the sink's server is down waits for it instead of failing (and restarting the job). This base buffers
 elements, flushes when ``batch_size`` is reached and at the end of every bundle, and
 retries a failed write ``MAX_ATTEMPTS`` times with exponential backoff on the sink's
 ``RETRYABLE_ERRORS``. When every attempt fails the error propagates, the runner retries
@@ -75,7 +77,7 @@ class BatchingWriteFn(beam.DoFn):
 
     # -- DoFn lifecycle -------------------------------------------------------------
     def setup(self):
-        self._client = self.open_client()
+        self._client = None  # opened by the first write, under the retry loop
 
     def start_bundle(self):
         self._buffer = []
@@ -102,6 +104,8 @@ class BatchingWriteFn(beam.DoFn):
         for attempt in range(1, MAX_ATTEMPTS + 1):
             started = time.monotonic()
             try:
+                if self._client is None:
+                    self._client = self.open_client()
                 self.write_batch(self._client, batch)
             except self.RETRYABLE_ERRORS as error:
                 if attempt == MAX_ATTEMPTS:
@@ -123,8 +127,10 @@ class BatchingWriteFn(beam.DoFn):
 
     def _reopen(self) -> Any:
         """Reopens the client; a failure here is left for the next attempt to meet."""
+        if self._client is None:
+            return None  # never opened: the next attempt opens it
         try:
             return self.reset_client(self._client)
         except self.RETRYABLE_ERRORS as error:
             logger.warning("%s: reconnect failed: %s", self.SINK, error)
-            return self._client
+            return None

@@ -9,7 +9,7 @@ Look accounts up (batched, cached) when the join's state has none::
     lookup = PostgresAccountLookup(dsn)
     accounts = lookup(["acc-1", "acc-2"])   # {account_id: Account} for those found
 
-Both open one connection per DoFn instance (in ``setup``) and reconnect after a
+Both open one connection per DoFn instance (on first use) and reconnect after a
 connection error. A schema error (missing table or column) is not retried: it fails
 with a message that says which migration to run.
 """
@@ -17,6 +17,7 @@ with a message that says which migration to run.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from typing import Iterable, Optional
 
@@ -54,6 +55,12 @@ ACCOUNT_COLUMNS = (
     "account_id", "account_name", "email", "account_type", "balance", "created_at",
     "address", "birthdate", "phone_number", "job", "company", "bank", "bank_account",
 )
+
+# Backoff of a patient lookup (see PostgresAccountLookup): 0.5 s, 1 s, 2 s, ... up to 10 s.
+LOOKUP_INITIAL_BACKOFF_S = 0.5
+LOOKUP_MAX_BACKOFF_S = 10.0
+# How long the results' user lookup waits for PostgreSQL before failing the bundle.
+RESULTS_LOOKUP_PATIENCE_S = 90.0
 
 LOOKUP_SQL = (
     f"SELECT {', '.join(ACCOUNT_COLUMNS)} FROM banking.accounts WHERE account_id = ANY(%s)"
@@ -153,22 +160,25 @@ class PostgresAccountLookup:
 
     A callable ``lookup(account_ids) -> {account_id: Account}``; ids not in the table are
     absent from the result (and not cached, so an account written later is found later).
-    When PostgreSQL cannot be reached after a few attempts it raises LookupUnavailable,
-    which the join treats as "not found for now".
+    When PostgreSQL cannot be reached it retries with backoff for ``patience_s`` seconds
+    (at least three attempts), then raises LookupUnavailable. The join and the validator
+    use no patience (an unknown account is "not found for now"); the user documents of the
+    results wait out a database restart, since failing there restarts the job.
     Instances are cheap to pickle: the connection opens on first use.
     """
 
-    def __init__(self, dsn: str, cache_size: int = 100_000):
+    def __init__(self, dsn: str, cache_size: int = 100_000, patience_s: float = 0.0):
         self.dsn = dsn
         self.cache_size = cache_size
+        self.patience_s = patience_s
         self._cache: OrderedDict[str, Account] = OrderedDict()
         self._conn = None
 
     def __getstate__(self):
-        return {"dsn": self.dsn, "cache_size": self.cache_size}
+        return {"dsn": self.dsn, "cache_size": self.cache_size, "patience_s": self.patience_s}
 
     def __setstate__(self, state):
-        self.__init__(state["dsn"], state["cache_size"])
+        self.__init__(state["dsn"], state["cache_size"], state.get("patience_s", 0.0))
 
     def __call__(self, account_ids: Iterable[str]) -> dict[str, Account]:
         wanted = list(dict.fromkeys(account_ids))
@@ -193,8 +203,12 @@ class PostgresAccountLookup:
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
-    def _query(self, account_ids: list[str], attempts: int = 3) -> list[Account]:
-        for attempt in range(1, attempts + 1):
+    def _query(self, account_ids: list[str], min_attempts: int = 3) -> list[Account]:
+        give_up_at = time.monotonic() + self.patience_s
+        backoff = LOOKUP_INITIAL_BACKOFF_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.dsn)
@@ -206,9 +220,11 @@ class PostgresAccountLookup:
             except RETRYABLE_ERRORS as error:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
                 self.close()
-                if attempt == attempts:
+                if attempt >= min_attempts and time.monotonic() + backoff > give_up_at:
                     raise LookupUnavailable(f"postgres account lookup failed: {error}") from error
-        return []
+                if self.patience_s > 0:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, LOOKUP_MAX_BACKOFF_S)
 
 
 def _plain(row: tuple) -> tuple:
@@ -216,10 +232,10 @@ def _plain(row: tuple) -> tuple:
     return tuple(float(v) if v.__class__.__name__ == "Decimal" else v for v in row)
 
 
-def lookup_factory(dsn: str, cache_size: int = 100_000):
+def lookup_factory(dsn: str, cache_size: int = 100_000, patience_s: float = 0.0):
     """Returns a zero-argument factory building a PostgresAccountLookup on a worker."""
 
     def build() -> Optional[PostgresAccountLookup]:
-        return PostgresAccountLookup(dsn, cache_size)
+        return PostgresAccountLookup(dsn, cache_size, patience_s)
 
     return build
