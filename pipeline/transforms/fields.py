@@ -72,7 +72,18 @@ def _string(obj: dict, name: str, required: bool) -> str | None:
     value = _get(obj, name, required)
     if value is not None and not isinstance(value, str):
         raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
+    if value is not None and not _is_utf8(value):
+        # JSON may escape a lone surrogate ("\udfd9"); no sink can store one.
+        raise InvalidRecord(f"{name}: lone surrogate, not valid unicode ({show(value)})")
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _has_control_chars(value: str) -> bool:

@@ -148,6 +148,15 @@ def test_parses_a_good_account():
         (txn_payload(transaction_status="done"), "transaction_status: unknown ('done')"),
         (txn_payload(sender_bank=5), "sender_bank: not a string (int)"),
         (txn_payload(sender_bank="b" * 513), "sender_bank: too long (513 chars)"),
+        # JSON can escape a lone surrogate; no sink can encode one.
+        (
+            txn_payload(sender_bank="E\udfd9"),
+            "sender_bank: lone surrogate, not valid unicode ('E\\udfd9')",
+        ),
+        (
+            txn_payload(transaction_id="t\ud800"),
+            "transaction_id: lone surrogate, not valid unicode ('t\\ud800')",
+        ),
     ],
 )
 def test_rejects_bad_transactions_with_a_stable_reason(payload, reason):
@@ -171,6 +180,7 @@ def test_rejects_bad_transactions_with_a_stable_reason(payload, reason):
         ({"birthdate": "10/12/1990"}, "birthdate: not an ISO-8601 date ('10/12/1990')"),
         ({"birthdate": "1850-01-01"}, "birthdate: before 1900 ('1850-01-01')"),
         ({"email": {"a": 1}}, "email: not a string (dict)"),
+        ({"account_name": "\udc00x"}, "account_name: lone surrogate, not valid unicode ('\\udc00x')"),
     ],
 )
 def test_rejects_bad_accounts_with_a_stable_reason(changes, reason):
