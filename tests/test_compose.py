@@ -484,6 +484,7 @@ def test_submitter_runs_the_job_on_the_flink_cluster(services):
     assert args["flink_master"] == "jobmanager:8081"
     assert args["environment_type"] == "EXTERNAL"
     assert "flink_submit_uber_jar" in args and "streaming" in args
+    assert "finish_bundle_before_checkpointing" in args  # else a job may never start reading
     # The worker pool is the TaskManager's sidecar, reached on its loopback (see compose).
     assert args["environment_config"] == "localhost:50000"
     assert services["beam-worker-pool"]["network_mode"] == "service:taskmanager"
