@@ -88,16 +88,21 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     bounded = bool(run.bounded or run.max_records)
     lookups = lookup_factory(dsn)
 
-    def read(topic):
+    def read(topic, metrics_name):
+        # Metrics carry the role, not the topic, so the dashboard works for any topic names.
         return ReadFromKafka(
             kafka.kafka_bootstrap, [topic], kafka.consumer_group, start=kafka.start_offset,
-            bounded=bounded, max_records=run.max_records,
+            bounded=bounded, max_records=run.max_records, metrics_name=metrics_name,
         )
 
-    accounts = p | "ReadAccounts" >> read(kafka.accounts_topic) | "ParseAccounts" >> ParseAccounts()
+    accounts = (
+        p
+        | "ReadAccounts" >> read(kafka.accounts_topic, "accounts")
+        | "ParseAccounts" >> ParseAccounts()
+    )
     transactions = (
         p
-        | "ReadTransactions" >> read(kafka.transactions_topic)
+        | "ReadTransactions" >> read(kafka.transactions_topic, "transactions")
         | "ParseTransactions" >> ParseTransactions()
     )
     routed = (

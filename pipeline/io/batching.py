@@ -81,6 +81,8 @@ class BatchingWriteFn(beam.DoFn):
 
     def start_bundle(self):
         self._buffer = []
+        self.written.inc(0)  # a series from the first bundle on, for dashboards
+        self.retries.inc(0)
 
     def process(self, element):
         self._buffer.append(element)

@@ -32,8 +32,9 @@ timestamp_ms, key, value)`` whose event time is the Kafka message timestamp.
   right after each bundle; the Flink runner only when a checkpoint completes, i.e. with
   ``--checkpointing_interval`` set. Without finalization nothing is committed; reading still
   works.
-- Metrics (namespace ``riskpipe``): ``kafka_records_read``, ``kafka_records_read_<topic>``,
-  gauges ``kafka_lag_<topic>_<partition>`` (end offset − position at the last bundle),
+- Metrics (namespace ``riskpipe``): ``kafka_records_read``, ``kafka_records_read_<name>``,
+  gauges ``kafka_lag_<name>_p<partition>`` (end offset − position at the last bundle), where
+  ``<name>`` is the read's ``metrics_name`` (the job uses ``accounts`` and ``transactions``),
   ``kafka_records_written``, ``kafka_write_errors``.
 
 Writing (at least once: a bundle fails, and is retried, unless the broker acknowledged all of

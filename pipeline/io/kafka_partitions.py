@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -116,6 +117,11 @@ class _ReadSettings:
     max_bundle_s: float
     idle_resume_s: float
     watermark_allowance_s: float
+    metrics_name: str = ""
+
+    def metric_label(self, topic: str) -> str:
+        """The name a topic's metrics carry: ``metrics_name``, else the topic made safe."""
+        return self.metrics_name or re.sub(r"[^A-Za-z0-9_]", "_", topic)
 
     def new_consumer(self) -> Consumer:
         """A consumer in the group that never subscribes (partitions are assigned)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -170,7 +171,9 @@ class _ReadPartitionFn(beam.DoFn):
         self._readers = {}
         self._read = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
         self._read_by_topic = {
-            t: Metrics.counter(METRICS_NAMESPACE, f"kafka_records_read_{t}")
+            t: Metrics.counter(
+                METRICS_NAMESPACE, f"kafka_records_read_{self._settings.metric_label(t)}"
+            )
             for t in self._settings.topics
         }
 
@@ -297,7 +300,8 @@ class _ReadPartitionFn(beam.DoFn):
             self._read_by_topic[spec.topic].inc(claimed)
         high = reader.high_watermark()
         if high is not None:
-            name = f"kafka_lag_{spec.topic}_{spec.partition}"
+            label = self._settings.metric_label(spec.topic)
+            name = f"kafka_lag_{label}_p{spec.partition}"
             Metrics.gauge(METRICS_NAMESPACE, name).set(
                 max(0, high - reader.next_offset)
             )
@@ -377,6 +381,10 @@ class ReadFromKafka(beam.PTransform):
         idle_resume_s: how long a caught-up partition waits before polling again.
         watermark_allowance_s: how far the watermark trails the newest record timestamp (and
             wall time, when a partition is caught up); later records count as late.
+        metrics_name: the name in this read's metrics, ``kafka_records_read_<name>`` and
+            ``kafka_lag_<name>_p<partition>``, so dashboards need not know topic names
+            (e.g. ``transactions``); default: the topic, other characters than letters,
+            digits and ``_`` replaced by ``_``. Give it only to a read of one topic.
     """
 
     def __init__(
@@ -393,6 +401,7 @@ class ReadFromKafka(beam.PTransform):
         max_bundle_s: float = 1.0,
         idle_resume_s: float = 0.5,
         watermark_allowance_s: float = 2.0,
+        metrics_name: str | None = None,
     ):
         super().__init__()
         topics = (topics,) if isinstance(topics, str) else tuple(topics)
@@ -412,6 +421,13 @@ class ReadFromKafka(beam.PTransform):
             raise ValueError(
                 f"ReadFromKafka: max_records must be >= 1, got {max_records!r}"
             )
+        if metrics_name is not None and (
+            len(topics) != 1 or not re.fullmatch(r"[A-Za-z0-9_]+", metrics_name)
+        ):
+            raise ValueError(
+                "ReadFromKafka: metrics_name needs one topic and letters, digits or _ only, "
+                f"got {metrics_name!r} for {topics!r}"
+            )
         if max_batch < 1 or poll_timeout_s <= 0 or max_bundle_s <= 0:
             raise ValueError(
                 "ReadFromKafka: max_batch, poll_timeout_s and max_bundle_s must be > 0"
@@ -429,6 +445,7 @@ class ReadFromKafka(beam.PTransform):
             max_bundle_s=max_bundle_s,
             idle_resume_s=idle_resume_s,
             watermark_allowance_s=watermark_allowance_s,
+            metrics_name=metrics_name or "",
         )
 
     def expand(self, pbegin):

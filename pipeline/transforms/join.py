@@ -148,6 +148,12 @@ class JoinAccountTransactionsFn(beam.DoFn):
     def setup(self):
         self._lookup = self._lookup_factory() if self._lookup_factory else None
 
+    def start_bundle(self):
+        # Report every counter from the first bundle on (at 0), so dashboards and
+        # alerts see a zero instead of no series before the first event.
+        for counter in self._counters.values():
+            counter.inc(0)
+
     def teardown(self):
         close = getattr(self._lookup, "close", None)
         if callable(close):

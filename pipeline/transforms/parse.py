@@ -181,6 +181,12 @@ class _ParseFn(beam.DoFn):
         self._parsed = Metrics.counter(METRICS_NAMESPACE, "parsed")
         self._dead_lettered = Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
 
+    def start_bundle(self):
+        # Report every counter from the first bundle on (at 0), so dashboards and
+        # alerts see a zero instead of no series before the first event.
+        self._parsed.inc(0)
+        self._dead_lettered.inc(0)
+
     def process(self, record: KafkaRecord):
         try:
             parsed = self._parser(record.value, now=self._clock())

@@ -51,6 +51,12 @@ class _RouteFn(beam.DoFn):
             for name in ("bank_fraudulent", "unidentified", "cleared")
         }
 
+    def start_bundle(self):
+        # Report every counter from the first bundle on (at 0), so dashboards and
+        # alerts see a zero instead of no series before the first event.
+        for counter in self.counters.values():
+            counter.inc(0)
+
     def process(self, record: AttributedTransaction):
         output, routed = route(record)
         if output == UNIDENTIFIED:

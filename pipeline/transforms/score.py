@@ -76,6 +76,12 @@ class ScoreTransactionsFn(beam.DoFn):
         self._scored = Metrics.counter(METRICS_NAMESPACE, "scored")
         self._high_risk = Metrics.counter(METRICS_NAMESPACE, "high_risk")
 
+    def start_bundle(self):
+        # Report every counter from the first bundle on (at 0), so dashboards and
+        # alerts see a zero instead of no series before the first event.
+        self._scored.inc(0)
+        self._high_risk.inc(0)
+
     def process(
         self,
         element: tuple[str, JoinedTransaction],

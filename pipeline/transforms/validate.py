@@ -212,6 +212,12 @@ class _ValidateFn(beam.DoFn):
         )
         self.lookup = self.lookup_factory() if self.lookup_factory is not None else None
 
+    def start_bundle(self):
+        # Report every counter from the first bundle on (at 0), so dashboards and
+        # alerts see a zero instead of no series before the first event.
+        for counter in (self.calls, self.failures, self.retries, self.fraudulent, self.clean):
+            counter.inc(0)
+
     def teardown(self):
         if self.client is not None:
             self.client.close()

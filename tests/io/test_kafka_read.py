@@ -192,6 +192,8 @@ def test_unreachable_broker_names_the_broker(monkeypatch):
         {"start": "beginning"},
         {"max_records": 0},
         {"max_batch": 0},
+        {"metrics_name": "bank.transactions"},  # would become a different Prometheus name
+        {"metrics_name": "both", "topics": ["a", "b"]},  # one name per topic
     ],
 )
 def test_bad_parameters_are_refused_at_construction(kwargs):
