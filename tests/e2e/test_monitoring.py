@@ -6,8 +6,9 @@ transfers → ``validator_calls``; injected fraud → ``routed_bank_fraudulent``
 panel's PromQL must appear; names of Flink job metrics must appear *for this job*
 (``job_name`` label), so series left by earlier runs do not count.
 
-Rule for metrics that count events a healthy run cannot produce (``EVENT_ONLY``): they are
-not required, but the test prints them; any other missing name fails the test with the list.
+Every counter is reported from the job's first bundles on (at 0 until its first event), so
+every name is required, also those of events this run need not produce (validator failures,
+expired joins); a missing name fails the test with the list.
 The Kafka metrics carry the read's role (``kafka_lag_transactions_p0``), not the topic, so
 the per-test topics export the very names the dashboard spells.
 """
@@ -31,12 +32,6 @@ PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",
     "count_values", "group", "by", "without", "on", "ignoring", "group_left", "group_right",
     "offset", "bool", "and", "or", "unless", "atan2", "inf", "nan",
-}
-# Counters of events a healthy run cannot produce, and why.
-EVENT_ONLY = {
-    OPERATOR + "validator_failures": "only when a validator call fails",
-    OPERATOR + "validator_retries": "only when a validator call is retried",
-    OPERATOR + "expired_unjoined": "only when an account never arrives within the join TTL",
 }
 # The Beam counters the issue names: they must exist for the job.
 REQUIRED_COUNTERS = [
@@ -163,7 +158,7 @@ def test_dashboard_metrics_exist(services, stack_up, tmp_path):
             mine, every = present()
             gone: dict[str, str] = {}
             for name, titles in wanted_names.items():
-                if exists(name, mine, every) or name in EVENT_ONLY:
+                if exists(name, mine, every):
                     continue
                 gone[name] = f"panels {sorted(set(titles))}"
             for regex, titles in wanted_regexes.items():
@@ -180,12 +175,9 @@ def test_dashboard_metrics_exist(services, stack_up, tmp_path):
         while (gone := missing()) and time.monotonic() < deadline:
             time.sleep(5)
         mine, every = present()
-        event_only = {n: why for n, why in EVENT_ONLY.items() if n in wanted_names and n not in mine}
         print(f"\nmonitoring: {len(wanted_names)} names + {len(wanted_regexes)} regexes in "
               f"{len(exprs)} expressions; this job exports {len([n for n in mine if n.startswith(OPERATOR)])} "
               f"riskpipe metrics after {time.monotonic() - started:.0f} s")
-        for name, why in event_only.items():
-            print(f"  not produced by this run (allowed, {why}): {name}")
         assert sc.bad > 0 and topic_size(sc.bootstrap, sc.topics["dead_letters"]) > 0
         assert not gone, "dashboard/issue metrics missing from Prometheus for job " \
             f"{sc.prefix} ({job_id}):\n" + "\n".join(f"  {n}: {w}" for n, w in sorted(gone.items()))
