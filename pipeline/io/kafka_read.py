@@ -158,7 +158,9 @@ class _ReadPartitionFn(beam.DoFn):
 
     A bundle reads at most ``max_batch`` records or for ``max_bundle_s``, then defers the rest
     of the range (at once if behind, after ``idle_resume_s`` if caught up), so a runner that
-    never splits a Python SDF (Flink) still checkpoints. The watermark follows record
+    never splits a Python SDF (Flink) still checkpoints. An unbounded read also defers as
+    soon as it has read up to the partition's end: records then leave with this bundle,
+    not after ``max_bundle_s`` of waiting for more. The watermark follows record
     timestamps; a caught-up partition moves it to now − ``watermark_allowance_s``. A finalized
     bundle commits its last offset + 1 to the consumer group.
     """
@@ -224,6 +226,13 @@ class _ReadPartitionFn(beam.DoFn):
             if claimed >= self._settings.max_batch or time.monotonic() >= deadline:
                 tracker.defer_remainder()
                 break
+            if not self._settings.bounded and self._caught_up(reader):
+                # Hand what was read on now and resume at once: waiting here for the next
+                # record would hold this bundle's output (and the partitions after this
+                # one in the runner's bundle) for up to max_bundle_s.
+                self._advance_watermark(watermark_estimator, Timestamp.now())
+                tracker.defer_remainder()
+                break
         self._report(spec, reader, claimed, time.monotonic() - started)
         if last_offset is not None:
             commit = functools.partial(
@@ -257,10 +266,20 @@ class _ReadPartitionFn(beam.DoFn):
             )
         return emitted
 
+    @staticmethod
+    def _caught_up(reader: _PartitionReader) -> bool:
+        """True when the reader is at the partition's end offset as of its last fetch."""
+        high = reader.high_watermark()
+        return high is not None and reader.next_offset >= high
+
     def _keep_polling(
         self, reader, restriction, tracker, watermark_estimator, deadline
     ) -> bool:
-        """After an empty fetch: finishes the range, or defers it, or says to poll again."""
+        """After an empty fetch: finishes the range, or defers it, or says to poll again.
+
+        Only a bounded read polls again (its records are known to exist); an unbounded one
+        defers, so one quiet partition never holds up the output of a runner's bundle.
+        """
         position = reader.position()
         high = reader.high_watermark()
         if position >= restriction.stop:
@@ -268,7 +287,7 @@ class _ReadPartitionFn(beam.DoFn):
         elif high is not None and position >= high:
             self._advance_watermark(watermark_estimator, Timestamp.now())
             tracker.defer_remainder(Duration(seconds=self._settings.idle_resume_s))
-        elif time.monotonic() < deadline:
+        elif self._settings.bounded and time.monotonic() < deadline:
             return True
         else:
             tracker.defer_remainder()

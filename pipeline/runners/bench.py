@@ -76,14 +76,16 @@ class Bench:
         self.truth_file = Path(tempfile.mkdtemp(prefix="riskpipe-bench-")) / "truth.jsonl"
         self.truth: list[dict] = []
 
-    def simulate(self, count: int, seed: int, accounts: int, *extra: str) -> dict:
-        """Runs the simulator CLI; its JSON summary plus the CLI's wall time."""
+    def simulate(self, count: int | None, seed: int, accounts: int, *extra: str) -> dict:
+        """Runs the simulator CLI (``count=None``: ``extra`` says how much); its JSON summary
+        plus the CLI's wall time."""
         ensure_topics(
             {self.topics[k]: 1 for k in ("dead_letters", "fraud_results", "users")},
             bootstrap=self.bootstrap,
         )
         command = [
-            sys.executable, "-m", "simulator", "--seed", str(seed), "--count", str(count),
+            sys.executable, "-m", "simulator", "--seed", str(seed),
+            *(["--count", str(count)] if count is not None else []),
             "--accounts", str(accounts), "--topic-prefix", self.prefix,
             "--bootstrap-servers", self.bootstrap, "--postgres-dsn", self.dsn,
             "--ground-truth-all", "--ground-truth-file", str(self.truth_file), "--quiet",

@@ -1,0 +1,343 @@
+"""End-to-end throughput and latency of the job on the local Flink cluster; one JSON object.
+
+    python -m pipeline.runners.bench_flink            # part of `make bench`
+    python -m pipeline.runners.bench_flink --rate 2000 --duration 60 --saturation-count 100000
+
+The job is submitted once (streaming, detached, per-run topics, consumer group and Mongo
+database) and runs through two phases, each a seeded simulation into its topics:
+
+1. ``fixed_rate``: the simulator publishes ``--rate`` transactions/s for ``--duration`` s.
+2. ``saturation``: it publishes ``--saturation-count`` transactions as fast as it can, so the
+   job reads a backlog at its own pace.
+
+Per phase, once every transaction is in ``banking.attributed_transactions``:
+``sustained_tps`` (rows per second between the first and last 10 % of the phase's rows,
+by ``written_at``), ``latency_ms`` p50/p95/p99/max from the Kafka timestamp of the
+transaction (its produce time) to ``written_at`` of its row, counted after ``--warmup`` s,
+and while the phase runs, the busiest Flink vertices (``busyTimeMsPerSecond``, the share of
+time a task works rather than waits) and the CPU share of each local process group: these
+are the costs. The rows, topics and database are removed afterwards (``--keep`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+
+import stack
+from pipeline.runners.bench import Bench
+from stack import flink_rest
+from stack.kafka import ensure_topics
+
+logger = logging.getLogger(__name__)
+SERVICES = ["kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"]
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+# Process groups whose CPU is sampled from /proc while a phase runs: (name, cmdline parts),
+# first match wins.
+PROCESS_GROUPS = (
+    ("simulator", ("-m simulator",)),
+    ("beam_sdk_workers", ("SdkHarness",)),
+    ("flink_taskmanager", ("TaskManagerRunner",)),
+    ("flink_jobmanager", ("StandaloneSessionClusterEntrypoint",)),
+    ("kafka", ("kafka.Kafka",)),
+    ("postgres", ("bin/postgres ", "postgres: ")),
+    ("mongo_protocol_server", ("secantus",)),
+    ("minio", ("minio server",)),
+    ("validator", ("-m validator",)),
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by the nearest-rank method."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class CpuSampler(threading.Thread):
+    """Samples /proc every second: CPU seconds used per process group while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.stop_event = threading.Event()
+        self.first: dict[int, tuple[str, float]] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.started = self.ended = time.monotonic()
+
+    @staticmethod
+    def _snapshot() -> dict[int, tuple[str, float]]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            group = next((name for name, parts in PROCESS_GROUPS
+                          if any(part in cmdline for part in parts)), None)
+            if group:
+                out[int(pid_dir.name)] = (group, (int(fields[11]) + int(fields[12])) / ticks)
+        return out
+
+    def run(self) -> None:
+        self.first = self._snapshot()
+        while not self.stop_event.wait(1.0):
+            for pid, sample in self._snapshot().items():
+                self.first.setdefault(pid, (sample[0], 0.0))  # started meanwhile
+                self.last[pid] = sample
+
+    def stop(self) -> dict[str, float]:
+        """CPU share per group (1.0 = one core busy all the time), highest first."""
+        self.stop_event.set()
+        self.join()
+        self.ended = time.monotonic()
+        used: dict[str, float] = defaultdict(float)
+        for pid, (group, cpu) in self.last.items():
+            used[group] += cpu - self.first.get(pid, (group, 0.0))[1]
+        span = max(self.ended - self.started, 1e-9)
+        return dict(sorted(((g, round(s / span, 2)) for g, s in used.items()),
+                           key=lambda item: -item[1]))
+
+
+def _number(value) -> float | None:
+    """A REST metric value as a float; None for a missing or NaN one."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number
+
+
+def busy_vertices(job_id: str) -> list[dict]:
+    """Per vertex: the highest busy and back-pressured ms/s over its subtasks, busiest first."""
+    out = []
+    for vertex in flink_rest.job(job_id)["vertices"]:
+        metrics = flink_rest.request(
+            "GET", f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+            "?get=busyTimeMsPerSecond,backPressuredTimeMsPerSecond&agg=max",
+        ) or []
+        values = {m["id"]: _number(m.get("max")) for m in metrics}
+        out.append({
+            "vertex": vertex["name"][:100],
+            "busy_ms_per_s": values.get("busyTimeMsPerSecond"),
+            "backpressured_ms_per_s": values.get("backPressuredTimeMsPerSecond"),
+        })
+    return sorted(out, key=lambda v: -(v["busy_ms_per_s"] or 0))
+
+
+class FlinkBench(Bench):
+    """The job on Flink over this run's topics; phases of simulation measured against it."""
+
+    def submit(self, *extra: str) -> str:
+        before = {job["jid"] for job in flink_rest.jobs()}
+        name = self.prefix.rstrip(".")
+        argv = self.args("flink", "--runner=FlinkRunner", f"--job_name={name}", *extra)
+        done = subprocess.run([sys.executable, "-m", "pipeline.main", *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"submitting the job failed: {done.stderr[-2000:]}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            fresh = [j["jid"] for j in flink_rest.jobs() if j["name"] == name
+                     and j["jid"] not in before]
+            if fresh:
+                flink_rest.wait_until_running(fresh[0], timeout=120)
+                return fresh[0]
+            time.sleep(0.5)
+        raise SystemExit(f"no Flink job named {name} appeared")
+
+    def phase_ids(self) -> list[str]:
+        return [r["transaction_id"] for r in self.truth if r.get("kind") == "transaction"]
+
+    def wait_rows(self, ids: list[str], timeout_s: float) -> int:
+        """Waits until every id has its row; returns how many have one."""
+        deadline, rows = time.monotonic() + timeout_s, 0
+        while time.monotonic() < deadline:
+            rows = self.rows(ids)
+            if rows >= len(ids):
+                break
+            time.sleep(1.0)
+        return rows
+
+    def rows(self, ids: list[str]) -> int:
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM banking.attributed_transactions "
+                        "WHERE transaction_id = ANY(%s)", (ids,))
+            (count,) = cur.fetchone()
+        conn.close()
+        return count
+
+    def landed(self, ids: list[str]) -> dict[str, tuple[float, float]]:
+        """(processed_at, written_at) of each id's row, as epoch seconds."""
+        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT transaction_id, extract(epoch FROM processed_at), "
+                        "extract(epoch FROM written_at) "
+                        "FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
+                        (ids,))
+            found = {tid: (float(p), float(w)) for tid, p, w in cur.fetchall()}
+        conn.close()
+        return found
+
+    def produced_at(self) -> dict[str, float]:
+        """Kafka timestamp (produce time, s) of every transaction in the topic, by id."""
+        topic = self.topics["transactions"]
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-read",
+                             "enable.auto.commit": False})
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(PARTITIONS)}
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        seen: dict[str, float] = {}
+        done = {p for p, end in ends.items() if end == 0}
+        while len(done) < PARTITIONS:
+            for msg in consumer.consume(10_000, timeout=2.0):
+                if msg.error():
+                    continue
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    done.add(msg.partition())
+                try:
+                    tid = json.loads(msg.value()).get("transaction_id")
+                except (ValueError, AttributeError):
+                    continue  # a malformed message: no row to time
+                if isinstance(tid, str):
+                    seen[tid] = msg.timestamp()[1] / 1000.0
+        consumer.close()
+        return seen
+
+    def phase(self, name: str, job_id: str, seed: int, sim_args: list[str], warmup_s: float,
+              drain_timeout_s: float) -> dict:
+        """Runs one simulation against the job; its throughput, latency and costs."""
+        sampler = CpuSampler()
+        sampler.start()
+        busy: list[list[dict]] = []
+        stop = threading.Event()
+
+        def watch_vertices():
+            while not stop.wait(10.0):
+                try:
+                    busy.append(busy_vertices(job_id))
+                except Exception as exc:  # noqa: BLE001 - a missed sample is not fatal
+                    logger.debug("vertex metrics: %s", exc)
+
+        watcher = threading.Thread(target=watch_vertices, daemon=True)
+        watcher.start()
+        sim = self.simulate(None, seed, 1000, *sim_args)
+        ids = self.phase_ids()
+        print(f"[bench] {name}: {len(ids)} transactions produced at {sim['rate_tps']}/s; "
+              "waiting for their rows", file=sys.stderr, flush=True)
+        landed = self.wait_rows(ids, drain_timeout_s)
+        stop.set()
+        cpu = sampler.stop()
+        produced = self.produced_at()
+        rows = self.landed(ids)
+        written = {t: w for t, (_, w) in rows.items()}
+        times = sorted(written.values())
+        if len(times) < 10:
+            return {"phase": name, "transactions": len(ids), "rows": landed, "error": "no rows"}
+        lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
+        if hi - lo < 1.0:  # too few rows (or batches) for a steady middle: use them all
+            lo, hi = times[0], max(times[-1], times[0] + 1.0)
+        middle = sum(1 for t in times if lo <= t <= hi)
+        first_produce = min(produced[t] for t in ids if t in produced)
+        timed = [t for t in ids
+                 if t in rows and t in produced and produced[t] >= first_produce + warmup_s]
+        latencies = [(written[t] - produced[t]) * 1000 for t in timed]
+        # Where the time goes: Kafka → scored (processed_at), scored → row written.
+        to_scored = [(rows[t][0] - produced[t]) * 1000 for t in timed]
+        to_row = [(rows[t][1] - rows[t][0]) * 1000 for t in timed]
+        last_busy = busy[-1] if busy else []
+        return {
+            "phase": name,
+            "offered_tps": sim["rate_tps"],
+            "transactions": len(ids),
+            "rows": landed,
+            "sustained_tps": round(middle / max(hi - lo, 1e-9), 1),
+            "latency_ms": {
+                "count": len(latencies),
+                "p50": round(percentile(latencies, 0.50)),
+                "p95": round(percentile(latencies, 0.95)),
+                "p99": round(percentile(latencies, 0.99)),
+                "max": round(max(latencies)),
+                "mean": round(statistics.fmean(latencies)),
+            } if latencies else None,
+            "p50_ms_produce_to_scored": round(percentile(to_scored, 0.5)) if timed else None,
+            "p50_ms_scored_to_row": round(percentile(to_row, 0.5)) if timed else None,
+            "cpu_cores_by_process": cpu,
+            "busiest_vertices": [v for v in last_busy if (v["busy_ms_per_s"] or 0) > 0][:5],
+        }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.runners.bench_flink", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rate", type=float, default=5000,
+                        help="offered transactions/s of the fixed-rate phase (default 5000)")
+    parser.add_argument("--duration", type=float, default=60,
+                        help="seconds of the fixed-rate phase (default 60)")
+    parser.add_argument("--saturation-count", type=int, default=100_000,
+                        help="transactions of the saturation phase (default 100000)")
+    parser.add_argument("--warmup", type=float, default=15,
+                        help="seconds at the start of a phase left out of latency (default 15)")
+    parser.add_argument("--drain-timeout", type=float, default=900,
+                        help="longest wait for a phase's rows (default 900 s)")
+    parser.add_argument("--job-arg", action="append", default=[], metavar="FLAG",
+                        help="a flag for the job, e.g. --job-arg=--parallelism=2 (repeatable)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the job, topics, rows and Mongo database afterwards")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    endpoints = stack.up(SERVICES)
+    bench = FlinkBench(endpoints, prefix="benchflink")
+    ensure_topics({bench.topics["accounts"]: PARTITIONS,
+                   bench.topics["transactions"]: PARTITIONS}, bench.bootstrap)
+    result: dict = {
+        "runner": "FlinkRunner (local standalone cluster, EXTERNAL worker pool)",
+        "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+        "command": "python -m pipeline.runners.bench_flink " + " ".join(argv or sys.argv[1:]),
+    }
+    job_id = None
+    all_ids: list[str] = []
+    try:
+        print("[bench] submitting the job to Flink", file=sys.stderr, flush=True)
+        job_id = bench.submit(*args.job_arg)
+        result["job_id"] = job_id
+        phases = [
+            ("fixed_rate", 11, ["--tps", str(args.rate), "--duration", str(args.duration)]),
+            ("saturation", 12, ["--count", str(args.saturation_count)]),
+        ]
+        for name, seed, sim_args in phases:
+            # A backlog has no warm-up: its latency is mostly the wait in Kafka.
+            warmup = args.warmup if name == "fixed_rate" else 0.0
+            result[name] = bench.phase(name, job_id, seed, sim_args, warmup,
+                                       args.drain_timeout)
+            all_ids += bench.phase_ids()
+    finally:
+        if job_id and not args.keep and \
+                flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
+            flink_rest.cancel(job_id)
+        if not args.keep:
+            bench.truth = [{"kind": "transaction", "transaction_id": t} for t in all_ids]
+            bench.cleanup()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
