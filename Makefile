@@ -30,8 +30,8 @@ down: ## Stop every local service and job; leaves no process behind
 status: ## Show the health of every local service
 	@$(PY) -m stack status
 
-# The Flink recovery tests (TaskManager kill, savepoint restart) run with `make chaos`: a job
-# sometimes stalls at start on this machine (see the issue notes), and they cannot retry it.
+# The Flink recovery tests (TaskManager kill, savepoint restart) and the long faults run with
+# `make chaos`; `make test` runs the fast faults (tests/e2e/test_fast_faults.py), scaled down.
 test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
 	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
@@ -39,8 +39,9 @@ test: install ## Run the test suite against real local services (started first)
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m pipeline.runners.demo
 
-bench: install ## Throughput benchmarks (simulator, validator, pipeline vs baseline); prints JSON
+bench: install ## Benchmarks: simulator, pipeline vs baseline (in-process), then the job on Flink (throughput, latency); prints JSON
 	@$(PY) -m pipeline.runners.bench
+	@$(PY) -m pipeline.runners.bench_flink
 
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m pipeline.runners.evaluate
