@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -240,6 +241,9 @@ class FlinkBench(Bench):
         print(f"[bench] {name}: {len(ids)} transactions produced at {sim['rate_tps']}/s; "
               "waiting for their rows", file=sys.stderr, flush=True)
         landed = self.wait_rows(ids, drain_timeout_s)
+        if landed < len(ids):
+            print(f"[bench] {name}: only {landed} of {len(ids)} rows after "
+                  f"{drain_timeout_s:.0f} s", file=sys.stderr, flush=True)
         stop.set()
         cpu = sampler.stop()
         produced = self.produced_at()
@@ -298,6 +302,9 @@ def main(argv=None) -> int:
                         help="longest wait for a phase's rows (default 900 s)")
     parser.add_argument("--job-arg", action="append", default=[], metavar="FLAG",
                         help="a flag for the job, e.g. --job-arg=--parallelism=2 (repeatable)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="simulator seed of the first phase, +1 for the next (default: "
+                             "random, so no earlier run's rows share an id; reported)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the job, topics, rows and Mongo database afterwards")
     args = parser.parse_args(argv)
@@ -318,9 +325,11 @@ def main(argv=None) -> int:
         print("[bench] submitting the job to Flink", file=sys.stderr, flush=True)
         job_id = bench.submit(*args.job_arg)
         result["job_id"] = job_id
+        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+        result["seed"] = seed
         phases = [
-            ("fixed_rate", 11, ["--tps", str(args.rate), "--duration", str(args.duration)]),
-            ("saturation", 12, ["--count", str(args.saturation_count)]),
+            ("fixed_rate", seed, ["--tps", str(args.rate), "--duration", str(args.duration)]),
+            ("saturation", seed + 1, ["--count", str(args.saturation_count)]),
         ]
         for name, seed, sim_args in phases:
             # A backlog has no warm-up: its latency is mostly the wait in Kafka.
