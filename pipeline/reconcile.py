@@ -27,17 +27,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["Message", "Reconciliation", "Row", "reconcile", "run", "transaction_id_of"]
+__all__ = [
+    "AccountVersion", "Message", "Reconciliation", "Row", "names_in_effect", "reconcile", "run",
+    "transaction_id_of",
+]
 
 EXAMPLES = 5  # ids quoted per problem
 
 
 class Message(NamedTuple):
-    """One message of the transactions topic: its origin and its transaction id, if any."""
+    """One message of the transactions topic: its origin, its transaction id if any, and its
+    Kafka timestamp (ms; when it was produced)."""
 
     partition: int
     offset: int
     transaction_id: str | None
+    timestamp_ms: int = 0
+
+
+class AccountVersion(NamedTuple):
+    """One message of the accounts topic: when it was produced and the name it carried."""
+
+    timestamp_ms: int
+    account_name: str
 
 
 class Row(NamedTuple):
@@ -109,6 +121,7 @@ def reconcile(
     account_names: dict[str, str],
     ground_truth: Iterable[dict] = (),
     mongo_ids: set[str] | None = None,
+    account_history: dict[str, list[AccountVersion]] | None = None,
 ) -> Reconciliation:
     """Compares what reached Kafka with what the pipeline wrote.
 
@@ -119,6 +132,10 @@ def reconcile(
       account_names: banking.accounts names by account id (at least the rows' accounts).
       ground_truth: the simulator's ground-truth rows (``kind`` transaction/bad/...).
       mongo_ids: transaction ids in Mongo's ``transactions``; None skips that check.
+      account_history: the accounts topic's versions of each account, in order. With it, a
+        row must carry the name its account had when the transaction was produced (the first
+        name for an account published after its transaction); without it, or for an account
+        it lacks, the current banking.accounts name.
     """
     result = Reconciliation()
     origins = Counter(dead_letter_origins)
@@ -130,6 +147,7 @@ def reconcile(
                 result.examples["redelivered"].append(f"dead letter {origin[0]}/{origin[1]} x{seen}")
     # id -> whether some not-dead-lettered message carries it
     ids: dict[str, bool] = {}
+    produced_at: dict[str, int] = {}
     for message in messages:
         result.messages += 1
         dead = (message.partition, message.offset) in origins
@@ -139,6 +157,8 @@ def reconcile(
             result._count("missing", f"{message.partition}/{message.offset} (no id)")
         if message.transaction_id is not None:
             ids[message.transaction_id] = ids.get(message.transaction_id, False) or not dead
+            if not dead:
+                produced_at.setdefault(message.transaction_id, message.timestamp_ms)
     for transaction_id, live in ids.items():
         if live and transaction_id in rows:
             result.in_postgres += 1
@@ -147,10 +167,18 @@ def reconcile(
         elif transaction_id in rows:  # only dead-lettered messages carry it, yet it has a row
             result._count("duplicated", f"{transaction_id} dead-lettered and in Postgres")
     result.produced = result.dead_lettered + result.in_postgres + result.missing
+    history = account_history or {}
     for transaction_id, live in ids.items():
         row = rows.get(transaction_id) if live else None
-        name = account_names.get(row.account_id) if row else None
-        if row and row.account_id in account_names and row.account_name != name:
+        if row is None:
+            continue
+        if history.get(row.account_id):
+            expected = names_in_effect(history[row.account_id], produced_at[transaction_id])
+        elif row.account_id in account_names:
+            expected = {account_names[row.account_id]}
+        else:
+            continue
+        if row.account_name not in expected:
             result._count("wrongly_attributed", transaction_id)
     for truth in ground_truth:
         row = rows.get(truth.get("transaction_id"))
@@ -169,6 +197,15 @@ def reconcile(
             ):
                 result._count("missing_in_mongo", row.transaction_id)
     return result
+
+
+def names_in_effect(versions: list[AccountVersion], timestamp_ms: int) -> set[str]:
+    """The account's name when a transaction was produced at ``timestamp_ms``: that of the
+    last version produced before it (or, if none was, the first version), plus the names of
+    versions produced in the same millisecond, whose order against it is unknown."""
+    before = [v for v in versions if v.timestamp_ms < timestamp_ms]
+    same = {v.account_name for v in versions if v.timestamp_ms == timestamp_ms}
+    return {(before[-1] if before else versions[0]).account_name} | same
 
 
 # --- I/O -------------------------------------------------------------------------------------
@@ -253,12 +290,27 @@ def read_mongo(uri: str, db: str, transaction_ids: list[str]) -> set[str]:
         client.close()
 
 
+def read_account_history(bootstrap: str, accounts_topic: str) -> dict[str, list[AccountVersion]]:
+    """Each account's versions on the accounts topic, in the order they were produced."""
+    history: dict[str, list[AccountVersion]] = {}
+    for m in read_topic(bootstrap, accounts_topic):  # one account, one partition: in order
+        try:
+            obj = json.loads(m.value())
+        except (TypeError, ValueError, RecursionError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("account_id"), str) and isinstance(
+                obj.get("account_name"), str):
+            history.setdefault(obj["account_id"], []).append(
+                AccountVersion(m.timestamp()[1], obj["account_name"]))
+    return history
+
+
 def run(bootstrap: str, transactions_topic: str, dead_letter_topic: str, postgres_dsn: str,
         ground_truth_file: str | None = None, mongo_uri: str | None = None,
-        mongo_db: str | None = None) -> Reconciliation:
+        mongo_db: str | None = None, accounts_topic: str | None = None) -> Reconciliation:
     """Reads everything and reconciles it (see the module docstring)."""
     messages = [
-        Message(m.partition(), m.offset(), transaction_id_of(m.value()))
+        Message(m.partition(), m.offset(), transaction_id_of(m.value()), m.timestamp()[1])
         for m in read_topic(bootstrap, transactions_topic)
     ]
     truth = []
@@ -271,7 +323,8 @@ def run(bootstrap: str, transactions_topic: str, dead_letter_topic: str, postgre
     rows, names = read_postgres(postgres_dsn, ids)
     mongo_ids = read_mongo(mongo_uri, mongo_db, ids) if mongo_uri and mongo_db else None
     origins = dead_letter_origins(bootstrap, dead_letter_topic, transactions_topic)
-    return reconcile(messages, origins, rows, names, truth, mongo_ids)
+    history = read_account_history(bootstrap, accounts_topic) if accounts_topic else None
+    return reconcile(messages, origins, rows, names, truth, mongo_ids, history)
 
 
 def main(argv=None) -> None:
@@ -283,13 +336,17 @@ def main(argv=None) -> None:
     parser.add_argument("--kafka_bootstrap", default=defaults.view_as(KafkaOptions).kafka_bootstrap)
     parser.add_argument("--transactions_topic", default="transactions")
     parser.add_argument("--dead_letter_topic", default="dead-letters")
+    parser.add_argument("--accounts_topic", default="accounts",
+                        help="account versions, to check each row's name as of its "
+                             "transaction ('' to compare with banking.accounts only)")
     parser.add_argument("--postgres_dsn", default=defaults.postgres_dsn)
     parser.add_argument("--ground_truth_file", help="the simulator's --ground-truth-file")
     parser.add_argument("--mongo_uri", default=defaults.view_as(MongoOptions).mongo_uri)
     parser.add_argument("--mongo_db", help="check fraudulent rows are in <db>.transactions")
     args = parser.parse_args(argv)
     result = run(args.kafka_bootstrap, args.transactions_topic, args.dead_letter_topic,
-                 args.postgres_dsn, args.ground_truth_file, args.mongo_uri, args.mongo_db)
+                 args.postgres_dsn, args.ground_truth_file, args.mongo_uri, args.mongo_db,
+                 args.accounts_topic or None)
     print(result.line())
     for problem, examples in result.examples.items():
         print(f"  {problem}: {', '.join(map(str, examples))}")

@@ -65,6 +65,8 @@ TRANSACTION = "transaction"
 DEFAULT_TTL = timedelta(minutes=10)
 DEFAULT_ACCOUNT_IDLE = timedelta(days=1)
 DEFAULT_MAX_BUFFERED = 1000
+MAX_VERSIONS = 4  # account versions kept per account (the newest ones)
+_BEGINNING = -(2**62)  # the time of a version from the lookup: valid from the start
 
 AccountLookup = Callable[[Sequence[str]], Mapping[str, Account]]
 # An element of the join's input: ("account", Account) or ("transaction", Transaction).
@@ -93,13 +95,18 @@ def _seconds(value: timedelta | float, name: str) -> float:
 
 
 class JoinAccountTransactionsFn(beam.DoFn):
-    """Joins each transaction to the latest account seen for its key (a LEFT JOIN).
+    """Joins each transaction to its account as of the transaction's time (a LEFT JOIN).
 
     Input: ``(account_id, (ACCOUNT, Account))`` or ``(account_id, (TRANSACTION,
-    Transaction))``. Output: :class:`JoinedTransaction`.
+    Transaction))``, timestamped (the Kafka timestamps: when each was produced). Output:
+    :class:`JoinedTransaction`. A transaction gets the newest account version produced at or
+    before it (the oldest version kept, if all are newer), so a replay after a restore, whose
+    account updates may be read before the transactions that preceded them, attributes every
+    transaction as the first run did.
 
     State and timers (per account_id):
-      ACCOUNT: ReadModifyWriteStateSpec, the latest Account (from the topic or the lookup).
+      ACCOUNT: ReadModifyWriteStateSpec, the last MAX_VERSIONS versions as a tuple of
+        ``(timestamp_micros, Account)`` by time; one from the lookup counts from the start.
       BUFFER: BagStateSpec of ``(deadline_micros, Transaction)`` waiting for their account.
       PENDING: ReadModifyWriteStateSpec ``(earliest_deadline_micros, count)`` of BUFFER,
         or empty when nothing waits; while set, the lookup is not asked again.
@@ -174,18 +181,20 @@ class JoinAccountTransactionsFn(beam.DoFn):
     ):
         account_id, (kind, record) = element
         gc.set(timestamp + self._account_idle)
+        versions = _versions(account_state.read())
         if kind == ACCOUNT:
-            account_state.write(record)
-            yield from self._release(record, buffer, pending, expiry)
+            versions = _with_version(versions, timestamp.micros, record)
+            account_state.write(versions)
+            yield from self._release(versions, buffer, pending, expiry)
             return
-        account = account_state.read()
-        if account is None and pending.read() is None:
+        if not versions and pending.read() is None:
             account = self._look_up(account_id)
             if account is not None:
-                account_state.write(account)
-        if account is not None:
+                versions = ((_BEGINNING, account),)
+                account_state.write(versions)
+        if versions:
             self._count("joined")
-            yield JoinedTransaction(record, account)
+            yield JoinedTransaction(record, _version_at(versions, timestamp.micros))
         else:
             yield from self._buffer(record, timestamp, buffer, pending, expiry)
 
@@ -201,17 +210,19 @@ class JoinAccountTransactionsFn(beam.DoFn):
         self._count("lookup_hits" if account is not None else "lookup_misses")
         return account
 
-    def _release(self, account: Account, buffer, pending, expiry):
-        """Emits every buffered transaction joined to the account that just arrived."""
+    def _release(self, versions, buffer, pending, expiry):
+        """Emits every buffered transaction joined to its version of the account that
+        just arrived."""
         if pending.read() is None:
             return
-        waiting = [txn for _, txn in buffer.read()]
+        waiting = list(buffer.read())
         buffer.clear()
         pending.clear()
         expiry.clear()
         self._count("joined", len(waiting))
-        for txn in waiting:
-            yield JoinedTransaction(txn, account)
+        for deadline, txn in waiting:
+            produced = deadline - self._ttl.micros  # the buffer keeps its deadline
+            yield JoinedTransaction(txn, _version_at(versions, produced))
 
     def _buffer(self, txn: Transaction, timestamp: Timestamp, buffer, pending, expiry):
         """Buffers a transaction until its deadline, or emits it unjoined if BUFFER is full."""
@@ -257,6 +268,34 @@ class JoinAccountTransactionsFn(beam.DoFn):
         if account_state.read() is not None:
             self._count("accounts_evicted")
         account_state.clear()
+
+
+def _versions(stored) -> tuple:
+    """ACCOUNT state as versions; state written before versions were kept held an Account."""
+    if stored is None:
+        return ()
+    if isinstance(stored, Account):
+        return ((_BEGINNING, stored),)
+    return tuple(stored)
+
+
+def _with_version(versions: tuple, micros: int, account: Account) -> tuple:
+    """``versions`` plus ``(micros, account)`` in time order (a repeat is kept once), trimmed
+    to the newest MAX_VERSIONS."""
+    if (micros, account) in versions:
+        return versions
+    merged = sorted((*versions, (micros, account)), key=lambda version: version[0])
+    return tuple(merged[-MAX_VERSIONS:])
+
+
+def _version_at(versions: tuple, micros: int) -> Account:
+    """The newest version at or before ``micros``; the oldest one if all are newer."""
+    chosen = versions[0][1]
+    for at, account in versions:
+        if at > micros:
+            break
+        chosen = account
+    return chosen
 
 
 def _tag(kind: str):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from pipeline.reconcile import (
+    AccountVersion,
     Message,
     Reconciliation,
     Row,
+    names_in_effect,
     reconcile,
     transaction_id_of,
 )
@@ -57,6 +59,33 @@ def test_wrong_account_name_only_when_the_account_exists():
     messages = [Message(0, i, t) for i, t in enumerate(rows)]
     result = reconcile(messages, [], rows, {"a1": "Ada", "a2": "Bob"})
     assert result.wrongly_attributed == 2 and result.examples["wrongly_attributed"] == ["t1", "t2"]
+
+
+def test_account_name_is_checked_as_of_when_the_transaction_was_produced():
+    """A rename after a transaction does not make its row wrong; a name from after it, or one
+    the account never had, does."""
+    history = {"a1": [AccountVersion(100, "Owen Carroll"), AccountVersion(500, "Owen Trub")]}
+    rows = {
+        "before": row("before", "a1", "Owen Carroll"),   # produced at 200: right
+        "after": row("after", "a1", "Owen Trub"),        # produced at 600: right
+        "stale": row("stale", "a1", "Owen Carroll"),     # produced at 700: old name, wrong
+        "future": row("future", "a1", "Owen Trub"),      # produced at 300: wrong
+        "early": row("early", "a1", "Owen Carroll"),     # produced before the account: first name
+    }
+    produced = {"before": 200, "after": 600, "stale": 700, "future": 300, "early": 50}
+    messages = [Message(0, i, t, produced[t]) for i, t in enumerate(rows)]
+    result = reconcile(messages, [], rows, {"a1": "Owen Trub"}, account_history=history)
+    assert result.examples["wrongly_attributed"] == ["stale", "future"]
+    # Without the history, the current name is the reference.
+    plain = reconcile(messages, [], rows, {"a1": "Owen Trub"})
+    assert plain.examples["wrongly_attributed"] == ["before", "stale", "early"]
+
+
+def test_a_version_in_the_same_millisecond_may_come_either_side():
+    versions = [AccountVersion(100, "A"), AccountVersion(200, "B")]
+    assert names_in_effect(versions, 200) == {"A", "B"}
+    assert names_in_effect(versions, 201) == {"B"}
+    assert names_in_effect(versions, 99) == {"A"}
 
 
 def test_ground_truth_fraud_cleared_or_unvalidated_is_wrong():

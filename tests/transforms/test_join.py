@@ -115,6 +115,37 @@ def test_an_updated_account_replaces_the_old_one_for_later_transactions():
     run_join(events, [("t1", "Ada Lovelace", 10.0), ("t2", "Ada King", 30.0)])
 
 
+def test_a_replay_that_reads_an_update_first_still_joins_by_time():
+    """After a restore, the accounts reader may re-read a rename before the transactions
+    that preceded it: each transaction still gets the version of its own time."""
+    events = [
+        acct_at(0),
+        acct_at(20, account_name="Ada King"),  # read first, produced after t1
+        5,
+        txn_at(10, "t1"),
+        txn_at(30, "t2"),
+    ]
+    run_join(events, [("t1", "Ada Lovelace", 10.0), ("t2", "Ada King", 30.0)])
+
+
+def test_a_buffered_transaction_gets_the_version_of_its_time():
+    # t1 waits for its account; a first version and a later rename arrive in one go.
+    events = [txn_at(10, "t1"), acct_at(5), acct_at(40, account_name="Ada King"), 100]
+    run_join(events, [("t1", "Ada Lovelace", 5.0)])
+
+
+def test_versions_are_trimmed_to_the_newest_and_a_repeat_is_kept_once():
+    from pipeline.transforms.join import MAX_VERSIONS, _version_at, _with_version
+
+    versions = ()
+    for i in range(MAX_VERSIONS + 2):
+        versions = _with_version(versions, i * 10, account(account_name=f"v{i}"))
+    versions = _with_version(versions, 50, account(account_name="v5"))  # a replay's repeat
+    assert [a.account_name for _, a in versions] == [f"v{i}" for i in range(2, MAX_VERSIONS + 2)]
+    assert _version_at(versions, 35).account_name == "v3"
+    assert _version_at(versions, 0).account_name == "v2"  # older than all kept: the oldest
+
+
 def test_unknown_account_is_found_with_the_lookup_and_kept_in_state():
     lookup = FakeLookupFactory([account(account_name="From Postgres")])
     events = [txn_at(10, "t1"), txn_at(20, "t2")]
