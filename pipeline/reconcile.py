@@ -73,6 +73,8 @@ class Reconciliation:
     missing: int = 0
     duplicated: int = 0
     wrongly_attributed: int = 0
+    # a name the account had before the one in effect when the transaction was produced
+    stale_attributed: int = 0
     wrongly_cleared: int = 0
     wrongly_accepted: int = 0
     missing_in_mongo: int = 0
@@ -83,8 +85,8 @@ class Reconciliation:
 
     @property
     def wrong(self) -> int:
-        return (self.wrongly_attributed + self.wrongly_cleared + self.wrongly_accepted
-                + self.missing_in_mongo)
+        return (self.wrongly_attributed + self.stale_attributed + self.wrongly_cleared
+                + self.wrongly_accepted + self.missing_in_mongo)
 
     @property
     def ok(self) -> bool:
@@ -92,7 +94,8 @@ class Reconciliation:
 
     def line(self) -> str:
         names = ("messages", "produced", "in_postgres", "dead_lettered", "missing", "duplicated",
-                 "wrongly_attributed", "wrongly_cleared", "wrongly_accepted", "missing_in_mongo",
+                 "wrongly_attributed", "stale_attributed", "wrongly_cleared", "wrongly_accepted",
+                 "missing_in_mongo",
                  "redelivered")
         figures = " ".join(f"{name}={getattr(self, name)}" for name in names)
         return f"reconcile: {'OK' if self.ok else 'FAILED'} {figures}"
@@ -172,13 +175,18 @@ def reconcile(
         row = rows.get(transaction_id) if live else None
         if row is None:
             continue
+        earlier: set[str] = set()
         if history.get(row.account_id):
-            expected = names_in_effect(history[row.account_id], produced_at[transaction_id])
+            versions, at = history[row.account_id], produced_at[transaction_id]
+            expected = names_in_effect(versions, at)
+            earlier = {v.account_name for v in versions if v.timestamp_ms < at} - expected
         elif row.account_id in account_names:
             expected = {account_names[row.account_id]}
         else:
             continue
-        if row.account_name not in expected:
+        if row.account_name in earlier:
+            result._count("stale_attributed", transaction_id)
+        elif row.account_name not in expected:
             result._count("wrongly_attributed", transaction_id)
     for truth in ground_truth:
         row = rows.get(truth.get("transaction_id"))

@@ -134,7 +134,7 @@ class Service:
             if pid is not None and self.check() is None:
                 self.after_start()
                 return "running"
-            if pid is None and process.port_open(config.HOST, self.port):
+            if pid is None and process.port_taken(config.HOST, self.port):
                 raise StackError(
                     f"[{self.name}] port {self.port} is already taken by a process the stack did "
                     f"not start; stop it or set RISKPIPE_{self.port_name}_PORT"

@@ -320,7 +320,7 @@ class _FlinkProcess(Service):
 
     def prepare(self) -> None:
         metrics_port = config.port(self.metrics_port_name)
-        if process.port_open(config.HOST, metrics_port):
+        if process.port_taken(config.HOST, metrics_port):
             raise StackError(
                 f"[flink] {self.role} metrics port {metrics_port} is taken; stop that process "
                 f"or set RISKPIPE_{self.metrics_port_name}_PORT"
@@ -352,7 +352,7 @@ class _JobManager(_FlinkProcess):
 
     def prepare(self) -> None:
         for name in ("FLINK_RPC", "FLINK_BLOB"):
-            if process.port_open(config.HOST, config.port(name)):
+            if process.port_taken(config.HOST, config.port(name)):
                 raise StackError(
                     f"[flink] port {config.port(name)} is taken; stop that process or set "
                     f"RISKPIPE_{name}_PORT"

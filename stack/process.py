@@ -180,6 +180,20 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def port_taken(host: str, port: int, grace_s: float = 15.0) -> bool:
+    """True if ``host:port`` still accepts connections after ``grace_s`` seconds.
+
+    The grace covers a process that was just killed: Linux reports a killed multi-threaded
+    process's leader as a zombie while its other threads still exit, holding its sockets.
+    """
+    deadline = time.monotonic() + grace_s
+    while port_open(host, port):
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.25)
+    return False
+
+
 def run(command: list[str], *, log_path: Path, what: str, **kwargs) -> None:
     """Runs an install/setup step to completion, appending its output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,9 @@ def test_account_name_is_checked_as_of_when_the_transaction_was_produced():
     produced = {"before": 200, "after": 600, "stale": 700, "future": 300, "early": 50}
     messages = [Message(0, i, t, produced[t]) for i, t in enumerate(rows)]
     result = reconcile(messages, [], rows, {"a1": "Owen Trub"}, account_history=history)
-    assert result.examples["wrongly_attributed"] == ["stale", "future"]
+    assert result.examples["stale_attributed"] == ["stale"]  # an earlier name of the account
+    assert result.examples["wrongly_attributed"] == ["future"]
+    assert result.wrong == 2 and not result.ok
     # Without the history, the current name is the reference.
     plain = reconcile(messages, [], rows, {"a1": "Owen Trub"})
     assert plain.examples["wrongly_attributed"] == ["before", "stale", "early"]

@@ -39,3 +39,18 @@ def _live_members_of_group(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(stat.parent.name))
     return members
+
+
+def test_port_taken_waits_for_a_dying_listener_and_reports_a_live_one():
+    import socket
+    import threading
+
+    from stack.process import port_taken
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert port_taken("127.0.0.1", port, grace_s=0.5)  # still listening after the grace
+    threading.Timer(0.5, listener.close).start()  # a process that is still exiting
+    assert not port_taken("127.0.0.1", port, grace_s=10)
