@@ -14,6 +14,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 
 from stack import config
 from stack.errors import StackError
@@ -70,13 +71,20 @@ def job_state(job_id: str, *, base_url: str | None = None) -> str:
 
 
 def job_id_by_name(
-    name: str, *, states: set[str] | None = None, base_url: str | None = None
+    name: str,
+    *,
+    states: set[str] | None = None,
+    exclude: Iterable[str] = (),
+    base_url: str | None = None,
 ) -> str | None:
-    """The id of the most recently started job called ``name`` (optionally in ``states``)."""
+    """The id of the most recently started job called ``name`` (optionally in ``states``),
+    other than the ids in ``exclude``."""
+    excluded = set(exclude)
     matches = [
         j
         for j in jobs(base_url=base_url)
         if j["name"] == name and (states is None or j["state"] in states)
+        and j["jid"] not in excluded
     ]
     if not matches:
         return None
@@ -84,12 +92,18 @@ def job_id_by_name(
 
 
 def wait_for_job_id(
-    name: str, timeout: float = 60.0, *, base_url: str | None = None
+    name: str,
+    timeout: float = 60.0,
+    *,
+    exclude: Iterable[str] = (),
+    base_url: str | None = None,
 ) -> str:
-    """Waits until a job called ``name`` appears; returns its id."""
+    """Waits until a job called ``name`` appears (one not in ``exclude``, e.g. the ids that
+    existed before a submission); returns its id."""
+    excluded = set(exclude)
     deadline = time.monotonic() + timeout
     while True:
-        job_id = job_id_by_name(name, base_url=base_url)
+        job_id = job_id_by_name(name, exclude=excluded, base_url=base_url)
         if job_id:
             return job_id
         if time.monotonic() > deadline:

@@ -152,15 +152,9 @@ class FlinkBench(Bench):
                               capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:
             raise SystemExit(f"submitting the job failed: {done.stderr[-2000:]}")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            fresh = [j["jid"] for j in flink_rest.jobs() if j["name"] == name
-                     and j["jid"] not in before]
-            if fresh:
-                flink_rest.wait_until_running(fresh[0], timeout=120)
-                return fresh[0]
-            time.sleep(0.5)
-        raise SystemExit(f"no Flink job named {name} appeared")
+        job_id = flink_rest.wait_for_job_id(name, 60, exclude=before)
+        flink_rest.wait_until_running(job_id, timeout=120)
+        return job_id
 
     def phase_ids(self) -> list[str]:
         return [r["transaction_id"] for r in self.truth if r.get("kind") == "transaction"]

@@ -251,12 +251,7 @@ class Run:
         if done.returncode != 0:
             raise RuntimeError(f"job submission failed: {done.stderr[-3000:]}")
 
-        def new_job():
-            fresh = [j for j in flink_rest.jobs()
-                     if j["name"] == self.prefix and j["jid"] not in before]
-            return fresh[0]["jid"] if fresh else None
-
-        job_id = wait_until(f"a new Flink job {self.prefix}", new_job, 60, 0.5)
+        job_id = flink_rest.wait_for_job_id(self.prefix, 60, exclude=before)
         self.job_ids.append(job_id)
         flink_rest.wait_until_running(job_id, timeout=150)
         return job_id

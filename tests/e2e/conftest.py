@@ -227,12 +227,7 @@ class Scenario:
         )
         assert submit.returncode == 0, submit.stderr[-4000:]
 
-        def new_job():
-            fresh = [j for j in flink_rest.jobs()
-                     if j["name"] == self.prefix and j["jid"] not in before]
-            return fresh[0]["jid"] if fresh else None
-
-        job_id = wait_until(f"a new Flink job named {self.prefix}", new_job, 60, 0.5)
+        job_id = flink_rest.wait_for_job_id(self.prefix, 60, exclude=before)
         self.job_ids.append(job_id)
         if wait_running:
             flink_rest.wait_until_running(job_id, timeout=120)

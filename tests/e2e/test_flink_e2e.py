@@ -19,7 +19,7 @@ import pymongo
 
 from stack import flink_rest
 from stack.kafka import ensure_topics
-from tests.e2e.conftest import run, topic_keys, topic_size, wait_until
+from tests.e2e.conftest import run, topic_keys, topic_size
 
 SEED = 20260105
 COUNT = 2_000
@@ -92,12 +92,7 @@ def test_flink_end_to_end(services, tmp_path):
             180,
         )
         assert submitted.returncode == 0, submitted.stderr[-4000:]
-        new = wait_until(
-            f"a new Flink job named {prefix}",
-            lambda: next((j["jid"] for j in flink_rest.jobs()
-                          if j["name"] == prefix and j["jid"] not in before), None),
-            60, 0.5,
-        )
+        new = flink_rest.wait_for_job_id(prefix, 60, exclude=before)
         flink_rest.wait_until_running(new, timeout=120)
         return new
 
