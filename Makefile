@@ -37,19 +37,19 @@ test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
-	@$(PY) -m pipeline.runners.demo
+	@$(PY) -m tools.demo
 
 bench: install ## Benchmarks: simulator, pipeline vs baseline (in-process), then the job on Flink (throughput, latency); prints JSON
-	@$(PY) -m pipeline.runners.bench
-	@$(PY) -m pipeline.runners.bench_flink
+	@$(PY) -m tools.bench
+	@$(PY) -m tools.bench_flink
 
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
-	@$(PY) -m pipeline.runners.evaluate
+	@$(PY) -m tools.evaluate
 
 chaos: install ## Flink recovery tests, then every fault on Flink with a seeded simulation, reconciled; prints the table (FAULTS=a,b)
 	@$(PY) -m stack up
 	@$(PY) -m pytest tests/e2e/test_flink_recovery.py
-	@$(PY) -m pipeline.runners.chaos $(if $(FAULTS),--faults $(FAULTS))
+	@$(PY) -m tools.chaos $(if $(FAULTS),--faults $(FAULTS))
 
 ui: ## Print the Flink UI, Prometheus and validator URLs
 	@$(PY) -m stack urls

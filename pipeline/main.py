@@ -19,9 +19,13 @@ import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    S3Options,
+    StandardOptions,
+)
 
-from pipeline import preflight
+from pipeline import metrics, preflight
 from pipeline.errors import ConfigurationError, RiskpipeError
 from pipeline.io.kafka import ReadFromKafka, WriteDeadLetters
 from pipeline.io.postgres import (
@@ -38,7 +42,7 @@ from pipeline.options import (
     RunOptions,
     ValidatorOptions,
 )
-from pipeline.runners.defaults import with_runner_defaults
+from pipeline.runners.flags import with_runner_defaults
 from pipeline.runners.savepoint import SavepointAwareFlinkRunner
 from pipeline.transforms.join import JoinWithAccounts
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
@@ -81,7 +85,7 @@ def s3_args(options: PipelineOptions) -> list[str]:
 
 
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
-    """Adds the whole graph to ``p``, one labelled step per arrow of DESIGN.md."""
+    """Adds the whole graph to ``p``, one labelled step per arrow of the README's architecture."""
     kafka = options.view_as(KafkaOptions)
     dsn = options.view_as(PostgresOptions).postgres_dsn
     run = options.view_as(RunOptions)
@@ -151,7 +155,7 @@ def summary(result) -> dict:
     """The riskpipe counters of a finished run, by name."""
     figures = dict.fromkeys(SUMMARY_COUNTERS, 0)
     for counter in result.metrics().query()["counters"]:
-        if counter.key.metric.namespace == "riskpipe" and counter.key.metric.name in figures:
+        if counter.key.metric.namespace == metrics.NAMESPACE and counter.key.metric.name in figures:
             figures[counter.key.metric.name] += counter.committed or counter.attempted or 0
     return figures
 
@@ -179,7 +183,11 @@ def print_help(parser: argparse.ArgumentParser) -> None:
     for group in OPTION_GROUPS:
         group._add_argparse_args(parser.add_argument_group(group.__doc__.strip().rstrip(".")))
     runner = parser.add_argument_group("Runner (Beam's own flags; more in Beam's docs)")
-    runner.add_argument("--runner", help="DirectRunner (bounded, default) or FlinkRunner.")
+    runner.add_argument(
+        "--runner",
+        help="DirectRunner (bounded, in this process; the default), FlinkRunner (streaming on "
+        "$RISKPIPE_FLINK_MASTER, default 127.0.0.1:8081) or PrismRunner.",
+    )
     runner.add_argument("--flink_master", help="host:port of Flink's REST API, or [local].")
     runner.add_argument("--s3_endpoint_url", help="S3 endpoint (env RISKPIPE_S3_ENDPOINT).")
     parser.print_help()
@@ -190,7 +198,7 @@ def run(argv=None) -> int:
     known, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
     options = PipelineOptions(with_runner_defaults(beam_args, JOB_NAME))
     standard = options.view_as(StandardOptions)
-    runner = standard.runner
+    on_flink = standard.runner == "FlinkRunner"  # normalised by with_runner_defaults
     if not known.no_preflight:
         preflight.check_all(options)
     if not standard.streaming:
@@ -198,12 +206,12 @@ def run(argv=None) -> int:
         options.view_as(RunOptions).bounded = True
     # Beam's FlinkRunner drops --savepoint_path on uber-jar submissions; this one keeps it.
     p = beam.Pipeline(
-        runner=SavepointAwareFlinkRunner() if "flink" in (runner or "").lower() else None,
+        runner=SavepointAwareFlinkRunner() if on_flink else None,
         options=options,
     )
     build(p, options)
     result = p.run()
-    if options.view_as(StandardOptions).streaming and "Flink" in runner:
+    if standard.streaming and on_flink:
         job_name = options.get_all_options().get("job_name") or JOB_NAME
         logger.info("submitted %s to Flink; watch it in the Flink UI", job_name)
         return 0

@@ -39,6 +39,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from pipeline.runners import flags
 from stack import config, flink_rest, jobserver, process
 from stack.base import Service, Status
 from stack.errors import StackError
@@ -46,7 +47,6 @@ from stack.errors import StackError
 JM_MEMORY = "1024m"
 TM_MEMORY = "2048m"
 TM_SLOTS = 4
-CHECKPOINT_INTERVAL_MS = 10_000
 RESTART_ATTEMPTS = 10
 RESTART_DELAY = "5s"
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
@@ -119,18 +119,12 @@ def pipeline_args(streaming: bool = True) -> list[str]:
     The job runs detached (``--flink_submit_uber_jar`` uploads one jar over REST), so the
     submitting process may exit once it is submitted; the ``workerpool`` service must run.
     """
-    args = [
-        "--runner=FlinkRunner",
-        f"--flink_master={config.HOST}:{config.port('FLINK')}",
-        f"--flink_version={config.version('FLINK_MINOR')}",
-        f"--flink_job_server_jar={job_server_jar()}",
-        "--flink_submit_uber_jar",
-        "--environment_type=EXTERNAL",
-        f"--environment_config={worker_pool_address()}",
-    ]
-    if streaming:
-        args += ["--streaming", f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}"]
-    return args
+    return flags.flink_flags(
+        f"{config.HOST}:{config.port('FLINK')}",
+        str(job_server_jar()),
+        worker_pool=worker_pool_address(),
+        streaming=streaming,
+    )
 
 
 # -- install -------------------------------------------------------------------------------
@@ -264,7 +258,7 @@ def render_config() -> str:
         "env.java.opts.all": f"{JAVA_17_OPTS} -Djava.io.tmpdir={state / 'tmp'} -Dconsole.log.level=WARN",
         "web.tmpdir": str(state / "web"),
         "web.upload.dir": str(state / "web-upload"),
-        "execution.checkpointing.interval": "10s",
+        "execution.checkpointing.interval": f"{flags.CHECKPOINT_INTERVAL_MS}ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.timeout": "2min",
         "execution.checkpointing.dir": checkpoint_dir().as_uri(),

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.runners import flags
 from stack import config, process
 from stack.errors import StackError
 
@@ -36,15 +37,13 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 def official_job_server_jar() -> Path:
     """Where Maven Central's own job server would be cached (if it existed)."""
-    minor, beam = config.version("FLINK_MINOR"), config.version("BEAM_VERSION")
-    return config.cache_dir() / f"beam-runners-flink-{minor}-job-server-{beam}.jar"
+    return config.cache_dir() / flags.official_job_server_jar_name()
 
 
 def built_job_server_jar() -> Path:
-    """Where the jar built from ``stack/jobserver/pom.xml`` is cached."""
-    beam = config.version("BEAM_JOB_SERVER_VERSION")
-    flink = config.version("FLINK_VERSION")
-    return config.cache_dir() / f"beam-flink-job-server-{beam}-flink{flink}.jar"
+    """Where the jar built from ``stack/jobserver/pom.xml`` is cached (the job looks there
+    too: ``pipeline.runners.flags.job_server_jar``)."""
+    return config.cache_dir() / flags.built_job_server_jar_name()
 
 
 def job_server_jar() -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.runners.bench_flink import _number, percentile
+from tools.bench_flink import _number, percentile
 
 
 @pytest.mark.parametrize("q, expected", [(0.5, 50), (0.99, 99), (1.0, 100), (0.0, 1)])

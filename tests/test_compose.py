@@ -155,6 +155,24 @@ def flags(service: dict) -> dict[str, str]:
     return out
 
 
+def submitted_flags(submitter: dict, monkeypatch) -> dict[str, str]:
+    """The flags the submitter's ``pipeline.main`` runs with: its command plus the runner
+    defaults (``pipeline.runners.flags``) under the container's environment."""
+    import importlib
+
+    from pipeline.runners import flags as runner_flags
+
+    for key, value in environment(submitter).items():
+        monkeypatch.setenv(key, value)
+    importlib.reload(runner_flags)  # CHECKPOINT_INTERVAL_MS is read at import
+    try:
+        argv = runner_flags.with_runner_defaults(command(submitter)[3:], "transaction-attribution")
+    finally:
+        monkeypatch.undo()
+        importlib.reload(runner_flags)
+    return flags({"command": argv})
+
+
 def published(service: dict) -> list[tuple[str, int, int]]:
     """(host ip, host port, container port) of each short-syntax or long-syntax mapping."""
     rows = []
@@ -287,7 +305,7 @@ def test_built_services_share_one_image_from_the_dockerfile(services):
         assert str(build["args"]["PYTHON_VERSION"]) == config.version("PYTHON_VERSION")
 
 
-def test_dockerfile_builds_the_job_server_and_runs_the_worker_pool(services):
+def test_dockerfile_builds_the_job_server_and_runs_the_worker_pool(services, monkeypatch):
     assert DOCKERFILE.is_file()
     text = DOCKERFILE.read_text()
     assert "FROM maven:3.9-eclipse-temurin-17 AS jobserver" in text
@@ -296,7 +314,7 @@ def test_dockerfile_builds_the_job_server_and_runs_the_worker_pool(services):
     assert "pip install" in text
     assert "pipeline.runners.worker_pool" in text
     assert "--service_port=50000" in text
-    jar = flags(services["submitter"])["flink_job_server_jar"]
+    jar = submitted_flags(services["submitter"], monkeypatch)["flink_job_server_jar"]
     assert re.search(
         rf"^COPY --from=jobserver \S+ {re.escape(jar)}$", text, re.MULTILINE
     ), "the submitter's --flink_job_server_jar must be the jar the Dockerfile copies in"
@@ -391,7 +409,7 @@ def test_postgres_credentials_and_migrations_match_the_local_stack(services):
         assert (dsn.hostname, dsn.port) == ("postgres", 5432)
 
 
-def test_s3_keys_and_bucket_match_the_local_stack(services):
+def test_s3_keys_and_bucket_match_the_local_stack(services, monkeypatch):
     from pipeline import local_defaults, options
 
     minio = environment(services["minio"])
@@ -415,7 +433,7 @@ def test_s3_keys_and_bucket_match_the_local_stack(services):
         "minio",
         9000,
     )
-    submitter = flags(services["submitter"])
+    submitter = submitted_flags(services["submitter"], monkeypatch)
     assert submitter["s3_endpoint_url"] == "http://minio:9000"
     assert submitter["s3_access_key_id"] == config.s3_access_key()
     assert submitter["s3_secret_access_key"] == config.s3_secret_key()
@@ -476,10 +494,11 @@ def test_pipeline_endpoints_point_at_compose_hostnames(services):
     assert f"EXTERNAL://{local['RISKPIPE_KAFKA_BOOTSTRAP']}" in advertised
 
 
-def test_submitter_runs_the_job_on_the_flink_cluster(services):
+def test_submitter_runs_the_job_on_the_flink_cluster(services, monkeypatch):
     submitter = services["submitter"]
     assert command(submitter)[:3] == ["python", "-m", "pipeline.main"]
-    args = flags(submitter)
+    args = submitted_flags(submitter, monkeypatch)
+    assert int(args["checkpointing_interval"]) == 30_000
     assert args["runner"] == "FlinkRunner"
     assert args["flink_master"] == "jobmanager:8081"
     assert args["environment_type"] == "EXTERNAL"

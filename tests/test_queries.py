@@ -1,7 +1,7 @@
 """The README's two queries return each fraud's sender and receiver names and emails.
 
 The DuckDB query reads the JSON-lines objects from the local S3 server (mirrored through
-Beam's filesystem, see pipeline.queries); the $lookup runs on the local MongoDB.
+Beam's filesystem, see tools.queries); the $lookup runs on the local MongoDB.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from apache_beam.transforms.window import TimestampedValue
 from pymongo import MongoClient
 
 from pipeline.io.s3 import WriteWindowedJson
-from pipeline.queries import FRAUD_TOPIC, USERS_TOPIC, duckdb_fraud_rows, fraud_lookup_pipeline
+from tools.queries import (
+    FRAUD_TOPIC,
+    USERS_TOPIC,
+    duckdb_fraud_rows,
+    fraud_lookup_pipeline,
+)
 
 TS = 1_772_460_000
 USERS = [

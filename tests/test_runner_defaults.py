@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.runners.defaults import with_runner_defaults
+from pipeline.runners.flags import with_runner_defaults
 
 
 def _flags(argv: list[str]) -> dict[str, str | None]:
@@ -39,3 +39,22 @@ def test_direct_runner_means_the_portable_fn_api_runner():
     flags = _flags(with_runner_defaults([], "transaction-attribution"))
     assert flags["--runner"] == "FnApiRunner"
     assert "--streaming" not in flags and "--finish_bundle_before_checkpointing" not in flags
+
+
+def test_the_local_stack_submits_with_the_same_flink_flags():
+    from stack import flink as stack_flink
+
+    stack_args = _flags(stack_flink.pipeline_args())
+    job_args = _flags(with_runner_defaults(["--runner=FlinkRunner"], "transaction-attribution"))
+    for name, value in stack_args.items():
+        if name != "--flink_job_server_jar":  # the stack names its jar even before it is built
+            assert job_args.get(name, "absent") == value, name
+    assert "--finish_bundle_before_checkpointing" in stack_args
+
+
+def test_runner_names_are_normalised_once():
+    for given in ("--runner=flink", "--runner=FlinkRunner", "--runner=flinkrunner"):
+        flags = _flags(with_runner_defaults([given], "transaction-attribution"))
+        assert flags["--runner"] == "FlinkRunner" and "--streaming" in flags
+    flags = _flags(with_runner_defaults(["--runner", "prism"], "transaction-attribution"))
+    assert flags["--runner"] == "PrismRunner" and "prism" not in flags

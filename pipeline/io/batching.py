@@ -20,7 +20,8 @@ import time
 from typing import Any, ClassVar
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
+
+from pipeline import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,13 @@ class BatchingWriteFn(beam.DoFn):
         self.batch_size = batch_size
         self._buffer: list[Any] = []
         self._client: Any = None
-        self.written = Metrics.counter("riskpipe", f"{self.SINK}_rows_written")
-        self.retries = Metrics.counter("riskpipe", f"{self.SINK}_write_retries")
+        self.written = metrics.counter(f"{self.SINK}_rows_written")
+        self.retries = metrics.counter(f"{self.SINK}_write_retries")
         # Write time as a sum and a count (average = rate(ms) / rate(writes)): Flink's
         # Prometheus reporter exports a Beam distribution as 0 (docs/flink-notes.md).
-        self.write_ms = Metrics.counter("riskpipe", f"{self.SINK}_write_ms_total")
-        self.writes = Metrics.counter("riskpipe", f"{self.SINK}_writes")
-        self.last_latency_ms = Metrics.gauge("riskpipe", f"{self.SINK}_last_write_latency_ms")
+        self.write_ms = metrics.counter(f"{self.SINK}_write_ms_total")
+        self.writes = metrics.counter(f"{self.SINK}_writes")
+        self.last_latency_ms = metrics.gauge(f"{self.SINK}_last_write_latency_ms")
 
     # -- hooks for subclasses -------------------------------------------------------
     def open_client(self) -> Any:

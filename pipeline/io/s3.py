@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger, window
+
+from pipeline import metrics
 
 __all__ = ["WriteWindowedJson", "object_path", "render_jsonl"]
 
@@ -76,8 +77,8 @@ class _WriteObjectFn(beam.DoFn):
         self.prefix = prefix
         self.id_field = id_field
         self.filesystem_args = filesystem_args
-        self.objects = Metrics.counter("riskpipe", "s3_objects_written")
-        self.records = Metrics.counter("riskpipe", "s3_records_written")
+        self.objects = metrics.counter("s3_objects_written")
+        self.records = metrics.counter("s3_records_written")
 
     def setup(self):
         if self.filesystem_args is None:

@@ -31,10 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
-from pipeline.io.mongo import WriteToMongo
+from pipeline import metrics
 from pipeline.io.kafka import WriteToKafka
+from pipeline.io.mongo import WriteToMongo
 from pipeline.io.s3 import WriteWindowedJson
 from pipeline.records import Account, AttributedTransaction
 
@@ -98,7 +98,7 @@ class _UsersFn(beam.DoFn):
 
     def __init__(self, lookup_factory: Callable[[], Any]):
         self.lookup_factory = lookup_factory
-        self.unknown = Metrics.counter("riskpipe", "results_unknown_users")
+        self.unknown = metrics.counter("results_unknown_users")
 
     def setup(self):
         self.lookup = self.lookup_factory()

@@ -15,8 +15,8 @@ import dataclasses
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.metrics import Metrics
 
+from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
 
 __all__ = ["RouteByEvaluation", "UNIDENTIFIED", "route"]
@@ -46,24 +46,20 @@ def route(record: AttributedTransaction) -> tuple[str, AttributedTransaction]:
 
 class _RouteFn(beam.DoFn):
     def __init__(self):
-        self.counters = {
-            name: Metrics.counter("riskpipe", f"routed_{name}")
-            for name in ("bank_fraudulent", "unidentified", "cleared")
-        }
+        self.counters = Counters(
+            "routed_bank_fraudulent", "routed_unidentified", "routed_cleared"
+        )
 
     def start_bundle(self):
-        # Report every counter from the first bundle on (at 0), so dashboards and
-        # alerts see a zero instead of no series before the first event.
-        for counter in self.counters.values():
-            counter.inc(0)
+        self.counters.report_zero()
 
     def process(self, record: AttributedTransaction):
         output, routed = route(record)
         if output == UNIDENTIFIED:
-            self.counters["unidentified"].inc()
+            self.counters.inc("routed_unidentified")
             yield pvalue.TaggedOutput(UNIDENTIFIED, routed)
         else:
-            self.counters["bank_fraudulent" if routed.is_fraudulent else "cleared"].inc()
+            self.counters.inc("routed_bank_fraudulent" if routed.is_fraudulent else "routed_cleared")
             yield routed
 
 

@@ -4,8 +4,8 @@ Usage::
 
     scored = joined | "ScoreRisk" >> ScoreRisk()   # PCollection[AttributedTransaction]
 
-The formula lives in :mod:`pipeline.transforms.scoring`; this module only keeps each
-account's :class:`~pipeline.transforms.scoring.AccountFeatures` in Beam state. Scored
+The formula lives in :mod:`pipeline.domain.scoring`; this module only keeps each
+account's :class:`~pipeline.domain.scoring.AccountFeatures` in Beam state. Scored
 transactions leave with ``is_fraudulent=False`` and ``validated_by="none"``: routing and
 validation decide those later.
 """
@@ -20,13 +20,22 @@ import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import (
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration
 
+from pipeline.domain.scoring import (
+    AccountFeatures,
+    is_suspicious,
+    score_transaction,
+    update,
+)
 from pipeline.records import AttributedTransaction
 from pipeline.transforms.join import JoinedTransaction
-from pipeline.transforms.scoring import AccountFeatures, is_suspicious, score_transaction, update
 
 __all__ = ["ScoreRisk", "ScoreTransactionsFn"]
 

@@ -288,7 +288,7 @@ class Scenario:
 
     def dead_letter_origins(self) -> Counter:
         """(partition, offset) of each dead letter from the transactions topic, with repeats."""
-        from pipeline.reconcile import dead_letter_origins
+        from tools.reconcile import dead_letter_origins
 
         if topic_size(self.bootstrap, self.topics["dead_letters"]) == 0:
             return Counter()
@@ -301,7 +301,7 @@ class Scenario:
     def bad_origins(self) -> set[tuple[int, int]]:
         """(partition, offset) of every message of the transactions topic without a row-able
         transaction: what must be dead-lettered (the messages whose id is not in ``ids``)."""
-        from pipeline.reconcile import read_topic, transaction_id_of
+        from tools.reconcile import read_topic, transaction_id_of
 
         wanted = set(self.ids)
         return {

@@ -2,7 +2,7 @@
 
 Each runs a seeded simulation paced at 100 transactions/s while the job streams it, injects
 the fault after a completed checkpoint, restores the service, and reconciles every sink
-(:mod:`pipeline.reconcile`): nothing missing, nothing duplicated, nothing misattributed.
+(:mod:`tools.reconcile`): nothing missing, nothing duplicated, nothing misattributed.
 The full set, at full length, is `make chaos`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.runners.chaos import FAULTS, run_fault, table
+from tools.chaos import FAULTS, run_fault, table
 
 FAST = [name for name, fault in FAULTS.items() if fault.fast]
 SCALE = 0.34  # a 30 s outage lasts about 10 s here

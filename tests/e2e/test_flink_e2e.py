@@ -113,7 +113,7 @@ def test_flink_end_to_end(services, tmp_path):
 
     # Every message is in Kafka before the job starts, so a job with no row after
     # STALL_TIMEOUT_S has stalled at start (what --finish_bundle_before_checkpointing,
-    # a runner default, prevents: pipeline/runners/defaults.py).
+    # a runner default, prevents: pipeline/runners/flags.py).
     job_id = submit()
     if not first_rows():
         flink_rest.cancel(job_id)

@@ -17,11 +17,11 @@ import urllib.parse
 import urllib.request
 
 import pymongo
+
 import stack
 from stack import flink_rest
-
-from pipeline.runners.flink import riskpipe_counters
 from tests.e2e.conftest import Scenario, kill_taskmanager, topic_size, wait_until
+from tools.flink_counters import riskpipe_counters
 
 COUNT = 3_000  # 30 s at TPS
 TPS = 100

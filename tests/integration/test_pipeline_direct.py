@@ -22,14 +22,14 @@ import pymongo
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.io.postgres import ACCOUNT_COLUMNS
-from pipeline.records import Account, Transaction
-from pipeline.transforms.scoring import (
+from pipeline.domain.scoring import (
     WEIGHTS,
     AccountFeatures,
     score_transaction,
     update,
 )
+from pipeline.io.postgres import ACCOUNT_COLUMNS
+from pipeline.records import Account, Transaction
 from stack.kafka import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]

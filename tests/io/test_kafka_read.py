@@ -12,8 +12,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline.io import kafka_partitions, kafka_read
 from pipeline.io.kafka import ReadFromKafka, allocate_max_records
+from pipeline.io.kafka import discovery as kafka_discovery
+from pipeline.io.kafka import read as kafka_read
 
 # The DirectRunner would first try to download Prism; the FnApiRunner is what it falls back to.
 RUNNER = "FnApiRunner"
@@ -176,7 +177,7 @@ def test_missing_topic_names_the_topic_and_the_broker(kafka_broker):
 
 
 def test_unreachable_broker_names_the_broker(monkeypatch):
-    monkeypatch.setattr(kafka_partitions, "METADATA_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(kafka_discovery, "METADATA_TIMEOUT_S", 1.0)
     with pytest.raises(
         Exception,
         match=r"cannot reach Kafka at 127\.0\.0\.1:1 to read topic 'anything'",

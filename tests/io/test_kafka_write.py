@@ -101,7 +101,7 @@ def test_bad_parameters_are_refused_at_construction(kwargs):
 
 
 def test_values_must_be_bytes_or_text():
-    from pipeline.io.kafka_write import _as_bytes
+    from pipeline.io.kafka.write import _as_bytes
 
     assert _as_bytes("é") == "é".encode()
     assert _as_bytes(None) is None

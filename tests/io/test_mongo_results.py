@@ -12,7 +12,6 @@ from pipeline.io.mongo import WriteToMongo
 from pipeline.transforms.results import with_mongo_id
 
 
-
 @pytest.fixture(scope="module")
 def mongo_uri(stack_up) -> str:
     endpoints = stack_up("mongo")["mongo"]

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from pymongo import MongoClient
 
 import stack.kafka
-from pipeline import reconcile
-from pipeline.transforms.fields import MAX_TEXT_LENGTH
+from pipeline.domain.fields import MAX_TEXT_LENGTH
+from tools import reconcile
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 INJECTIONS = (

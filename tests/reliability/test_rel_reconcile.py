@@ -1,10 +1,10 @@
-"""Unit tests of pipeline.reconcile's pure comparison (no services)."""
+"""Unit tests of tools.reconcile's pure comparison (no services)."""
 
 from __future__ import annotations
 
 import json
 
-from pipeline.reconcile import (
+from tools.reconcile import (
     AccountVersion,
     Message,
     Reconciliation,

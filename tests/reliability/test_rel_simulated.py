@@ -47,7 +47,7 @@ def test_simulated_mix_reconciles_against_ground_truth(
         "--start_offset=earliest", "--join_ttl_s=5", *s3_config["pipeline_args"],
     )
     assert job.returncode == 0, job.stderr[-4000:]
-    check = _python("-m", "pipeline.reconcile", *common, f"--ground_truth_file={truth}",
+    check = _python("-m", "tools.reconcile", *common, f"--ground_truth_file={truth}",
                     f"--mongo_uri={mongo_uri}", f"--mongo_db=relsim_{run_id}", timeout=120)
     print(check.stdout)
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]

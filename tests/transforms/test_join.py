@@ -13,7 +13,7 @@ from apache_beam.transforms.window import TimestampedValue
 from pipeline.errors import LookupUnavailable
 from pipeline.transforms.join import JoinedTransaction, JoinWithAccounts
 
-from .factories import account, transaction
+from factories import account, transaction
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
 
 TTL = 60

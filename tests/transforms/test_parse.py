@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 
 from pipeline.errors import InvalidRecord, RiskpipeError
 from pipeline.records import Account, DeadLetter, KafkaRecord, Transaction
-from pipeline.transforms.parse import (
-    MAX_PAYLOAD_BYTES,
-    ParseAccounts,
-    ParseTransactions,
-    parse_account,
-    parse_transaction,
-)
+from pipeline.domain.parsing import MAX_PAYLOAD_BYTES, parse_account, parse_transaction
+from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 
 from .pipelines import batch_pipeline, run_and_count
 

@@ -24,7 +24,7 @@ from pipeline.records import Account, AttributedTransaction
 from pipeline.transforms.results import WriteFraudResults, fraud_result, user_document
 from stack.kafka import ensure_topics
 
-from .factories import T0, account, transaction
+from factories import T0, account, transaction
 from .pipelines import batch_pipeline
 
 

@@ -11,13 +11,13 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from pipeline.domain.scoring import THRESHOLD, WEIGHTS
 from pipeline.records import AttributedTransaction, KafkaRecord
 from pipeline.transforms.join import JoinedTransaction, JoinWithAccounts
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 from pipeline.transforms.score import ScoreRisk
-from pipeline.transforms.scoring import THRESHOLD, WEIGHTS
 
-from .factories import T0, account, transaction
+from factories import T0, account, transaction
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
 
 PROCESSED_AT = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)

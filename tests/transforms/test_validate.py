@@ -23,7 +23,7 @@ from pipeline.records import AttributedTransaction
 from pipeline.transforms.validate import ValidateUnidentified, shard_of
 from validator.process import ValidatorProcess
 
-from .factories import T0, transaction
+from factories import T0, transaction
 from .pipelines import batch_pipeline, run_and_count
 
 API_KEY = "validate-test-key"

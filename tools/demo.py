@@ -6,9 +6,9 @@ runs, start the simulator in the background at a live rate, print where to look,
 of figures every 5 s until Ctrl-C — which stops the job with a savepoint and stops the simulator (the stack
 stays up; ``make down`` stops it).
 
-    python -m pipeline.runners.demo                 # until Ctrl-C
-    python -m pipeline.runners.demo --tps 500
-    python -m pipeline.runners.demo --duration 60   # non-interactive smoke run
+    python -m tools.demo                 # until Ctrl-C
+    python -m tools.demo --tps 500
+    python -m tools.demo --duration 60   # non-interactive smoke run
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ LATEST_SQL = (
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.runners.demo",
+        prog="python -m tools.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -118,7 +118,7 @@ class Figures:
 
 
 def where_to_look(endpoints: dict, job_id: str) -> None:
-    from pipeline.queries import fraud_lookup_pipeline
+    from tools.queries import fraud_lookup_pipeline
 
     pg = endpoints["postgres"]
     psql = (
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         if job_id and flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
             stop_job(job_id)
             try:
-                from pipeline.runners.flink import riskpipe_counters
+                from tools.flink_counters import riskpipe_counters
 
                 # Flink publishes Beam's counters (one accumulator) once the job has ended.
                 say(f"job counters: {json.dumps(riskpipe_counters(job_id), sort_keys=True)}")

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
+from pipeline.domain.currency import to_eur
 from pipeline.records import Account, Transaction
-from pipeline.transforms.currency import to_eur
 
 __all__ = [
     "THRESHOLD",

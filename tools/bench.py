@@ -1,7 +1,7 @@
 """Throughput of the pipeline on the DirectRunner against a plain baseline; one JSON object.
 
-    python -m pipeline.runners.bench                  # `make bench`: 100,000 transactions
-    python -m pipeline.runners.bench --count 30000 --skip-cache
+    python -m tools.bench                  # `make bench`: 100,000 transactions
+    python -m tools.bench --count 30000 --skip-cache
 
 Steps, all on the same freshly produced, seeded topics (deleted afterwards):
 
@@ -10,7 +10,7 @@ Steps, all on the same freshly produced, seeded topics (deleted afterwards):
 2. ``pipeline``: the whole job (``pipeline.main.build``) on the FnApiRunner, bounded,
    in this process, Kafka → … → Postgres/Mongo/S3/Kafka; wall time from ``run()`` to
    the end, and transactions/s (joined transactions over that time).
-3. ``baseline``: :mod:`pipeline.runners.baseline` (one consumer, same parse, join,
+3. ``baseline``: :mod:`tools.baseline` (one consumer, same parse, join,
    score and upsert, no Beam) over the same topics.
 4. ``ratio``: baseline transactions/s over the pipeline's.
 5. ``join_state_cache``: a graph of read → parse → join only, with Beam's state cache
@@ -43,11 +43,11 @@ from pipeline.io.kafka import ReadFromKafka
 from pipeline.io.postgres import lookup_factory
 from pipeline.main import JOB_NAME, _key_by_account, build, summary
 from pipeline.options import RunOptions
-from pipeline.runners.baseline import run_baseline
-from pipeline.runners.defaults import with_runner_defaults
+from pipeline.runners.flags import with_runner_defaults
 from pipeline.transforms.join import JoinWithAccounts
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 from stack.kafka import ensure_topics
+from tools.baseline import run_baseline
 
 logger = logging.getLogger(__name__)
 SERVICES = ["kafka", "postgres", "mongo", "s3", "validator"]
@@ -192,7 +192,7 @@ class Bench:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.runners.bench", description=__doc__,
+        prog="python -m tools.bench", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--count", type=int, default=100_000,

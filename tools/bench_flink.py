@@ -1,7 +1,7 @@
 """End-to-end throughput and latency of the job on the local Flink cluster; one JSON object.
 
-    python -m pipeline.runners.bench_flink            # part of `make bench`
-    python -m pipeline.runners.bench_flink --rate 2000 --duration 60 --saturation-count 100000
+    python -m tools.bench_flink            # part of `make bench`
+    python -m tools.bench_flink --rate 2000 --duration 60 --saturation-count 100000
 
 The job is submitted once (streaming, detached, per-run topics, consumer group and Mongo
 database) and runs through two phases, each a seeded simulation into its topics:
@@ -38,9 +38,9 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
 import stack
-from pipeline.runners.bench import Bench
 from stack import flink_rest
 from stack.kafka import ensure_topics
+from tools.bench import Bench
 
 logger = logging.getLogger(__name__)
 SERVICES = ["kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"]
@@ -281,7 +281,7 @@ class FlinkBench(Bench):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.runners.bench_flink", description=__doc__,
+        prog="python -m tools.bench_flink", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--rate", type=float, default=5000,
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     result: dict = {
         "runner": "FlinkRunner (local standalone cluster, EXTERNAL worker pool)",
         "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-        "command": "python -m pipeline.runners.bench_flink " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m tools.bench_flink " + " ".join(argv or sys.argv[1:]),
     }
     job_id = None
     all_ids: list[str] = []

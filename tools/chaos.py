@@ -1,6 +1,6 @@
 """Chaos runs: every fault on the FlinkRunner, each followed by a reconciliation.
 
-    python -m pipeline.runners.chaos [--faults a,b] [--list] [--scale 0.33] [--json out.json]
+    python -m tools.chaos [--faults a,b] [--list] [--scale 0.33] [--json out.json]
 
 One run per fault, each in its own world: per-run topics, consumer group, job name and Mongo
 database (named ``chaos<fault><hex>``), a seeded simulation paced at ``--tps`` (default 100/s,
@@ -8,7 +8,7 @@ database (named ``chaos<fault><hex>``), a seeded simulation paced at ``--tps`` (
 the local Flink cluster. Once the job has written some rows and completed a checkpoint, the
 fault is injected, held (``hold_s`` × ``--scale``) and restored (always, in a ``finally``);
 then the runner waits for the simulation to end and for the reconciliation
-(:mod:`pipeline.reconcile`) to account for every message, cancels the job(s) and reconciles
+(:mod:`tools.reconcile`) to account for every message, cancels the job(s) and reconciles
 once more, with the ground truth and MongoDB. One table row per fault; exit 1 unless every
 row has missing = duplicated = wrong = 0 (a row that keeps an earlier account name after a
 replay is counted under ``stale_names``, a known limitation: docs/flink-notes.md).
@@ -280,7 +280,7 @@ class Run:
                           lambda: self.completed_checkpoint(), timeout, 0.5)
 
     def reconcile(self, final: bool = False):
-        from pipeline import reconcile
+        from tools import reconcile
 
         return reconcile.run(self.bootstrap, self.topics["transactions"],
                              self.topics["dead_letters"], self.dsn,
@@ -631,7 +631,7 @@ def dead_letter_repeats(run: Run) -> int:
     figure, every duplicate is such a redelivered dead letter (none in Postgres)."""
     from collections import Counter
 
-    from pipeline.reconcile import dead_letter_origins
+    from tools.reconcile import dead_letter_origins
 
     origins = Counter(dead_letter_origins(run.bootstrap, run.topics["dead_letters"],
                                           run.topics["transactions"]))
@@ -661,7 +661,7 @@ def table(results: list[Result]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.runners.chaos",
+    parser = argparse.ArgumentParser(prog="python -m tools.chaos",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", help="comma-separated fault names (default: all)")

@@ -1,6 +1,6 @@
 """A plain single-process baseline of the pipeline's hot path, to measure Beam's overhead.
 
-    python -m pipeline.runners.baseline --accounts_topic=P.accounts \\
+    python -m tools.baseline --accounts_topic=P.accounts \\
         --transactions_topic=P.transactions
 
 One confluent-kafka consumer reads the accounts and transactions topics to the end
@@ -8,7 +8,7 @@ offsets seen at start (like the bounded DirectRunner run); every message goes th
 the same parser (:mod:`pipeline.transforms.parse`), an in-memory join (a dict of the
 latest account per id, a Postgres lookup for an account not seen on the topic, a buffer
 for transactions whose account arrives later), the same scorer
-(:mod:`pipeline.transforms.scoring`) and routing, and the same upsert into
+(:mod:`pipeline.domain.scoring`) and routing, and the same upsert into
 banking.attributed_transactions (:data:`pipeline.io.postgres.UPSERT_SQL`, execute_values).
 
 Left out, on purpose: the validator calls for ``unidentified`` transactions, the fraud
@@ -29,14 +29,14 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from psycopg2.extras import execute_values
 
+from pipeline.domain.scoring import AccountFeatures, score_transaction, update
 from pipeline.errors import InvalidRecord
 from pipeline.io.postgres import UPSERT_SQL, PostgresAccountLookup, attributed_row
+from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 from pipeline.options import env
 from pipeline.records import AttributedTransaction
-from pipeline.transforms.parse import parse_account, parse_transaction
+from pipeline.domain.parsing import parse_account, parse_transaction
 from pipeline.transforms.route import route
-from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
-from pipeline.transforms.scoring import AccountFeatures, score_transaction, update
 
 __all__ = ["run_baseline"]
 
@@ -169,7 +169,7 @@ def run_baseline(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.runners.baseline", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.baseline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kafka_bootstrap", default=DEFAULT_BOOTSTRAP)
     parser.add_argument("--accounts_topic", default="accounts")

@@ -1,4 +1,4 @@
-"""Writes a PCollection to a Kafka topic, at least once (see ``kafka.py`` for usage)."""
+"""Writes a PCollection to a Kafka topic, at least once (usage: the package docstring)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from confluent_kafka import KafkaException, Producer
 
-from pipeline.io.kafka_read import METRICS_NAMESPACE, KafkaIOError, client_config
+from pipeline import metrics
+from pipeline.io.kafka.config import KafkaIOError, client_config
 from pipeline.records import DeadLetter
 
 __all__ = ["WriteDeadLetters", "WriteToKafka"]
@@ -68,8 +68,8 @@ class _WriteKafkaFn(beam.DoFn):
 
     def setup(self):
         self._producer = Producer(self._config)
-        self._written = Metrics.counter(METRICS_NAMESPACE, "kafka_records_written")
-        self._failed = Metrics.counter(METRICS_NAMESPACE, "kafka_write_errors")
+        self._written = metrics.counter("kafka_records_written")
+        self._failed = metrics.counter("kafka_write_errors")
 
     def start_bundle(self):
         self._delivered = 0

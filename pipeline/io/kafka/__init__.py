@@ -2,8 +2,8 @@
 
 Beam's cross-language ``ReadFromKafka`` needs a Java SDK harness in Docker on Flink, which
 riskpipe cannot use, so Kafka is read and written here in Python. The reader lives in
-``kafka_read.py`` (partition discovery in ``kafka_partitions.py``), the writer in
-``kafka_write.py``; import them from this module.
+``read.py`` (partition discovery in ``discovery.py``, shared settings in ``config.py``), the
+writer in ``write.py``; import them from this package.
 
 Reading::
 
@@ -52,8 +52,9 @@ it worked on the FnApiRunner, with commits in ``CheckpointMark.finalize_checkpoi
 mode (a reader must fake a MAX watermark to end), and still needs a discovery step for offsets.
 """
 
-from pipeline.io.kafka_read import KafkaIOError, ReadFromKafka, allocate_max_records
-from pipeline.io.kafka_write import (
+from pipeline.io.kafka.config import KafkaIOError, allocate_max_records
+from pipeline.io.kafka.read import ReadFromKafka
+from pipeline.io.kafka.write import (
     WriteDeadLetters,
     WriteToKafka,
     dead_letter_key,

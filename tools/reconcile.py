@@ -5,7 +5,7 @@ topic, the matching rows of ``banking.attributed_transactions`` and ``banking.ac
 optionally the MongoDB ``transactions`` collection and the simulator's ground truth, and
 compares them. The comparison (:func:`reconcile`) is pure; the readers do the I/O::
 
-    python -m pipeline.reconcile --transactions_topic t --dead_letter_topic dl \
+    python -m tools.reconcile --transactions_topic t --dead_letter_topic dl \
         [--ground_truth_file gt.jsonl] [--mongo_db db]
 
 prints one line of figures and exits 1 unless every message is accounted for exactly once.
@@ -339,7 +339,7 @@ def main(argv=None) -> None:
     from pipeline.options import KafkaOptions, MongoOptions, PostgresOptions
 
     defaults = PostgresOptions([])  # the job's own defaults (env, else the local stack)
-    parser = argparse.ArgumentParser(prog="python -m pipeline.reconcile", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.reconcile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kafka_bootstrap", default=defaults.view_as(KafkaOptions).kafka_bootstrap)
     parser.add_argument("--transactions_topic", default="transactions")

@@ -1,9 +1,9 @@
-"""Reads Kafka topics into Beam as :class:`~pipeline.records.KafkaRecord` (see ``kafka.py``).
+"""Reads Kafka topics into Beam as :class:`~pipeline.records.KafkaRecord` (usage: the package).
 
-Partition discovery and the read's settings are in ``kafka_partitions.py``; this module holds
-the splittable DoFn that reads one partition's offset range.
+Partition discovery is in ``discovery.py`` and the read's settings in ``config.py``; this
+module holds the splittable DoFn that reads one partition's offset range.
 
-Impulse → ``_DiscoverPartitionsFn`` (one ``_PartitionSpec`` per topic-partition, with the
+Impulse → ``DiscoverPartitionsFn`` (one ``PartitionSpec`` per topic-partition, with the
 start offset and, in bounded mode, the end offset fixed once at job start) → Reshuffle (so a
 runner spreads partitions over its workers) → ``_ReadPartitionFn``, a splittable DoFn whose
 restriction is the partition's ``OffsetRange``. The restriction is the only state that must
@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -33,23 +32,19 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.io.kafka_partitions import (  # noqa: F401 - some are re-exported for kafka.py
+from pipeline import metrics
+from pipeline.io.kafka.config import (
     FETCH_CHUNK,
-    METRICS_NAMESPACE,
     STARTS,
     UNBOUNDED_END,
     KafkaIOError,
-    _DiscoverPartitionsFn,
-    _log_commit_result,
-    _PartitionSpec,
-    _ReadSettings,
-    _retry_transient,
-    allocate_max_records,
-    client_config,
+    PartitionSpec,
+    ReadSettings,
 )
+from pipeline.io.kafka.discovery import DiscoverPartitionsFn
 from pipeline.records import KafkaRecord
 
-__all__ = ["KafkaIOError", "ReadFromKafka", "allocate_max_records"]
+__all__ = ["ReadFromKafka"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +67,7 @@ class _PartitionOffsetTracker(OffsetRestrictionTracker):
 class _PartitionRestrictionProvider(RestrictionProvider):
     """A partition's restriction is its ``OffsetRange``; it is never split up front."""
 
-    def initial_restriction(self, spec: _PartitionSpec) -> OffsetRange:
+    def initial_restriction(self, spec: PartitionSpec) -> OffsetRange:
         return OffsetRange(spec.start_offset, spec.stop_offset)
 
     def create_tracker(self, restriction: OffsetRange) -> _PartitionOffsetTracker:
@@ -165,17 +160,15 @@ class _ReadPartitionFn(beam.DoFn):
     bundle commits its last offset + 1 to the consumer group.
     """
 
-    def __init__(self, settings: _ReadSettings):
+    def __init__(self, settings: ReadSettings):
         self._settings = settings
         self._readers: dict[tuple[str, int], _PartitionReader] = {}
 
     def setup(self):
         self._readers = {}
-        self._read = Metrics.counter(METRICS_NAMESPACE, "kafka_records_read")
+        self._read = metrics.counter("kafka_records_read")
         self._read_by_topic = {
-            t: Metrics.counter(
-                METRICS_NAMESPACE, f"kafka_records_read_{self._settings.metric_label(t)}"
-            )
+            t: metrics.counter(f"kafka_records_read_{self._settings.metric_label(t)}")
             for t in self._settings.topics
         }
 
@@ -192,7 +185,7 @@ class _ReadPartitionFn(beam.DoFn):
 
     def process(
         self,
-        spec: _PartitionSpec,
+        spec: PartitionSpec,
         bundle_finalizer=beam.DoFn.BundleFinalizerParam,
         tracker=_OFFSETS,
         watermark_estimator=_WATERMARK,
@@ -293,7 +286,7 @@ class _ReadPartitionFn(beam.DoFn):
             tracker.defer_remainder()
         return False
 
-    def _reader(self, spec: _PartitionSpec, offset: int) -> _PartitionReader:
+    def _reader(self, spec: PartitionSpec, offset: int) -> _PartitionReader:
         key = (spec.topic, spec.partition)
         reader = self._readers.get(key)
         if reader is None:
@@ -312,7 +305,7 @@ class _ReadPartitionFn(beam.DoFn):
             estimator.set_watermark(candidate)
 
     def _report(
-        self, spec: _PartitionSpec, reader: _PartitionReader, claimed: int, took: float
+        self, spec: PartitionSpec, reader: _PartitionReader, claimed: int, took: float
     ) -> None:
         if claimed:
             self._read.inc(claimed)
@@ -321,7 +314,7 @@ class _ReadPartitionFn(beam.DoFn):
         if high is not None:
             label = self._settings.metric_label(spec.topic)
             name = f"kafka_lag_{label}_p{spec.partition}"
-            Metrics.gauge(METRICS_NAMESPACE, name).set(
+            metrics.gauge(name).set(
                 max(0, high - reader.next_offset)
             )
         logger.debug(
@@ -364,7 +357,7 @@ class _ReadUnboundedPartitionFn(_ReadPartitionFn):
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
-        spec: _PartitionSpec,
+        spec: PartitionSpec,
         bundle_finalizer=beam.DoFn.BundleFinalizerParam,
         tracker=_OFFSETS,
         watermark_estimator=_WATERMARK,
@@ -451,7 +444,7 @@ class ReadFromKafka(beam.PTransform):
             raise ValueError(
                 "ReadFromKafka: max_batch, poll_timeout_s and max_bundle_s must be > 0"
             )
-        self._settings = _ReadSettings(
+        self._settings = ReadSettings(
             bootstrap_servers=bootstrap_servers,
             topics=topics,
             group_id=group_id,
@@ -474,7 +467,7 @@ class ReadFromKafka(beam.PTransform):
         return (
             pbegin
             | "Impulse" >> beam.Impulse()
-            | "DiscoverPartitions" >> beam.ParDo(_DiscoverPartitionsFn(self._settings))
+            | "DiscoverPartitions" >> beam.ParDo(DiscoverPartitionsFn(self._settings))
             | "SpreadPartitions" >> beam.Reshuffle()
             | "ReadPartitions"
             >> beam.ParDo(read_fn(self._settings)).with_output_types(KafkaRecord)

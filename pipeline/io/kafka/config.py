@@ -1,8 +1,8 @@
-"""Where a Kafka read starts and ends: partition discovery and the read's settings.
+"""The settings a Kafka read and write share: client config, read settings, errors.
 
-``_DiscoverPartitionsFn`` runs once at job start: it lists each topic's partitions and fixes,
-per partition, the first offset (the group's committed offset, or earliest/latest) and, in
-bounded mode, the last one (the high watermark then). ``kafka_read.py`` reads the ranges.
+Used by ``read.py`` (the splittable reader), ``discovery.py`` (where each partition's read
+starts and ends) and ``write.py`` (the producer); the package's public face is
+``pipeline.io.kafka``.
 """
 
 from __future__ import annotations
@@ -11,23 +11,27 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
-import apache_beam as beam
-from confluent_kafka import (
-    OFFSET_INVALID,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException
 
-__all__ = ["KafkaIOError", "allocate_max_records", "client_config"]
+__all__ = [
+    "FETCH_CHUNK",
+    "METADATA_TIMEOUT_S",
+    "STARTS",
+    "UNBOUNDED_END",
+    "KafkaIOError",
+    "PartitionSpec",
+    "ReadSettings",
+    "allocate_max_records",
+    "client_config",
+    "log_commit_result",
+    "retry_transient",
+]
 
 logger = logging.getLogger(__name__)
 
-METRICS_NAMESPACE = "riskpipe"
 STARTS = ("committed", "earliest", "latest")
 # End of an unbounded restriction: far beyond any offset a partition will reach.
 UNBOUNDED_END = 2**63 - 1
@@ -48,7 +52,7 @@ def client_config(bootstrap_servers: str, overrides: dict | None, **defaults) ->
     return config
 
 
-def _retry_transient(call, timeout_s: float = METADATA_TIMEOUT_S):
+def retry_transient(call, timeout_s: float = METADATA_TIMEOUT_S):
     """Calls ``call`` until it stops raising a retriable Kafka error (e.g. NOT_COORDINATOR
     while a fresh broker creates ``__consumer_offsets``), for at most ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -102,7 +106,7 @@ def allocate_max_records(available: Sequence[int], max_records: int) -> list[int
 
 
 @dataclasses.dataclass(frozen=True)
-class _ReadSettings:
+class ReadSettings:
     """Everything a worker needs to read; plain data so the DoFns pickle."""
 
     bootstrap_servers: str
@@ -135,11 +139,11 @@ class _ReadSettings:
             enable_partition_eof=False,
             client_id="riskpipe-reader",
         )
-        config.setdefault("on_commit", _log_commit_result)
+        config.setdefault("on_commit", log_commit_result)
         return Consumer(config)
 
 
-class _PartitionSpec(NamedTuple):
+class PartitionSpec(NamedTuple):
     """One topic-partition to read, from ``start_offset`` to ``stop_offset`` (exclusive)."""
 
     topic: str
@@ -148,81 +152,12 @@ class _PartitionSpec(NamedTuple):
     stop_offset: int
 
 
-def _log_commit_result(error, partitions) -> None:
+def log_commit_result(error, partitions) -> None:
     if error is not None:
         logger.warning("Kafka offset commit failed: %s (%s)", error, partitions)
     else:
         for tp in partitions:
             if tp.error is not None:
                 logger.warning("Kafka offset commit failed for %s: %s", tp, tp.error)
-
-
-class _DiscoverPartitionsFn(beam.DoFn):
-    """Emits a :class:`_PartitionSpec` per partition of each topic, with its offsets."""
-
-    def __init__(self, settings: _ReadSettings):
-        self._settings = settings
-
-    def process(self, unused_impulse) -> Iterable[_PartitionSpec]:
-        consumer = self._settings.new_consumer()
-        try:
-            specs = [
-                spec
-                for topic in self._settings.topics
-                for spec in self._specs(consumer, topic)
-            ]
-        finally:
-            consumer.close()
-        if self._settings.max_records is not None:
-            specs = self._capped(specs)
-        yield from specs
-
-    def _specs(self, consumer: Consumer, topic: str) -> list[_PartitionSpec]:
-        partitions = self._partitions(consumer, topic)
-        committed = {}
-        if self._settings.start == "committed":
-            tps = [TopicPartition(topic, p) for p in partitions]
-            found = _retry_transient(
-                lambda: consumer.committed(tps, timeout=METADATA_TIMEOUT_S)
-            )
-            committed = {tp.partition: tp.offset for tp in found}
-        specs = []
-        for partition in partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_S
-            )
-            start = committed.get(partition, OFFSET_INVALID)
-            if start < 0:
-                start = high if self._settings.start == "latest" else low
-            # A commit older than the retention (or past the end) is clamped.
-            start = min(max(start, low), high)
-            stop = high if self._settings.bounded else UNBOUNDED_END
-            specs.append(_PartitionSpec(topic, partition, start, stop))
-            logger.info(
-                "Kafka %s[%d]: reading offsets [%d, %s)", topic, partition, start, stop
-            )
-        return specs
-
-    def _partitions(self, consumer: Consumer, topic: str) -> list[int]:
-        where = f"Kafka at {self._settings.bootstrap_servers}"
-        try:
-            metadata = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
-        except KafkaException as exc:
-            msg = f"DiscoverPartitions: cannot reach {where} to read topic {topic!r}: {exc}"
-            raise KafkaIOError(msg) from exc
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            reason = found.error if found is not None else "no metadata"
-            msg = f"DiscoverPartitions: topic {topic!r} not found on {where} ({reason})"
-            raise KafkaIOError(msg)
-        return sorted(found.partitions)
-
-    def _capped(self, specs: list[_PartitionSpec]) -> list[_PartitionSpec]:
-        available = [spec.stop_offset - spec.start_offset for spec in specs]
-        shares = allocate_max_records(available, self._settings.max_records)
-        return [
-            spec._replace(stop_offset=spec.start_offset + share)
-            for spec, share in zip(specs, shares)
-        ]
 
 

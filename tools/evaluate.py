@@ -1,7 +1,7 @@
 """Detection quality of a seeded simulation through the job on the DirectRunner.
 
-    python -m pipeline.runners.evaluate                 # `make evaluate`
-    python -m pipeline.runners.evaluate --count 50000 --event-rate 0.05 --seed 3
+    python -m tools.evaluate                 # `make evaluate`
+    python -m tools.evaluate --count 50000 --event-rate 0.05 --seed 3
 
 The simulator writes ``--count`` transactions with injected fraud (every scenario) and a
 ground-truth row for each of them to fresh topics; the whole job runs over them
@@ -31,8 +31,8 @@ from collections import Counter
 import psycopg2
 
 import stack
-from pipeline.runners.bench import SERVICES, Bench
-from pipeline.transforms.scoring import THRESHOLD
+from pipeline.domain.scoring import THRESHOLD
+from tools.bench import SERVICES, Bench
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
@@ -97,7 +97,7 @@ def table(result: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.runners.evaluate", description=__doc__,
+        prog="python -m tools.evaluate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--count", type=int, default=20_000, help="transactions (default 20000)")

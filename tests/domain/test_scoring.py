@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.records import TRANSACTION_STATUSES, TRANSACTION_TYPES
-from pipeline.transforms.currency import CURRENCIES
-from pipeline.transforms.scoring import (
+from pipeline.domain.currency import CURRENCIES
+from pipeline.domain.scoring import (
     THRESHOLD,
     WEIGHTS,
     AccountFeatures,
@@ -21,8 +20,9 @@ from pipeline.transforms.scoring import (
     score_transaction,
     update,
 )
+from pipeline.records import TRANSACTION_STATUSES, TRANSACTION_TYPES
 
-from .factories import T0, account, transaction
+from factories import T0, account, transaction
 
 
 def history(amounts, start=T0 - timedelta(days=30), step=timedelta(days=1)) -> AccountFeatures:

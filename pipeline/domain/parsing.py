@@ -1,0 +1,149 @@
+"""Parsing and validating Kafka payloads into accounts and transactions.
+
+The pure functions :func:`parse_transaction` and :func:`parse_account` turn one JSON
+payload into a record or raise :class:`~pipeline.errors.InvalidRecord` naming the field
+and the bad value (``pipeline.transforms.parse`` applies them in the pipeline).
+
+Validation rules (beyond the field rules in :mod:`pipeline.domain.fields`):
+
+- the payload is at most MAX_PAYLOAD_BYTES of UTF-8 JSON holding an object;
+- ``amount`` is positive and at most MAX_AMOUNT_EUR once converted to EUR;
+- ``currency`` is one of :data:`~pipeline.domain.currency.CURRENCIES` (exact case);
+- timestamps lie between 2000-01-01 and one day after ``now``;
+- ``evaluation``, ``transaction_type``, ``transaction_status`` and ``account_type`` are
+  among the values :mod:`pipeline.records` lists. Unknown keys are ignored.
+
+>>> now = datetime(2026, 1, 2, 12, tzinfo=UTC)
+>>> parse_transaction(b'{"transaction_id": "t1"}', now=now)
+Traceback (most recent call last):
+...
+pipeline.errors.InvalidRecord: account_id: missing
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from pipeline.domain import fields
+from pipeline.domain.currency import CURRENCIES, to_eur
+from pipeline.errors import InvalidRecord
+from pipeline.records import (
+    ACCOUNT_TYPES,
+    EVALUATIONS,
+    TRANSACTION_STATUSES,
+    TRANSACTION_TYPES,
+    Account,
+    Transaction,
+)
+
+__all__ = [
+    "MAX_ABS_BALANCE",
+    "MAX_AMOUNT_EUR",
+    "MAX_PAYLOAD_BYTES",
+    "parse_account",
+    "parse_transaction",
+]
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_AMOUNT_EUR = 1e9
+MAX_ABS_BALANCE = 1e12
+
+
+def _decode(payload: bytes | None) -> dict:
+    """The JSON object in ``payload``, or InvalidRecord saying why there is none."""
+    if payload is None:
+        raise InvalidRecord("payload: missing")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidRecord(f"payload: too large ({len(payload)} bytes)")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRecord(f"payload: not UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRecord(f"payload: not JSON ({exc.msg} at {exc.pos})") from None
+    except (RecursionError, ValueError) as exc:
+        raise InvalidRecord(f"payload: not JSON ({type(exc).__name__})") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"payload: not a JSON object ({type(obj).__name__})")
+    return obj
+
+
+def _amount(obj: dict, currency: str) -> float:
+    amount = fields.number(obj, "amount")
+    if amount <= 0:
+        raise InvalidRecord(f"amount: not positive ({fields.show(amount)})")
+    if to_eur(amount, currency) > MAX_AMOUNT_EUR:
+        raise InvalidRecord(f"amount: too large ({fields.show(amount)} {currency})")
+    return amount
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def parse_transaction(payload: bytes | None, now: datetime | None = None) -> Transaction:
+    """Parses and validates one transaction payload.
+
+    Args:
+      payload: the Kafka message value.
+      now: the reference time for "in the future" checks; defaults to the clock.
+
+    >>> parse_transaction(json.dumps({
+    ...     "transaction_id": "t1", "account_id": "a1", "transaction_type": "payment",
+    ...     "amount": "12.50", "currency": "EUR", "transaction_status": "completed",
+    ...     "datetime_occurred": "2026-01-02T03:04:05Z", "evaluation": "unidentified",
+    ... }).encode(), now=datetime(2026, 1, 2, tzinfo=UTC)).amount
+    12.5
+    """
+    obj = _decode(payload)
+    transaction_id = fields.identifier(obj, "transaction_id")
+    account_id = fields.identifier(obj, "account_id")
+    currency = fields.choice(obj, "currency", CURRENCIES)
+    return Transaction(
+        transaction_id=transaction_id,
+        account_id=account_id,
+        counterparty_account_id=fields.identifier(obj, "counterparty_account_id", False),
+        transaction_type=fields.choice(obj, "transaction_type", TRANSACTION_TYPES),
+        amount=_amount(obj, currency),
+        currency=currency,
+        transaction_status=fields.choice(obj, "transaction_status", TRANSACTION_STATUSES),
+        datetime_occurred=fields.timestamp(obj, "datetime_occurred", _now(now)),
+        sender_bank=fields.text(obj, "sender_bank"),
+        evaluation=fields.choice(obj, "evaluation", EVALUATIONS),
+    )
+
+
+def _balance(obj: dict) -> float:
+    balance = fields.number(obj, "balance", required=False)
+    if balance is None:
+        return 0.0
+    if abs(balance) > MAX_ABS_BALANCE:
+        raise InvalidRecord(f"balance: too large ({fields.show(balance)})")
+    return balance
+
+
+def parse_account(payload: bytes | None, now: datetime | None = None) -> Account:
+    """Parses and validates one account payload (only ``account_id`` and name required).
+
+    >>> parse_account(b'{"account_id": "a1", "account_name": "Ada", "balance": 10}').balance
+    10.0
+    """
+    obj = _decode(payload)
+    return Account(
+        account_id=fields.identifier(obj, "account_id"),
+        account_name=fields.text(obj, "account_name", required=True),
+        email=fields.text(obj, "email"),
+        account_type=fields.choice(obj, "account_type", ACCOUNT_TYPES, required=False),
+        balance=_balance(obj),
+        created_at=fields.timestamp(obj, "created_at", _now(now), required=False),
+        address=fields.text(obj, "address"),
+        birthdate=fields.calendar_date(obj, "birthdate"),
+        phone_number=fields.text(obj, "phone_number"),
+        job=fields.text(obj, "job"),
+        company=fields.text(obj, "company"),
+        bank=fields.text(obj, "bank"),
+        bank_account=fields.text(obj, "bank_account"),
+    )
