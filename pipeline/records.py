@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple, Optional
 
 __all__ = [
@@ -63,6 +63,19 @@ def _datetime(value: Any) -> Optional[datetime]:
     if parsed is not None and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: Optional[datetime]) -> Optional[int]:
+    """A timestamp as integer microseconds since the epoch (exact, unlike ``timestamp()``)."""
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: Optional[int]) -> Optional[datetime]:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 def _date(value: Any) -> Optional[date]:
@@ -107,6 +120,26 @@ class Account:
             values["balance"] = float(values["balance"])
         return cls(**values)
 
+    def to_tuple(self) -> tuple:
+        """The account as a tuple of primitives, for compact coders; see :meth:`from_tuple`."""
+        return (
+            self.account_id, self.account_name, self.email, self.account_type, self.balance,
+            _micros(self.created_at), self.address,
+            None if self.birthdate is None else self.birthdate.toordinal(),
+            self.phone_number, self.job, self.company, self.bank, self.bank_account,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "Account":
+        """Inverse of :meth:`to_tuple`."""
+        (account_id, name, email, account_type, balance, created, address, birth, phone, job,
+         company, bank, bank_account) = values
+        return cls(
+            account_id, name, email, account_type, balance, _from_micros(created), address,
+            None if birth is None else date.fromordinal(birth), phone, job, company, bank,
+            bank_account,
+        )
+
 
 @dataclass(frozen=True)
 class Transaction:
@@ -139,6 +172,30 @@ class Transaction:
         values.setdefault("counterparty_account_id", None)
         values.setdefault("sender_bank", None)
         return cls(**values)
+
+    def to_tuple(self) -> tuple:
+        """The transaction as a tuple of primitives, for compact coders; see :meth:`from_tuple`.
+
+        >>> t = Transaction("t1", "a1", None, "transfer", 1.5, "EUR", "completed",
+        ...                 datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc), None, "cleared")
+        >>> Transaction.from_tuple(t.to_tuple()) == t
+        True
+        """
+        return (
+            self.transaction_id, self.account_id, self.counterparty_account_id,
+            self.transaction_type, self.amount, self.currency, self.transaction_status,
+            _micros(self.datetime_occurred), self.sender_bank, self.evaluation,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "Transaction":
+        """Inverse of :meth:`to_tuple`."""
+        (transaction_id, account_id, counterparty, kind, amount, currency, status, occurred,
+         sender_bank, evaluation) = values
+        return cls(
+            transaction_id, account_id, counterparty, kind, amount, currency, status,
+            _from_micros(occurred), sender_bank, evaluation,
+        )
 
 
 @dataclass(frozen=True)

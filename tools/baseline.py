@@ -29,13 +29,13 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from psycopg2.extras import execute_values
 
+from pipeline.domain.parsing import parse_account, parse_transaction
 from pipeline.domain.scoring import AccountFeatures, score_transaction, update
 from pipeline.errors import InvalidRecord
 from pipeline.io.postgres import UPSERT_SQL, PostgresAccountLookup, attributed_row
 from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 from pipeline.options import env
 from pipeline.records import AttributedTransaction
-from pipeline.domain.parsing import parse_account, parse_transaction
 from pipeline.transforms.route import route
 
 __all__ = ["run_baseline"]

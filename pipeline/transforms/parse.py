@@ -24,7 +24,7 @@ from pipeline.errors import InvalidRecord
 from pipeline.metrics import Counters
 from pipeline.records import Account, DeadLetter, KafkaRecord, Transaction
 
-__all__ = ["DEAD_LETTERS", "ParseAccounts", "ParseTransactions"]
+__all__ = ["DEAD_LETTERS", "ParseAccounts", "ParseTransactions", "ReadRecords"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +117,24 @@ class ParseAccounts(_ParseRecords):
 
     _parser = staticmethod(parse_account)
     _record_type = Account
+
+
+class ReadRecords(beam.PTransform):
+    """A read of KafkaRecords and its parse, as one step: ``records`` + ``dead_letters``.
+
+    >>> ReadRecords(beam.Create([]), ParseAccounts()).label
+    'ReadRecords'
+    """
+
+    def __init__(self, read: beam.PTransform, parse: _ParseRecords):
+        super().__init__()
+        if not isinstance(parse, _ParseRecords):
+            raise ValueError(
+                f"ReadRecords: parse must be ParseAccounts or ParseTransactions, got {parse!r}"
+            )
+        self._read = read
+        self._parse = parse
+
+    def expand(self, pbegin):
+        # The parse keeps its own name (ParseTransactions): dead letters carry it as their step.
+        return pbegin | "Read" >> self._read | type(self._parse).__name__ >> self._parse

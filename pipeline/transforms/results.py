@@ -91,7 +91,7 @@ def _json_bytes(doc: dict) -> bytes:
 class _UsersFn(beam.DoFn):
     """Emits the sender's and the receiver's user documents of a fraudulent transaction.
 
-    The lookup (see ``pipeline.transforms.join``) is built once per instance in ``setup``
+    The lookup (see ``pipeline.transforms.attribute``) is built once per instance in ``setup``
     and caches accounts; an unreachable store fails the bundle, which the runner retries:
     emitting id-only documents instead would overwrite full ones in Mongo.
     """

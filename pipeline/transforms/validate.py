@@ -86,7 +86,7 @@ class ValidateUnidentified(beam.PTransform):
         max_wait_s: how long a transaction waits for its batch to fill.
         timeout_s: connect and read timeout of one HTTP attempt.
         lookup_factory: optional picklable zero-argument callable returning an account
-            lookup (``ids -> {id: Account}``, see ``pipeline.transforms.join``); with it the
+            lookup (``ids -> {id: Account}``, see ``pipeline.transforms.attribute``); with it the
             request carries the sender's and receiver's details.
         num_shards: keys the batches are spread over (parallelism of the step).
         max_backoff_s: cap of the delay between attempts while the validator is down.
