@@ -16,6 +16,8 @@ with a message that says which migration to run.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
 from collections import OrderedDict
@@ -25,7 +27,6 @@ import apache_beam as beam
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from psycopg2.extras import execute_values
 
 from pipeline.errors import ConfigurationError, LookupUnavailable
 from pipeline.io.batching import BatchingWriteFn
@@ -45,9 +46,19 @@ ATTRIBUTED_COLUMNS = (
     "validated_by", "processed_at",
 )
 
+# A batch is copied into a temporary table (COPY, CSV), then upserted from it in one statement.
+_STAGE = "riskpipe_attributed_stage"
+STAGE_SQL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} "
+    f"(LIKE banking.attributed_transactions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+COPY_SQL = (
+    f"COPY {_STAGE} ({', '.join(ATTRIBUTED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+)
 UPSERT_SQL = (
     f"INSERT INTO banking.attributed_transactions ({', '.join(ATTRIBUTED_COLUMNS)}) "
-    "VALUES %s ON CONFLICT (transaction_id) DO UPDATE SET "
+    f"SELECT {', '.join(ATTRIBUTED_COLUMNS)} FROM {_STAGE} "
+    "ON CONFLICT (transaction_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in ATTRIBUTED_COLUMNS[1:])
 )
 
@@ -93,6 +104,50 @@ def _redact(dsn: str) -> str:
     )
 
 
+def _array_literal(values) -> str:
+    """A PostgreSQL array literal of text values.
+
+    >>> _array_literal(['a "b"', "c\\\\d", ""])
+    '{"a \\\\"b\\\\"","c\\\\\\\\d",""}'
+    """
+    return "{" + ",".join(
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+    ) + "}"
+
+
+class _Null:
+    """Written as an unquoted empty CSV field (a NULL): the csv module leaves anything that
+    converts to a number unquoted, and quotes every other field under QUOTE_NONNUMERIC."""
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __str__(self) -> str:
+        return ""
+
+
+_NULL = _Null()
+
+
+def copy_rows(cursor, rows: list[tuple]) -> None:
+    """Upserts ``rows`` (tuples in ATTRIBUTED_COLUMNS order, one per transaction id) with one
+    COPY into a temporary table and one INSERT … ON CONFLICT from it.
+
+    CSV with every string quoted: an unquoted empty field is NULL, a quoted one an empty
+    string, so the two never mix up.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for row in rows:
+        writer.writerow([
+            _NULL if v is None else _array_literal(v) if type(v) is list else v for v in row
+        ])
+    buffer.seek(0)
+    cursor.execute(STAGE_SQL)
+    cursor.copy_expert(COPY_SQL, buffer)
+    cursor.execute(UPSERT_SQL)
+
+
 def attributed_row(record: AttributedTransaction) -> tuple:
     """The row of banking.attributed_transactions for one record."""
     t = record.transaction
@@ -105,7 +160,7 @@ def attributed_row(record: AttributedTransaction) -> tuple:
 
 
 class _UpsertAttributedFn(BatchingWriteFn):
-    """Upserts AttributedTransactions in one multi-row statement per batch."""
+    """Upserts AttributedTransactions, one COPY and one upsert statement per batch."""
 
     SINK = "postgres"
     RETRYABLE_ERRORS = RETRYABLE_ERRORS
@@ -126,7 +181,7 @@ class _UpsertAttributedFn(BatchingWriteFn):
         rows = [attributed_row(record) for record in latest.values()]
         try:
             with client.cursor() as cursor:
-                execute_values(cursor, UPSERT_SQL, rows, page_size=len(rows))
+                copy_rows(cursor, rows)
             client.commit()
         except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as error:
             client.rollback()
