@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unkeyed, capitalised vocabularies, 'datetime_occured'); poc (the Kafka "
         "PoC's: one unkeyed bank-transactions topic of transfers carrying both "
         "users, no accounts topic, nothing written to Postgres). Same records "
-        "and ground truth in every shape; see simulator/formats.py",
+        "and ground truth in every shape; see simulator/formats/",
     )
     out.add_argument(
         "--bootstrap-servers",
