@@ -1,8 +1,8 @@
 """The Flink SQL risk job's input, as its producer wrote it (``--format flinksql``).
 
-**flinksql** (the Flink SQL risk job's producer). Timestamps ``YYYY-MM-DD HH:MM:SS`` in
-UTC without a zone; capitalised vocabularies; the transaction's time is spelled
-``datetime_occured``. No counterparty, evaluation or bank::
+Topics ``accounts`` and ``bank_transactions``, unkeyed, one JSON message per record.
+Timestamps ``YYYY-MM-DD HH:MM:SS`` in UTC without a zone; capitalised vocabularies; the
+transaction's time is spelled ``datetime_occured``. No counterparty, evaluation or bank::
 
     account:     {"account_id", "account_name", "email", "account_type", "balance",
                   "created_at"}

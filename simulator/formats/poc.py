@@ -1,7 +1,7 @@
 """The Kafka Connect fraud PoC's input, as its producer wrote it (``--format poc``).
 
-**poc** (the Kafka Connect fraud PoC's producer): one message per transfer; a user is
-Faker's ``profile()`` plus id, phone and bank account. The PoC knew only transfers and one
+One message per transfer on one topic, ``bank-transactions``, unkeyed; a user is Faker's
+``profile()`` plus id, phone and bank account. The PoC knew only transfers and one
 currency: every transaction becomes a transfer from its account, ``amount`` is in EUR
 (converted at the simulator's fixed rates, cents), ``status`` is ``completed``, ``pending``
 or ``failed``, ``evaluation`` is ``fraudulent``, ``unidentified`` or ``legitimate`` (the
