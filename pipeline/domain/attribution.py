@@ -41,7 +41,7 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from pipeline.domain.scoring import AccountFeatures, score_transaction
+from pipeline.domain.scoring import AccountFeatures, facts, score_transaction
 from pipeline.records import Account, Transaction
 
 __all__ = ["LOG_SIZE", "MAX_VERSIONS", "AccountHistory", "Scored", "order_key"]
@@ -94,14 +94,16 @@ def _version_at(versions: list, produced: int) -> Account | None:
 
 
 class _Entry:
-    """A logged transaction: its order key, when it was produced, and what was emitted."""
+    """A logged transaction: its order key, when it was produced, what the features keep of
+    it (:func:`~pipeline.domain.scoring.facts`) and a signature of the row last emitted."""
 
-    __slots__ = ("emitted", "key", "produced", "txn")
+    __slots__ = ("emitted", "facts", "key", "produced", "txn")
 
     def __init__(self, produced: int, txn: Transaction, emitted: int = -1):
         self.key = order_key(txn)
         self.produced = produced
         self.txn = txn
+        self.facts = facts(txn)
         self.emitted = emitted
 
 
@@ -133,7 +135,7 @@ class AccountHistory:
         if self._total is None:
             total = self.base.copy()
             for entry in self.log:
-                total.add(entry.txn)
+                total.add_facts(*entry.facts)
             self._total = total
         return self._total
 
@@ -158,7 +160,7 @@ class AccountHistory:
         total = self._features()  # before the log changes: it is built from the log
         if not log or entry.key > log[-1].key:  # in order: the common case
             scored = self._score(entry, total)
-            total.add(txn)
+            total.add_facts(*entry.facts)
             log.append(entry)
             self._trim()
             return [scored]
@@ -169,18 +171,18 @@ class AccountHistory:
             # Older than every logged transaction: its exact place is lost with the base.
             self.late += 1
             scored = self._score(entry, self.base.copy())
-            self.base.add(txn)
-            total.add(txn)
+            self.base.add_facts(*entry.facts)
+            total.add_facts(*entry.facts)
             return [scored]
         log.insert(index, entry)
-        total.add(txn)
+        total.add_facts(*entry.facts)
         rows = self._rescore(range(index, len(log)))
         self._trim()
         return rows
 
     def _trim(self) -> None:
         while len(self.log) > LOG_SIZE:
-            self.base.add(self.log.pop(0).txn)
+            self.base.add_facts(*self.log.pop(0).facts)
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
@@ -193,13 +195,13 @@ class AccountHistory:
         wanted = set(indexes)
         running = self.base.copy()
         rows = []
-        for i, entry in enumerate(self.log):
+        for i, entry in enumerate(self.log[: max(wanted) + 1]):
             if i in wanted:
                 shown = entry.emitted
                 scored = self._score(entry, running)
                 if entry.emitted != shown:
                     rows.append(scored)
-            running.add(entry.txn)
+            running.add_facts(*entry.facts)
         return rows
 
     # -- a compact form for Beam state ---------------------------------------------------

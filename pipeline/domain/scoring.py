@@ -44,6 +44,7 @@ __all__ = [
     "WEIGHTS",
     "AccountFeatures",
     "amount_cents",
+    "facts",
     "is_suspicious",
     "score_transaction",
     "update",
@@ -89,6 +90,8 @@ NEW_ACCOUNT_AGE = timedelta(days=7)
 NIGHT_HOURS = range(5)  # 00:00–04:59 UTC
 LARGE_AMOUNT_EUR = 10_000.0
 VERY_LARGE_AMOUNT_EUR = 100_000.0
+_WINDOW_S = VELOCITY_WINDOW.total_seconds()
+_WINDOW_MINUTES = int(_WINDOW_S // 60)
 
 
 def amount_cents(txn: Transaction) -> int:
@@ -99,6 +102,19 @@ def amount_cents(txn: Transaction) -> int:
     1234
     """
     return round(to_eur(txn.amount, txn.currency) * 100)
+
+
+def facts(txn: Transaction) -> tuple[float, int, int | None]:
+    """What the features keep of a transaction: epoch seconds, UTC hour, and the amount in EUR
+    cents (None for a failed transaction, which does not count towards the amounts).
+
+    >>> facts(Transaction("t", "a", None, "payment", 12.5, "EUR", "failed",
+    ...                   datetime(2026, 1, 1, 7, 30, tzinfo=UTC), None, "cleared"))
+    (1767252600.0, 7, None)
+    """
+    seen = txn.datetime_occurred.timestamp()
+    cents = None if txn.transaction_status == "failed" else amount_cents(txn)
+    return seen, int(seen // 3600 % 24), cents
 
 
 class AccountFeatures:
@@ -139,8 +155,10 @@ class AccountFeatures:
         >>> (f.count, f.mean_eur, len(f.recent), f.hours[0])
         (1, 10.0, 1, 1)
         """
-        at = txn.datetime_occurred
-        seen = at.timestamp()
+        self.add_facts(*facts(txn))
+
+    def add_facts(self, seen: float, hour: int, cents: int | None) -> None:
+        """Folds in one transaction given as its :func:`facts`."""
         recent = self.recent
         if not recent or seen >= recent[-1]:
             recent.append(seen)
@@ -153,9 +171,8 @@ class AccountFeatures:
             self.first_seen = seen
         if self.last_seen is None or seen > self.last_seen:
             self.last_seen = seen
-        self.hours[at.astimezone(UTC).hour] += 1
-        if txn.transaction_status != "failed":
-            cents = amount_cents(txn)
+        self.hours[hour] += 1
+        if cents is not None:
             self.count += 1
             self.sum_cents += cents
             self.sumsq_cents += cents * cents
@@ -207,7 +224,7 @@ class AccountFeatures:
 
     def count_between(self, start: float, end: float) -> int:
         """How many recent transactions happened in ``(start, end]`` (epoch seconds)."""
-        return sum(1 for seen in self.recent if start < seen <= end)
+        return bisect.bisect_right(self.recent, end) - bisect.bisect_right(self.recent, start)
 
     def usual_in_window(self) -> float:
         """How many transactions the account's own rate predicts in VELOCITY_WINDOW."""
@@ -232,12 +249,13 @@ def update(features: AccountFeatures, txn: Transaction) -> AccountFeatures:
 
 
 def _velocity(features: AccountFeatures, at: float) -> tuple[str, str] | None:
-    count = features.count_between(at - VELOCITY_WINDOW.total_seconds(), at) + 1
+    if len(features.recent) < VELOCITY_COUNT - 1:
+        return None
+    count = features.count_between(at - _WINDOW_S, at) + 1
     if count < VELOCITY_COUNT or count < VELOCITY_RATIO * features.usual_in_window():
         return None
     signal = "velocity_burst" if count >= BURST_COUNT else "velocity"
-    minutes = int(VELOCITY_WINDOW.total_seconds() // 60)
-    return signal, f"{count} transactions in {minutes} min"
+    return signal, f"{count} transactions in {_WINDOW_MINUTES} min"
 
 
 def _amount_outlier(features: AccountFeatures, amount_eur: float) -> tuple[str, str] | None:
@@ -252,11 +270,11 @@ def _amount_outlier(features: AccountFeatures, amount_eur: float) -> tuple[str, 
     return signal, f"{amount_eur:.0f} EUR is {amount_eur / mean:.1f}x the mean of {mean:.0f} EUR"
 
 
-def _unusual_hour(features: AccountFeatures, at: datetime) -> tuple[str, str] | None:
+def _unusual_hour(features: AccountFeatures, hour: int) -> tuple[str, str] | None:
     if features.seen < HOUR_HISTORY:
         return None
-    hour = at.astimezone(UTC).hour
-    nearby = sum(features.hours[(hour + shift) % 24] for shift in (-1, 0, 1))
+    hours = features.hours
+    nearby = hours[(hour - 1) % 24] + hours[hour] + hours[(hour + 1) % 24]
     if nearby >= UNUSUAL_HOUR_SHARE * features.seen:
         return None
     return "unusual_hour", f"{nearby} of {features.seen} earlier transactions near {hour:02d}h UTC"
@@ -311,21 +329,23 @@ def score_transaction(
     """
     at = now or txn.datetime_occurred
     amount_eur = to_eur(txn.amount, txn.currency)
+    occurred = txn.datetime_occurred.astimezone(UTC)
     found = [
         _velocity(features, at.timestamp()),
         _amount_outlier(features, amount_eur),
         _size(amount_eur),
-        _unusual_hour(features, txn.datetime_occurred),
+        _unusual_hour(features, occurred.hour),
         *_account_signals(account, txn, at),
     ]
     if txn.transaction_status == "failed":
         found.append(("failed_status", "the transaction failed"))
     if txn.transaction_type == "withdrawal":
         found.append(("withdrawal", "cash leaves the bank"))
-    hour = txn.datetime_occurred.astimezone(UTC)
-    if hour.hour in NIGHT_HOURS:
-        found.append(("night", f"{hour:%H:%M} UTC"))
+    if occurred.hour in NIGHT_HOURS:
+        found.append(("night", f"{occurred:%H:%M} UTC"))
     fired = dict(signal for signal in found if signal)
+    if not fired:
+        return 0, ()
     signals = [name for name in WEIGHTS if name in fired]
     reasons = tuple(f"{name}: {fired[name]} (+{WEIGHTS[name]})" for name in signals)
     return min(100, sum(WEIGHTS[name] for name in signals)), reasons
