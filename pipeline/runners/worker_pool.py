@@ -11,8 +11,9 @@ Beam's ``apache_beam.runners.worker.worker_pool_main``, with these differences:
   as ``--max_cache_memory_usage_mb`` does for other runners.
 - Workers commit a bundle's state writes pipelined and check every answer
   (:mod:`pipeline.runners.state_commits`; ``--no_pipelined_commits`` turns it off).
-- Workers send their output to the runner every ``--data_buffer_ms`` while a bundle runs,
-  not only when it ends or 10 MB have piled up, so results leave a stage sooner.
+- Workers send their output to the runner at least every ``--data_buffer_ms`` while a
+  bundle runs, not only when it ends or 10 MB have piled up, so results leave a stage
+  sooner (:mod:`pipeline.runners.output_flush`).
 
 Workers run this interpreter (not whatever ``python`` is first on PATH).
 """
@@ -30,7 +31,7 @@ from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker.sdk_worker import SdkHarness
 from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
 
-from pipeline.runners import state_commits
+from pipeline.runners import output_flush, state_commits
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,10 @@ def run_worker(
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if pipelined_commits:
         state_commits.install()
-    SdkHarness(
-        control_url, worker_id=worker_id, state_cache_size=state_cache_bytes,
-        data_buffer_time_limit_ms=data_buffer_ms,
-    ).run()
+    if data_buffer_ms > 0:
+        # Not Beam's data_buffer_time_limit_ms: its timer thread can cut an element in two.
+        output_flush.install(data_buffer_ms)
+    SdkHarness(control_url, worker_id=worker_id, state_cache_size=state_cache_bytes).run()
 
 
 def main(argv=None) -> None:
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
     address, server = _WorkerPoolServicer.start(
         use_process=True, port=args.service_port,
         state_cache_size=args.state_cache_mb << 20,
-        data_buffer_time_limit_ms=args.data_buffer_ms,
+        data_buffer_time_limit_ms=args.data_buffer_ms,  # handed to run_worker
     )
     logger.info("worker pool listening at %s", address)
     stop = threading.Event()
