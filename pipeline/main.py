@@ -127,7 +127,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         timeout_s=validator.validator_timeout_s,
         lookup_factory=lookups,
     )
-    decided = (routed.decided, validated) | "MergeDecisions" >> beam.Flatten()
+    decided = (routed.decided, validated.records) | "MergeDecisions" >> beam.Flatten()
     decided | "WriteToPostgres" >> WriteAttributedTransactions(
         dsn, options.view_as(PostgresOptions).postgres_batch_size
     )
@@ -145,7 +145,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         )
     )
     (
-        (accounts.dead_letters, transactions.dead_letters)
+        (accounts.dead_letters, transactions.dead_letters, validated.dead_letters)
         | "MergeDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
     )
