@@ -123,10 +123,14 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     validator = options.view_as(ValidatorOptions)
     validated = routed.unidentified | "ValidateUnidentified" >> ValidateUnidentified(
         validator.validator_url,
+        validator.validator_api_key or None,
         batch_size=validator.validator_batch_size,
         timeout_s=validator.validator_timeout_s,
         lookup_factory=lookups,
     )
+    # The step's serialized DoFn carries the key to the workers; the options are submitted
+    # and stored with the job, so the key leaves them.
+    validator.validator_api_key = None
     decided = (routed.decided, validated.records) | "MergeDecisions" >> beam.Flatten()
     decided | "WriteToPostgres" >> WriteAttributedTransactions(
         dsn, options.view_as(PostgresOptions).postgres_batch_size

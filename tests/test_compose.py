@@ -89,6 +89,7 @@ LOCAL_ENV = (
     "RISKPIPE_S3_ACCESS_KEY",
     "RISKPIPE_S3_SECRET_KEY",
     "RISKPIPE_S3_BUCKET",
+    "RISKPIPE_VALIDATOR_API_KEY",
 )
 
 _VARIABLE = re.compile(
@@ -492,6 +493,17 @@ def test_pipeline_endpoints_point_at_compose_hostnames(services):
         assert urlsplit(env["RISKPIPE_MONGO_URI"]).hostname == "mongo"
         assert urlsplit(env["RISKPIPE_VALIDATOR_URL"]).netloc == "validator:8000"
     assert f"EXTERNAL://{local['RISKPIPE_KAFKA_BOOTSTRAP']}" in advertised
+
+
+def test_validator_and_submitter_share_the_local_key(services):
+    from pipeline.options import ValidatorOptions
+
+    key = config.validator_api_key()
+    assert key and key == ValidatorOptions([]).validator_api_key
+    for name in ("validator", "submitter"):
+        assert environment(services[name])["RISKPIPE_VALIDATOR_API_KEY"] == key, name
+    for name in ("simulator", "beam-worker-pool"):  # the key travels inside the job
+        assert "RISKPIPE_VALIDATOR_API_KEY" not in environment(services[name]), name
 
 
 def test_submitter_runs_the_job_on_the_flink_cluster(services, monkeypatch):
