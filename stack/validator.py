@@ -24,6 +24,7 @@ class Validator(Service):
     name = "validator"
     port_name = "VALIDATOR"
     start_timeout_s = 60.0
+    supervised = True
 
     @property
     def url(self) -> str:

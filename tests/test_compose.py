@@ -46,6 +46,8 @@ COUNTERPARTS = {
     "worker-pool": ("beam-worker-pool",),
     "workerpool": ("beam-worker-pool",),
     "beam-worker-pool": ("beam-worker-pool",),
+    # Compose restarts containers itself (`restart: unless-stopped`, checked below).
+    "supervisor": (),
 }
 REQUIRED = (
     "kafka",
@@ -230,6 +232,17 @@ def test_every_local_service_has_a_compose_counterpart(services):
             assert counterpart in services, (
                 f"compose lacks {counterpart!r} (local {name!r})"
             )
+
+
+def test_what_the_supervisor_restarts_compose_restarts(services):
+    from stack.services import SERVICES
+
+    supervised = {
+        unit.unit: unit for service in SERVICES.values() for unit in service.supervised_units()
+    }
+    assert set(supervised) == {"workerpool", "validator", "flink-taskmanager"}
+    for counterpart in ("beam-worker-pool", "validator", "taskmanager"):
+        assert services[counterpart]["restart"] == "unless-stopped", counterpart
 
 
 def test_local_services_publish_their_port_in_compose(services):

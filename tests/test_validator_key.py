@@ -124,9 +124,10 @@ def test_a_refused_key_ends_the_job_with_one_line(stack_up, keyed_validator):
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if " WARNING " not in line]
-    assert lines == [
+    expected = (
         f"riskpipe: error: validator: {keyed_validator.url} refused the API key "
         "(--validator_api_key, env RISKPIPE_VALIDATOR_API_KEY); every unidentified "
         "transaction would go to review"
-    ]
+    )
+    assert lines == [expected]
     assert secret not in proc.stdout + proc.stderr
