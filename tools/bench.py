@@ -51,7 +51,7 @@ from tools.baseline import run_baseline
 
 logger = logging.getLogger(__name__)
 SERVICES = ["kafka", "postgres", "mongo", "s3", "validator"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Bench:

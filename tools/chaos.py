@@ -64,7 +64,7 @@ import psycopg2
 
 __all__ = ["FAULTS", "Fault", "Result", "main", "run_fault"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 EVENT_RATE = 100
 
