@@ -161,3 +161,16 @@ def test_a_crash_loop_is_paced_then_given_up(own_stack, monkeypatch):
     finally:
         stop.set()
         loop.join(timeout=30)
+
+
+def test_the_chaos_fault_kills_the_pool_and_the_supervisor_brings_it_back(own_stack):
+    """The part of `make chaos FAULTS=workerpool_kill` that needs no Flink job."""
+    from tools.chaos import FAULTS, kill_workerpool
+
+    assert FAULTS["workerpool_kill"].replays  # the job restores a checkpoint afterwards
+    stack.up(["workerpool", "supervisor"])
+    old, new, seconds = kill_workerpool(timeout_s=BACK_WITHIN_S)
+    assert new != old and not process.is_alive(old)
+    assert _pid("workerpool") == new and stack.SERVICES["workerpool"].check() is None
+    assert supervision.load()["workerpool"].count == 1
+    print(f"\nworker pool {old} -> {new} in {seconds:.1f} s")
