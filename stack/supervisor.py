@@ -120,8 +120,7 @@ class _Watcher:
             self.recent.popleft()
         if self.due is None:
             self._schedule(now)
-            return
-        if now >= self.due:
+        if self.due is not None and now >= self.due:
             self.due = None
             self.recent.append(now)
             self.thread = threading.Thread(

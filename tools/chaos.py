@@ -71,7 +71,7 @@ __all__ = ["FAULTS", "Fault", "Result", "kill_workerpool", "main", "run_fault"]
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 EVENT_RATE = 100
-# How long the supervisor may take to bring a killed worker pool back (about 5 s here).
+# How long the supervisor may take to bring a killed worker pool back (about 3 s here).
 WORKERPOOL_BACK_S = 120.0
 
 
