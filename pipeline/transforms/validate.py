@@ -30,7 +30,8 @@ timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
 End of input (the watermark passing the window's end: a bounded run, or a drain) fires an
 event-time timer. Neither runner waits for a processing-time timer then: the FnApiRunner ends
 its loop when nothing is ready and fails with "time-pending bundles did not execute", and
-Flink fires pending processing-time timers once at shutdown and fails if new ones remain. So
+Flink fires pending processing-time timers at once when the operator closes and fails if any
+remain (docs/flink-notes.md). So
 the end-of-input timer makes the last attempt itself: at once, or, when a retry is already
 scheduled, at that retry's time (a wait of at most :data:`END_WAIT_CAP_S`). If the validator
 still does not answer, it raises :class:`~pipeline.io.validator_client.ValidatorUnavailable`
