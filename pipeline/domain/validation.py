@@ -15,8 +15,10 @@ on the dead-letter topic with the validator's message.
 ...                  datetime(2026, 1, 2, tzinfo=UTC), "Bank A", "unidentified")
 >>> row = decide_rejected(AttributedTransaction(tx, "Ann", 40, ("amount_high (+20)",)),
 ...                       "validator rejected the request (HTTP 401: missing key)")
->>> row.is_fraudulent, row.validated_by, row.risk_reasons
-(False, 'none', ('amount_high (+20)', 'review: validator rejected the request (HTTP 401: missing key)'))
+>>> row.is_fraudulent, row.validated_by, row.risk_reasons[0]
+(False, 'none', 'amount_high (+20)')
+>>> row.risk_reasons[1]
+'review: validator rejected the request (HTTP 401: missing key)'
 """
 
 from __future__ import annotations
