@@ -102,7 +102,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         read(kafka.transactions_topic, "transactions"), ParseTransactions()
     )
     validator = options.view_as(ValidatorOptions)
-    decided = (
+    decisions = (
         (accounts.records, transactions.records)
         | "AttributeTransactions" >> AttributeTransactions(
             lookups, ttl=options.view_as(JoinOptions).join_ttl_s
@@ -110,12 +110,17 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         | "DecideFraud" >> DecideFraud(
             ValidateUnidentified(
                 validator.validator_url,
+                validator.validator_api_key or None,
                 batch_size=validator.validator_batch_size,
                 timeout_s=validator.validator_timeout_s,
                 lookup_factory=lookups,
             )
         )
     )
+    # The step's serialized DoFn carries the key to the workers; the options are submitted
+    # and stored with the job, so the key leaves them.
+    validator.validator_api_key = None
+    decided = decisions["decided"]
     decided | "WriteToPostgres" >> WriteAttributedTransactions(
         dsn, options.view_as(PostgresOptions).postgres_batch_size
     )
@@ -133,7 +138,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         )
     )
     (
-        (accounts.dead_letters, transactions.dead_letters)
+        (accounts.dead_letters, transactions.dead_letters, decisions["dead_letters"])
         | "MergeDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
     )

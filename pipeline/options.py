@@ -15,6 +15,7 @@ from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
     LOCAL_PG_DSN,
+    LOCAL_VALIDATOR_API_KEY,
     LOCAL_VALIDATOR_URL,
 )
 
@@ -139,6 +140,13 @@ class ValidatorOptions(PipelineOptions):
             "--validator_url",
             default=env("RISKPIPE_VALIDATOR_URL", LOCAL_VALIDATOR_URL),
             help="Base URL of the fraud validator (env RISKPIPE_VALIDATOR_URL).",
+        )
+        parser.add_argument(
+            "--validator_api_key",
+            default=env("RISKPIPE_VALIDATOR_API_KEY", LOCAL_VALIDATOR_API_KEY),
+            help="Key sent to the validator in the X-API-Key header (env "
+            "RISKPIPE_VALIDATOR_API_KEY; prefer it, flags show in `ps`). The default is the "
+            "local stack's key; an empty value sends none.",
         )
         parser.add_argument(
             "--validator_batch_size", type=int, default=200, help="Transactions per call."

@@ -17,6 +17,10 @@ Faults (``--list``):
 
 - ``taskmanager_kill``: SIGKILL of the TaskManager's process group; ``stack.up(["flink"])``
   starts a new one, the job restores its last checkpoint.
+- ``workerpool_kill``: SIGKILL of the Beam worker pool's process group (the pool and the SDK
+  workers it started) mid-run. Nothing here restarts it: the stack's supervisor must (the
+  fault fails if the pool is not back and healthy within ``WORKERPOOL_BACK_S``); Flink fails
+  the tasks whose SDK workers died, and the job restores its last checkpoint on new workers.
 - ``jobmanager_restart``: the JobManager is stopped and started again. The local cluster is a
   standalone session without HA, so its jobs do not survive: the fault resubmits the job from
   the latest completed checkpoint (``--savepoint_path=<external path>``; checkpoints are
@@ -62,11 +66,13 @@ from pathlib import Path
 
 import psycopg2
 
-__all__ = ["FAULTS", "Fault", "Result", "main", "run_fault"]
+__all__ = ["FAULTS", "Fault", "Result", "kill_workerpool", "main", "run_fault"]
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 EVENT_RATE = 100
+# How long the supervisor may take to bring a killed worker pool back (about 3 s here).
+WORKERPOOL_BACK_S = 120.0
 
 
 def say(message: str) -> None:
@@ -376,6 +382,51 @@ def _taskmanager_kill(run: Run) -> None:
     run.notes.append(f"job failures recorded: {failures}")
 
 
+def kill_workerpool(timeout_s: float = WORKERPOOL_BACK_S) -> tuple[int, int, float]:
+    """SIGKILLs the stack's worker pool (its process group: the pool and its SDK workers) and
+    waits until the supervisor has a new one healthy; returns (old pid, new pid, seconds)."""
+    import stack
+    from stack import process
+
+    pool = stack.SERVICES["workerpool"]
+    pid = process.read_pid(pool.pid_path)
+    if not pid:
+        raise RuntimeError(f"no worker pool pid in {pool.pid_path}")
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    wait_until("the worker pool to die", lambda: not process.is_alive(pid), 15, 0.2)
+    killed = time.monotonic()
+
+    def back() -> int | None:
+        new = process.read_pid(pool.pid_path)
+        return new if new and new != pid and pool.check() is None else None
+
+    new = wait_until("the supervisor to restart the worker pool", back, timeout_s, 0.5)
+    return pid, new, time.monotonic() - killed
+
+
+def _workerpool_kill(run: Run) -> None:
+    import stack
+    from stack import flink_rest
+
+    _wait_cluster_quiet(run)  # every job's SDK workers live in the one pool
+    stack.up(["supervisor"])  # what brings the pool back; `stack up` has started it already
+    say(f"SIGKILL the worker pool (checkpoint #{run.completed_checkpoint()})")
+    try:
+        old, new, seconds = kill_workerpool()
+        run.notes.append(
+            f"supervisor replaced worker pool {old} by {new} {seconds:.1f} s after the kill"
+        )
+    finally:
+        stack.up(["workerpool"])  # for the faults after this one, whatever happened here
+    flink_rest.wait_until_running(run.job_id, timeout=180)
+    history = flink_rest.request("GET", f"/jobs/{run.job_id}/exceptions") or {}
+    failures = len(history.get("exceptionHistory", {}).get("entries", []))
+    run.notes.append(f"job failures recorded: {failures}")
+
+
 def _jobmanager_restart(run: Run) -> None:
     import stack
     from stack import flink_rest
@@ -505,6 +556,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "job cancelled, resubmitted from committed offsets only (loses state; see doc)",
           setup=_set_committed, default=False),
     # last: they hit every job on the shared cluster
+    Fault("workerpool_kill", _workerpool_kill,
+          "SIGKILL the Beam worker pool mid-run; the stack's supervisor restarts it",
+          replays=True),
     Fault("taskmanager_kill", _taskmanager_kill, "SIGKILL the TaskManager mid-run",
           replays=True),
     Fault("jobmanager_restart", _jobmanager_restart,

@@ -2,12 +2,14 @@
 
 Usage::
 
-    decided = attributed | "DecideFraud" >> DecideFraud(ValidateUnidentified(validator_url))
-    # PCollection[AttributedTransaction] with is_fraudulent and validated_by final
+    decisions = attributed | "DecideFraud" >> DecideFraud(ValidateUnidentified(validator_url))
+    decisions["decided"]       # AttributedTransactions with is_fraudulent and validated_by final
+    decisions["dead_letters"]  # DeadLetters of transactions the validator refused to judge
 
 ``RouteByEvaluation`` takes what the bank decided (``fraudulent``: fraud, ``validated_by =
 "bank"``; anything but ``unidentified``: cleared) and sends the ``unidentified`` ones through
-the given validation step; both streams leave merged.
+the given validation step (which returns ``records`` and ``dead_letters``); the decided
+streams leave merged.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ __all__ = ["DecideFraud"]
 
 
 class DecideFraud(beam.PTransform):
-    """Scored AttributedTransactions → decided ones (``is_fraudulent``, ``validated_by``).
+    """Scored AttributedTransactions → ``{"decided": …, "dead_letters": …}``.
 
     Args:
       validate: the step that decides ``unidentified`` transactions, e.g.
@@ -36,4 +38,7 @@ class DecideFraud(beam.PTransform):
     def expand(self, scored):
         routed = scored | "RouteByEvaluation" >> RouteByEvaluation()
         validated = routed.unidentified | "ValidateUnidentified" >> self._validate
-        return (routed.decided, validated) | "MergeDecisions" >> beam.Flatten()
+        return {
+            "decided": (routed.decided, validated.records) | "MergeDecisions" >> beam.Flatten(),
+            "dead_letters": validated.dead_letters,
+        }
