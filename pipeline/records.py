@@ -35,6 +35,8 @@ __all__ = [
     "TRANSACTION_TYPES",
     "TRANSACTION_STATUSES",
     "ACCOUNT_TYPES",
+    "INVESTMENT",
+    "KNOWN_ACCOUNT_TYPES",
 ]
 
 # `evaluation` as set by the sender's bank: already known fraud, not known either way,
@@ -44,7 +46,12 @@ EVALUATIONS = ("fraudulent", "unidentified", "cleared")
 VALIDATED_BY = ("bank", "validator", "none")
 TRANSACTION_TYPES = ("transfer", "payment", "withdrawal", "deposit")
 TRANSACTION_STATUSES = ("completed", "pending", "failed")
+# The account types riskpipe's own bank issues (the simulator draws from these).
 ACCOUNT_TYPES = ("checking", "savings", "business", "credit")
+# Accounts of the Flink SQL system may also be investment accounts (see
+# pipeline.domain.vocabularies for how every input vocabulary maps to these words).
+INVESTMENT = "investment"
+KNOWN_ACCOUNT_TYPES = (*ACCOUNT_TYPES, INVESTMENT)
 # Dead letters keep at most this much of the original payload (a cut UTF-8 character makes
 # the kept part hex); Kafka's default message limit is 1 MB.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024

@@ -11,7 +11,13 @@ Validation rules (beyond the field rules in :mod:`pipeline.domain.fields`):
 - ``currency`` is one of :data:`~pipeline.domain.currency.CURRENCIES` (exact case);
 - timestamps lie between 2000-01-01 and one day after ``now``;
 - ``evaluation``, ``transaction_type``, ``transaction_status`` and ``account_type`` are
-  among the values :mod:`pipeline.records` lists. Unknown keys are ignored.
+  words of their vocabulary in any case (:mod:`pipeline.domain.vocabularies`); records
+  keep the lower-case word. Unknown keys are ignored.
+
+Decoding uses orjson; a payload orjson rejects is decoded again by the standard library,
+which accepts a few things orjson does not (``NaN``, numbers beyond a double, escaped lone
+surrogates) and words the errors of the rest. The field rules then reject what must be
+rejected, with the same reasons either way.
 
 >>> now = datetime(2026, 1, 2, 12, tzinfo=UTC)
 >>> parse_transaction(b'{"transaction_id": "t1"}', now=now)
@@ -25,17 +31,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import orjson
+
 from pipeline.domain import fields
 from pipeline.domain.currency import CURRENCIES, to_eur
-from pipeline.errors import InvalidRecord
-from pipeline.records import (
-    ACCOUNT_TYPES,
-    EVALUATIONS,
-    TRANSACTION_STATUSES,
-    TRANSACTION_TYPES,
-    Account,
-    Transaction,
+from pipeline.domain.vocabularies import (
+    ACCOUNT_TYPE,
+    EVALUATION,
+    TRANSACTION_STATUS,
+    TRANSACTION_TYPE,
 )
+from pipeline.errors import InvalidRecord
+from pipeline.records import Account, Transaction
 
 __all__ = [
     "MAX_ABS_BALANCE",
@@ -57,18 +64,26 @@ def _decode(payload: bytes | None) -> dict:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidRecord(f"payload: too large ({len(payload)} bytes)")
     try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        obj = _decode_strictly_or_explain(payload)
+    if obj.__class__ is not dict:
+        raise InvalidRecord(f"payload: not a JSON object ({type(obj).__name__})")
+    return obj
+
+
+def _decode_strictly_or_explain(payload: bytes) -> object:
+    """The standard library's reading of a payload orjson rejected, or why it is none."""
+    try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRecord(f"payload: not UTF-8 (byte {exc.start})") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRecord(f"payload: not JSON ({exc.msg} at {exc.pos})") from None
     except (RecursionError, ValueError) as exc:
         raise InvalidRecord(f"payload: not JSON ({type(exc).__name__})") from None
-    if not isinstance(obj, dict):
-        raise InvalidRecord(f"payload: not a JSON object ({type(obj).__name__})")
-    return obj
 
 
 def _amount(obj: dict, currency: str) -> float:
@@ -101,18 +116,18 @@ def parse_transaction(payload: bytes | None, now: datetime | None = None) -> Tra
     obj = _decode(payload)
     transaction_id = fields.identifier(obj, "transaction_id")
     account_id = fields.identifier(obj, "account_id")
-    currency = fields.choice(obj, "currency", CURRENCIES)
+    currency = fields.code(obj, "currency", CURRENCIES)
     return Transaction(
         transaction_id=transaction_id,
         account_id=account_id,
         counterparty_account_id=fields.identifier(obj, "counterparty_account_id", False),
-        transaction_type=fields.choice(obj, "transaction_type", TRANSACTION_TYPES),
+        transaction_type=fields.choice(obj, "transaction_type", TRANSACTION_TYPE),
         amount=_amount(obj, currency),
         currency=currency,
-        transaction_status=fields.choice(obj, "transaction_status", TRANSACTION_STATUSES),
+        transaction_status=fields.choice(obj, "transaction_status", TRANSACTION_STATUS),
         datetime_occurred=fields.timestamp(obj, "datetime_occurred", _now(now)),
         sender_bank=fields.text(obj, "sender_bank"),
-        evaluation=fields.choice(obj, "evaluation", EVALUATIONS),
+        evaluation=fields.choice(obj, "evaluation", EVALUATION),
     )
 
 
@@ -136,7 +151,7 @@ def parse_account(payload: bytes | None, now: datetime | None = None) -> Account
         account_id=fields.identifier(obj, "account_id"),
         account_name=fields.text(obj, "account_name", required=True),
         email=fields.text(obj, "email"),
-        account_type=fields.choice(obj, "account_type", ACCOUNT_TYPES, required=False),
+        account_type=fields.choice(obj, "account_type", ACCOUNT_TYPE, required=False),
         balance=_balance(obj),
         created_at=fields.timestamp(obj, "created_at", _now(now), required=False),
         address=fields.text(obj, "address"),
