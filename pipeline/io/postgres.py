@@ -44,6 +44,8 @@ ATTRIBUTED_COLUMNS = (
     "amount", "currency", "transaction_status", "datetime_occurred", "sender_bank",
     "evaluation", "account_name", "risk_score", "risk_reasons", "is_fraudulent",
     "validated_by", "processed_at",
+    # the account's fields the Flink SQL job's table carried (migration 003)
+    "email", "account_type", "balance",
 )
 
 # A batch is copied into a temporary table (COPY, CSV), then upserted from it in one statement.
@@ -149,13 +151,24 @@ def copy_rows(cursor, rows: list[tuple]) -> None:
 
 
 def attributed_row(record: AttributedTransaction) -> tuple:
-    """The row of banking.attributed_transactions for one record."""
+    """The row of banking.attributed_transactions for one record.
+
+    The account's email, type and balance come from the account the join found, else from
+    the transaction's own message (the fraud PoC's transfers describe their sender); NULL
+    when neither is known.
+    """
     t = record.transaction
+    account = record.known_account
+    email, account_type, balance = (
+        (None, None, None) if account is None
+        else (account.email, account.account_type, account.balance)
+    )
     return (
         t.transaction_id, t.account_id, t.counterparty_account_id, t.transaction_type,
         t.amount, t.currency, t.transaction_status, t.datetime_occurred, t.sender_bank,
         t.evaluation, record.account_name, record.risk_score, list(record.risk_reasons),
         record.is_fraudulent, record.validated_by, record.processed_at,
+        email, account_type, balance,
     )
 
 
