@@ -78,7 +78,9 @@ ACCOUNT_FIELDS = (
 
 def _time_field(obj: dict) -> str:
     """``datetime_occured``, or riskpipe's spelling when only that one is there."""
-    return "datetime_occurred" if TIME_FIELD not in obj and "datetime_occurred" in obj else TIME_FIELD
+    return (
+        "datetime_occurred" if TIME_FIELD not in obj and "datetime_occurred" in obj else TIME_FIELD
+    )
 
 
 def transaction(obj: dict, now: datetime) -> Transaction:

@@ -71,8 +71,13 @@ __all__ = [
 ]
 
 INPUT_FORMATS = ("auto", "riskpipe", "flinksql", "poc")
-_POC_KEYS = ("sender_details", "receiver_details", "sender_bank_account",
-             "receiver_bank_account", "transfer_date")
+_POC_KEYS = (
+    "sender_details",
+    "receiver_details",
+    "sender_bank_account",
+    "receiver_bank_account",
+    "transfer_date",
+)
 _RISKPIPE_ONLY_KEYS = ("evaluation", "counterparty_account_id", "sender_bank")
 _FLINKSQL_ONLY_ACCOUNT_TYPES = frozenset(("personal", "corporate"))
 

@@ -124,9 +124,9 @@ class _ParseRecords(beam.PTransform):
         raise NotImplementedError
 
     def _outputs(self, pardo):
-        return pardo.with_output_types(self._record_type, **{DEAD_LETTERS: DeadLetter}).with_outputs(
-            DEAD_LETTERS, main="records"
-        )
+        return pardo.with_output_types(
+            self._record_type, **{DEAD_LETTERS: DeadLetter}
+        ).with_outputs(DEAD_LETTERS, main="records")
 
     def expand(self, records):
         return records | "Parse" >> self._outputs(

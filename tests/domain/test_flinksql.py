@@ -40,7 +40,9 @@ def payload(obj: dict, **changes) -> bytes:
 
 
 def cases(word: str) -> list[str]:
-    return sorted({word, word.lower(), word.upper(), word.title(), word[:1].lower() + word[1:].upper()})
+    return sorted(
+        {word, word.lower(), word.upper(), word.title(), word[:1].lower() + word[1:].upper()}
+    )
 
 
 def parse_txn(data: bytes, input_format: str = "auto") -> Transaction:
@@ -84,14 +86,19 @@ def test_every_field_of_an_account(input_format):
     [
         (spelling, expected)
         for word, expected in (
-            ("Deposit", "deposit"), ("Withdrawal", "withdrawal"), ("Transfer", "transfer"),
+            ("Deposit", "deposit"),
+            ("Withdrawal", "withdrawal"),
+            ("Transfer", "transfer"),
         )
         for spelling in cases(word)
     ],
 )
 def test_transaction_types_in_any_case(word, expected):
     for input_format in FORMATS:
-        assert parse_txn(payload(TRANSACTION, transaction_type=word), input_format).transaction_type == expected
+        assert (
+            parse_txn(payload(TRANSACTION, transaction_type=word), input_format).transaction_type
+            == expected
+        )
 
 
 @pytest.mark.parametrize(
@@ -99,14 +106,21 @@ def test_transaction_types_in_any_case(word, expected):
     [
         (spelling, expected)
         for word, expected in (
-            ("Pending", "pending"), ("Completed", "completed"), ("Failed", "failed"),
+            ("Pending", "pending"),
+            ("Completed", "completed"),
+            ("Failed", "failed"),
         )
         for spelling in cases(word)
     ],
 )
 def test_statuses_in_any_case(word, expected):
     for input_format in FORMATS:
-        assert parse_txn(payload(TRANSACTION, transaction_status=word), input_format).transaction_status == expected
+        assert (
+            parse_txn(
+                payload(TRANSACTION, transaction_status=word), input_format
+            ).transaction_status
+            == expected
+        )
 
 
 @pytest.mark.parametrize(
@@ -114,7 +128,9 @@ def test_statuses_in_any_case(word, expected):
     [
         (spelling, expected)
         for word, expected in (
-            ("Personal", "checking"), ("Corporate", "business"), ("Savings", "savings"),
+            ("Personal", "checking"),
+            ("Corporate", "business"),
+            ("Savings", "savings"),
             ("Investment", "investment"),
         )
         for spelling in cases(word)
@@ -178,12 +194,18 @@ def test_a_zone_offset_other_than_utc_is_kept_as_the_instant():
         ({"currency": "vnd"}, "currency: unknown ('vnd')"),
         ({"currency": "BTC"}, "currency: unknown ('BTC')"),
         ({"datetime_occured": ...}, "datetime_occured: missing"),
-        ({"datetime_occured": "2026-02-30 10:00:00"},
-         "datetime_occured: not an ISO-8601 timestamp ('2026-02-30 10:00:00')"),
-        ({"datetime_occured": "31/12/2025 25:61"},
-         "datetime_occured: not an ISO-8601 timestamp ('31/12/2025 25:61')"),
-        ({"datetime_occured": "2026-03-04 00:00:00"},
-         "datetime_occured: in the future ('2026-03-04 00:00:00')"),
+        (
+            {"datetime_occured": "2026-02-30 10:00:00"},
+            "datetime_occured: not an ISO-8601 timestamp ('2026-02-30 10:00:00')",
+        ),
+        (
+            {"datetime_occured": "31/12/2025 25:61"},
+            "datetime_occured: not an ISO-8601 timestamp ('31/12/2025 25:61')",
+        ),
+        (
+            {"datetime_occured": "2026-03-04 00:00:00"},
+            "datetime_occured: in the future ('2026-03-04 00:00:00')",
+        ),
         ({"datetime_occured": 1767225600}, "datetime_occured: not a string (int)"),
         ({"account_id": ...}, "account_id: missing"),
         ({"account_id": "a\x1bb"}, "account_id: control characters ('a\\x1bb')"),
@@ -235,7 +257,9 @@ def test_riskpipe_format_rejects_the_flinksql_words():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 

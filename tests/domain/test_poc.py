@@ -164,8 +164,13 @@ def test_evaluations(value, expected):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("completed", "completed"), ("Completed", "completed"), ("PENDING", "pending"),
-     ("Failed", "failed"), ("fAiLeD", "failed")],
+    [
+        ("completed", "completed"),
+        ("Completed", "completed"),
+        ("PENDING", "pending"),
+        ("Failed", "failed"),
+        ("fAiLeD", "failed"),
+    ],
 )
 def test_statuses_in_any_case(value, expected):
     assert parse(payload(TRANSFER, status=value)).transaction_status == expected
@@ -177,8 +182,9 @@ def test_an_integer_user_id_is_its_decimal_string():
 
 
 def test_a_transfer_to_oneself_names_one_account():
-    parsed = parse(payload(TRANSFER, receiver_details=SENDER,
-                           receiver_bank_account=SENDER["bank_account"]))
+    parsed = parse(
+        payload(TRANSFER, receiver_details=SENDER, receiver_bank_account=SENDER["bank_account"])
+    )
     assert parsed.account_id == parsed.counterparty_account_id == "u-100"
 
 
@@ -186,9 +192,14 @@ def test_a_user_record_on_an_accounts_topic():
     for input_format in FORMATS:
         parsed = account_parser(input_format)(payload(RECEIVER), now=NOW)
         assert parsed == Account(
-            account_id="u-200", account_name="Ana Souza", email="ana@example.pt",
-            address="Rua A 2, Lisboa", birthdate=date(1990, 2, 28),
-            phone_number="+351 21 000 0000", job="Nurse", company=None,
+            account_id="u-200",
+            account_name="Ana Souza",
+            email="ana@example.pt",
+            address="Rua A 2, Lisboa",
+            birthdate=date(1990, 2, 28),
+            phone_number="+351 21 000 0000",
+            job="Nurse",
+            company=None,
             bank_account="PT50000201231234567890154",
         )
     with pytest.raises(InvalidRecord) as caught:
@@ -208,10 +219,14 @@ def test_a_user_record_on_an_accounts_topic():
         ({"evaluation": 1}, "evaluation: not a string (int)"),
         ({"evaluation": {"$ne": "x"}}, "evaluation: not a string (dict)"),
         ({"transfer_date": ...}, "transfer_date: missing"),
-        ({"transfer_date": "2026-02-30 10:00:00"},
-         "transfer_date: not an ISO-8601 timestamp ('2026-02-30 10:00:00')"),
-        ({"transfer_date": "1999-12-31 23:59:59"},
-         "transfer_date: before 2000 ('1999-12-31 23:59:59')"),
+        (
+            {"transfer_date": "2026-02-30 10:00:00"},
+            "transfer_date: not an ISO-8601 timestamp ('2026-02-30 10:00:00')",
+        ),
+        (
+            {"transfer_date": "1999-12-31 23:59:59"},
+            "transfer_date: before 2000 ('1999-12-31 23:59:59')",
+        ),
         ({"sender_bank_account": ...}, "sender_bank_account: missing"),
         ({"receiver_bank_account": ""}, "receiver_bank_account: empty"),
         ({"sender_bank": 7}, "sender_bank: not a string (int)"),
@@ -220,16 +235,26 @@ def test_a_user_record_on_an_accounts_topic():
         ({"receiver_details": [RECEIVER]}, "receiver_details: not an object (list)"),
         ({"sender_details": dict(SENDER, id=None)}, "sender_details.id: missing"),
         ({"sender_details": dict(SENDER, id=True)}, "sender_details.id: not a string (bool)"),
-        ({"sender_details": dict(SENDER, id="u\n1")},
-         "sender_details.id: control characters ('u\\n1')"),
-        ({"receiver_details": {k: v for k, v in RECEIVER.items() if k != "name"}},
-         "receiver_details.name: missing"),
-        ({"receiver_details": dict(RECEIVER, name="Ana\udfd9")},
-         "receiver_details.name: lone surrogate, not valid unicode ('Ana\\udfd9')"),
-        ({"receiver_details": dict(RECEIVER, birthdate="28/02/1990")},
-         "receiver_details.birthdate: not an ISO-8601 date ('28/02/1990')"),
-        ({"sender_details": dict(SENDER, email="a\x00b")},
-         "sender_details.email: contains a NUL character ('a\\x00b')"),
+        (
+            {"sender_details": dict(SENDER, id="u\n1")},
+            "sender_details.id: control characters ('u\\n1')",
+        ),
+        (
+            {"receiver_details": {k: v for k, v in RECEIVER.items() if k != "name"}},
+            "receiver_details.name: missing",
+        ),
+        (
+            {"receiver_details": dict(RECEIVER, name="Ana\udfd9")},
+            "receiver_details.name: lone surrogate, not valid unicode ('Ana\\udfd9')",
+        ),
+        (
+            {"receiver_details": dict(RECEIVER, birthdate="28/02/1990")},
+            "receiver_details.birthdate: not an ISO-8601 date ('28/02/1990')",
+        ),
+        (
+            {"sender_details": dict(SENDER, email="a\x00b")},
+            "sender_details.email: contains a NUL character ('a\\x00b')",
+        ),
     ],
 )
 def test_bad_transfers_name_the_shape_and_the_field(changes, reason):
@@ -241,7 +266,9 @@ def test_bad_transfers_name_the_shape_and_the_field(changes, reason):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -252,13 +279,19 @@ def test_any_single_bad_transfer_field_only_raises_a_reason_naming_it(field, val
     try:
         parsed = parse(payload(TRANSFER, **{field: value}))
     except InvalidRecord as exc:
-        assert exc.reason.startswith((f"poc transfer: {field}: ", f"poc transfer: {field}.")), exc.reason
+        assert exc.reason.startswith((f"poc transfer: {field}: ", f"poc transfer: {field}.")), (
+            exc.reason
+        )
     else:
         assert isinstance(parsed, Transaction)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(("sender_details", "receiver_details")), st.sampled_from(sorted(SENDER)), json_values)
+@given(
+    st.sampled_from(("sender_details", "receiver_details")),
+    st.sampled_from(sorted(SENDER)),
+    json_values,
+)
 def test_any_single_bad_user_field_only_raises_a_reason_naming_its_path(side, field, value):
     data = payload(TRANSFER, **{side: dict(TRANSFER[side], **{field: value})})
     try:

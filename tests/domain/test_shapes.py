@@ -103,10 +103,18 @@ def test_savings_and_investment_accounts_read_the_same_in_either_shape():
         (dict(RISKPIPE_TRANSACTION, amount="x"), "amount: not a number ('x')"),
         (without(RISKPIPE_TRANSACTION, "evaluation"), "evaluation: missing"),
         (without(RISKPIPE_TRANSACTION, "datetime_occurred"), "datetime_occurred: missing"),
-        (dict(FLINKSQL_TRANSACTION, amount="x"), "flinksql transaction: amount: not a number ('x')"),
-        (without(FLINKSQL_TRANSACTION, "datetime_occured"), "flinksql transaction: datetime_occured: missing"),
-        (dict(FLINKSQL_TRANSACTION, transaction_type="payment"),
-         "flinksql transaction: transaction_type: unknown ('payment')"),
+        (
+            dict(FLINKSQL_TRANSACTION, amount="x"),
+            "flinksql transaction: amount: not a number ('x')",
+        ),
+        (
+            without(FLINKSQL_TRANSACTION, "datetime_occured"),
+            "flinksql transaction: datetime_occured: missing",
+        ),
+        (
+            dict(FLINKSQL_TRANSACTION, transaction_type="payment"),
+            "flinksql transaction: transaction_type: unknown ('payment')",
+        ),
         (dict(TRANSFER, amount="x"), "poc transfer: amount: not a number ('x')"),
         (without(TRANSFER, "transfer_date"), "poc transfer: transfer_date: missing"),
         ({"transfer_date": "2026-01-01 00:00:00"}, "poc transfer: transaction_id: missing"),
@@ -137,12 +145,15 @@ def test_a_given_format_judges_every_message_by_its_rules(input_format, obj, rea
     assert caught.value.reason == reason
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (None, "payload: missing"),
-    (b"{", "payload: not JSON (Expecting property name enclosed in double quotes at 1)"),
-    (b"\xff", "payload: not UTF-8 (byte 0)"),
-    (b"[]", "payload: not a JSON object (list)"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (None, "payload: missing"),
+        (b"{", "payload: not JSON (Expecting property name enclosed in double quotes at 1)"),
+        (b"\xff", "payload: not UTF-8 (byte 0)"),
+        (b"[]", "payload: not a JSON object (list)"),
+    ],
+)
 def test_payload_reasons_are_the_same_in_every_format(payload, reason):
     for input_format in INPUT_FORMATS:
         for parser in (transaction_parser(input_format), account_parser(input_format)):
@@ -170,7 +181,11 @@ def test_riskpipe_vocabularies_match_in_any_case(changes, expected):
 
 
 def test_riskpipe_account_types_match_in_any_case():
-    for kind, expected in (("Checking", "checking"), ("CREDIT", "credit"), ("Business", "business")):
+    for kind, expected in (
+        ("Checking", "checking"),
+        ("CREDIT", "credit"),
+        ("Business", "business"),
+    ):
         parsed = account_parser("auto")(
             json.dumps(dict(RISKPIPE_ACCOUNT, account_type=kind)).encode(), now=NOW
         )
@@ -185,12 +200,18 @@ def test_unknown_formats_are_refused():
 
 
 ALL_KEYS = sorted(
-    set(RISKPIPE_TRANSACTION) | set(FLINKSQL_TRANSACTION) | set(TRANSFER)
-    | set(RISKPIPE_ACCOUNT) | set(FLINKSQL_ACCOUNT) | {"id", "name"}
+    set(RISKPIPE_TRANSACTION)
+    | set(FLINKSQL_TRANSACTION)
+    | set(TRANSFER)
+    | set(RISKPIPE_ACCOUNT)
+    | set(FLINKSQL_ACCOUNT)
+    | {"id", "name"}
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -199,8 +220,10 @@ json_values = st.recursive(
 @given(st.dictionaries(st.sampled_from(ALL_KEYS), json_values), st.sampled_from(INPUT_FORMATS))
 def test_hostile_objects_of_every_shape_only_raise_invalid_record(obj, input_format):
     data = json.dumps(obj).encode()
-    for parser, kind in ((transaction_parser(input_format), Transaction),
-                         (account_parser(input_format), Account)):
+    for parser, kind in (
+        (transaction_parser(input_format), Transaction),
+        (account_parser(input_format), Account),
+    ):
         try:
             assert isinstance(parser(data, now=NOW), kind)
         except InvalidRecord as exc:

@@ -31,12 +31,18 @@ def prefix(postgres_dsn):
 
 
 def _transaction(tid: str, **changes) -> Transaction:
-    values = dict(
-        transaction_id=tid, account_id="acc-1", counterparty_account_id=None,
-        transaction_type="withdrawal", amount=1520.75, currency="USD",
-        transaction_status="completed", datetime_occurred=datetime(2026, 3, 2, 14, tzinfo=UTC),
-        sender_bank=None, evaluation="unidentified",
-    )
+    values = {
+        "transaction_id": tid,
+        "account_id": "acc-1",
+        "counterparty_account_id": None,
+        "transaction_type": "withdrawal",
+        "amount": 1520.75,
+        "currency": "USD",
+        "transaction_status": "completed",
+        "datetime_occurred": datetime(2026, 3, 2, 14, tzinfo=UTC),
+        "sender_bank": None,
+        "evaluation": "unidentified",
+    }
     values.update(changes)
     return Transaction(**values)
 
@@ -66,7 +72,8 @@ def test_account_columns_are_written_and_replays_change_nothing(postgres_dsn, pr
         AttributedTransaction(_transaction(f"{prefix}-a"), "Nguyen Van An", 30, account=joined),
         AttributedTransaction(
             _transaction(f"{prefix}-b", account_id="u-1", account_details=poc_sender),
-            "Ada", 10,
+            "Ada",
+            10,
         ),
         AttributedTransaction(_transaction(f"{prefix}-c", account_id="nobody"), None, 15),
     ]
@@ -88,7 +95,11 @@ def test_a_newer_version_of_the_row_replaces_the_account_columns(postgres_dsn, p
     _write(postgres_dsn, [AttributedTransaction(_transaction(tid), "An", 5, account=before)])
     _write(postgres_dsn, [AttributedTransaction(_transaction(tid), "An", 5, account=after)])
     assert tuple(map(_plain, _columns(postgres_dsn, prefix)[tid])) == (
-        "An", "new@example.vn", "business", 250.0, 5,
+        "An",
+        "new@example.vn",
+        "business",
+        250.0,
+        5,
     )
 
 

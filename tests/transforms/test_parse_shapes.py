@@ -1,4 +1,4 @@
-"""ParseTransactions / ParseAccounts on the older systems' shapes: records, accounts, dead letters."""
+"""ParseTransactions / ParseAccounts on the older systems' shapes: records, accounts, bad ones."""
 
 from __future__ import annotations
 
@@ -18,18 +18,31 @@ NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
 
 
 def user(uid: str, name: str, bank_account: str) -> dict:
-    return {"id": uid, "name": name, "email": f"{uid}@example.com", "birthdate": "1980-01-02",
-            "ssn": "000-00-0000", "blood_group": "A+", "website": "https://x.example/",
-            "username": uid, "bank_account": bank_account}
+    return {
+        "id": uid,
+        "name": name,
+        "email": f"{uid}@example.com",
+        "birthdate": "1980-01-02",
+        "ssn": "000-00-0000",
+        "blood_group": "A+",
+        "website": "https://x.example/",
+        "username": uid,
+        "bank_account": bank_account,
+    }
 
 
 def transfer(tid: str, sender: dict, receiver: dict, **changes) -> bytes:
     message = {
         "transaction_id": tid,
-        "sender_bank_account": sender["bank_account"], "sender_details": sender,
-        "receiver_bank_account": receiver["bank_account"], "receiver_details": receiver,
-        "amount": 10.0, "status": "completed", "evaluation": "fraudulent",
-        "transfer_date": "2026-03-02 12:00:00", "sender_bank": "Bank S",
+        "sender_bank_account": sender["bank_account"],
+        "sender_details": sender,
+        "receiver_bank_account": receiver["bank_account"],
+        "receiver_details": receiver,
+        "amount": 10.0,
+        "status": "completed",
+        "evaluation": "fraudulent",
+        "transfer_date": "2026-03-02 12:00:00",
+        "sender_bank": "Bank S",
     }
     message.update(changes)
     return json.dumps(message).encode()
@@ -40,34 +53,55 @@ def kafka(topic: str, offset: int, value: bytes | None) -> KafkaRecord:
 
 
 def account(uid: str, name: str, bank_account: str, bank: str | None) -> Account:
-    return Account(uid, name, email=f"{uid}@example.com", birthdate=date(1980, 1, 2),
-                   bank=bank, bank_account=bank_account)
+    return Account(
+        uid,
+        name,
+        email=f"{uid}@example.com",
+        birthdate=date(1980, 1, 2),
+        bank=bank,
+        bank_account=bank_account,
+    )
 
 
 def test_a_transfer_yields_its_transaction_and_both_accounts():
     ada, bo = user("u1", "Ada", "IBAN-1"), user("u2", "Bo", "IBAN-2")
     pipeline = batch_pipeline()
-    parsed = pipeline | beam.Create(
-        [
-            kafka("bank-transactions", 0, transfer("t1", ada, bo)),
-            kafka("bank-transactions", 1, transfer("t2", bo, ada, evaluation="legitimate")),
-            kafka("bank-transactions", 2, transfer("t3", ada, ada)),
-            kafka("bank-transactions", 3, transfer("t4", ada, bo, amount="ten")),
-        ]
-    ) | "ParseTransactions" >> ParseTransactions(clock=lambda: NOW)
+    parsed = (
+        pipeline
+        | beam.Create(
+            [
+                kafka("bank-transactions", 0, transfer("t1", ada, bo)),
+                kafka("bank-transactions", 1, transfer("t2", bo, ada, evaluation="legitimate")),
+                kafka("bank-transactions", 2, transfer("t3", ada, ada)),
+                kafka("bank-transactions", 3, transfer("t4", ada, bo, amount="ten")),
+            ]
+        )
+        | "ParseTransactions" >> ParseTransactions(clock=lambda: NOW)
+    )
     assert_that(
-        parsed.records | beam.Map(lambda t: (t.transaction_id, t.account_id,
-                                             t.counterparty_account_id, t.evaluation)),
-        equal_to([("t1", "u1", "u2", "fraudulent"), ("t2", "u2", "u1", "cleared"),
-                  ("t3", "u1", "u1", "fraudulent")]),
+        parsed.records
+        | beam.Map(
+            lambda t: (t.transaction_id, t.account_id, t.counterparty_account_id, t.evaluation)
+        ),
+        equal_to(
+            [
+                ("t1", "u1", "u2", "fraudulent"),
+                ("t2", "u2", "u1", "cleared"),
+                ("t3", "u1", "u1", "fraudulent"),
+            ]
+        ),
     )
     assert_that(
         parsed.accounts,
-        equal_to([
-            account("u1", "Ada", "IBAN-1", "Bank S"), account("u2", "Bo", "IBAN-2", None),
-            account("u2", "Bo", "IBAN-2", "Bank S"), account("u1", "Ada", "IBAN-1", None),
-            account("u1", "Ada", "IBAN-1", "Bank S"),
-        ]),
+        equal_to(
+            [
+                account("u1", "Ada", "IBAN-1", "Bank S"),
+                account("u2", "Bo", "IBAN-2", None),
+                account("u2", "Bo", "IBAN-2", "Bank S"),
+                account("u1", "Ada", "IBAN-1", None),
+                account("u1", "Ada", "IBAN-1", "Bank S"),
+            ]
+        ),
         label="CheckAccounts",
     )
     assert_that(
@@ -76,22 +110,43 @@ def test_a_transfer_yields_its_transaction_and_both_accounts():
         label="CheckDeadLetters",
     )
     assert run_and_count(pipeline) == {
-        "parsed": 3, "dead_lettered": 1, "accounts_from_transactions": 5,
+        "parsed": 3,
+        "dead_lettered": 1,
+        "accounts_from_transactions": 5,
     }
 
 
 def test_flinksql_records_parse_and_bad_ones_name_their_shape():
-    good = {"transaction_id": "t1", "account_id": "a1", "transaction_type": "Deposit",
-            "amount": 150000.0, "currency": "VND", "transaction_status": "Pending",
-            "datetime_occured": "2026-03-02 12:00:00"}
+    good = {
+        "transaction_id": "t1",
+        "account_id": "a1",
+        "transaction_type": "Deposit",
+        "amount": 150000.0,
+        "currency": "VND",
+        "transaction_status": "Pending",
+        "datetime_occured": "2026-03-02 12:00:00",
+    }
     pipeline = batch_pipeline()
-    parsed = pipeline | beam.Create(
-        [kafka("bank_transactions", 0, json.dumps(good).encode()),
-         kafka("bank_transactions", 1, json.dumps(dict(good, currency="XXX")).encode())]
-    ) | "ParseTransactions" >> ParseTransactions(clock=lambda: NOW, input_format="flinksql")
+    parsed = (
+        pipeline
+        | beam.Create(
+            [
+                kafka("bank_transactions", 0, json.dumps(good).encode()),
+                kafka("bank_transactions", 1, json.dumps(dict(good, currency="XXX")).encode()),
+            ]
+        )
+        | "ParseTransactions" >> ParseTransactions(clock=lambda: NOW, input_format="flinksql")
+    )
     assert_that(
-        parsed.records | beam.Map(lambda t: (t.transaction_type, t.transaction_status,
-                                             t.evaluation, t.counterparty_account_id)),
+        parsed.records
+        | beam.Map(
+            lambda t: (
+                t.transaction_type,
+                t.transaction_status,
+                t.evaluation,
+                t.counterparty_account_id,
+            )
+        ),
         equal_to([("deposit", "pending", "unidentified", None)]),
     )
     assert_that(parsed.accounts, equal_to([]), label="NoAccounts")
@@ -104,16 +159,34 @@ def test_flinksql_records_parse_and_bad_ones_name_their_shape():
 
 
 def test_flinksql_accounts():
-    message = {"account_id": "a1", "account_name": "An", "email": "an@example.vn",
-               "account_type": "Corporate", "balance": 2000.0, "created_at": "2025-01-01 00:00:00"}
+    message = {
+        "account_id": "a1",
+        "account_name": "An",
+        "email": "an@example.vn",
+        "account_type": "Corporate",
+        "balance": 2000.0,
+        "created_at": "2025-01-01 00:00:00",
+    }
     with batch_pipeline() as pipeline:
-        parsed = pipeline | beam.Create(
-            [kafka("accounts", 0, json.dumps(message).encode())]
-        ) | "ParseAccounts" >> ParseAccounts(clock=lambda: NOW, input_format="auto")
+        parsed = (
+            pipeline
+            | beam.Create([kafka("accounts", 0, json.dumps(message).encode())])
+            | "ParseAccounts" >> ParseAccounts(clock=lambda: NOW, input_format="auto")
+        )
         assert_that(
             parsed.records,
-            equal_to([Account("a1", "An", "an@example.vn", "business", 2000.0,
-                              datetime(2025, 1, 1, tzinfo=UTC))]),
+            equal_to(
+                [
+                    Account(
+                        "a1",
+                        "An",
+                        "an@example.vn",
+                        "business",
+                        2000.0,
+                        datetime(2025, 1, 1, tzinfo=UTC),
+                    )
+                ]
+            ),
         )
 
 
