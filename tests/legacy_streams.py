@@ -385,13 +385,14 @@ class Outputs:
         """The ids among ``ids`` whose row says fraudulent."""
         return {t for t, row in self.rows(ids, ("is_fraudulent",)).items() if row["is_fraudulent"]}
 
-    def dead_letters(self) -> dict[bytes, tuple[str, str]]:
-        """payload -> (reason, step) of every dead letter."""
-        letters = read_json(self.bootstrap, self.topics["dead_letters"])
-        assert all(letter["payload_encoding"] == "utf-8" for letter in letters)
-        return {
-            letter["payload"].encode(): (letter["reason"], letter["step"]) for letter in letters
-        }
+    def dead_letters(self) -> list[tuple[bytes, str, str]]:
+        """(payload, reason, step) of every dead letter, in topic order."""
+        out = []
+        for letter in read_json(self.bootstrap, self.topics["dead_letters"]):
+            text = letter["payload"]
+            payload = bytes.fromhex(text) if letter["payload_encoding"] == "hex" else text.encode()
+            out.append((payload, letter["reason"], letter["step"]))
+        return out
 
     def mongo_docs(self, collection: str) -> list[dict]:
         client = pymongo.MongoClient(self.mongo_uri, serverSelectionTimeoutMS=5000)

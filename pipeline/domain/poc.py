@@ -18,8 +18,10 @@ receiver's :class:`~pipeline.records.Account`:
   are one account; it is also the key of the PoC's ``users`` topic and collection. The
   account's ``bank_account`` is the transfer's ``sender_bank_account`` /
   ``receiver_bank_account`` (the account the money left or reached), ``name`` becomes
-  ``account_name``, the sender's ``bank`` is ``sender_bank``. An integer id is read as
-  its decimal string.
+  ``account_name``. An integer id is read as its decimal string. A user's account reads
+  the same whether they send or receive (the receiver's bank is not in the message, so
+  ``sender_bank`` stays on the transaction, not on the account): the accounts a stream of
+  transfers repeats are one version, not versions that differ by role.
 - The transaction: ``account_id`` = sender, ``counterparty_account_id`` = receiver,
   ``transaction_type`` ``transfer``, ``transfer_date`` → ``datetime_occurred`` (a
   zone-less time is UTC), ``status`` → ``transaction_status``, ``amount`` in
@@ -46,7 +48,7 @@ path (``sender_details.name: missing``).
 ...     now=datetime(2026, 1, 6, tzinfo=UTC))
 >>> t.account_id, t.counterparty_account_id, t.evaluation, t.transaction_status
 ('u1', 'u2', 'cleared', 'completed')
->>> t.account_details.bank_account, t.account_details.bank, t.counterparty_details.account_name
+>>> t.account_details.bank_account, t.sender_bank, t.counterparty_details.account_name
 ('DE02', 'Harbor Trust', 'Bo')
 """
 
@@ -112,7 +114,7 @@ def _user_id(obj: dict) -> str:
     return fields.identifier(obj, "id")
 
 
-def user(obj: dict, bank_account: str | None = None, bank: str | None = None) -> Account:
+def user(obj: dict, bank_account: str | None = None) -> Account:
     """The account of one PoC user; ``bank_account`` (the transfer's) overrides theirs.
 
     >>> user({"id": 7, "name": "Ada", "birthdate": "1990-12-10"}).account_id
@@ -127,12 +129,11 @@ def user(obj: dict, bank_account: str | None = None, bank: str | None = None) ->
         phone_number=fields.text(obj, "phone_number"),
         job=fields.text(obj, "job"),
         company=fields.text(obj, "company"),
-        bank=bank,
         bank_account=bank_account or fields.text(obj, "bank_account"),
     )
 
 
-def _party(obj: dict, name: str, bank_account: str, bank: str | None) -> Account:
+def _party(obj: dict, name: str, bank_account: str) -> Account:
     """The user under ``name`` ("sender_details"); reasons carry the path."""
     details = obj.get(name)
     if details is None:
@@ -140,7 +141,7 @@ def _party(obj: dict, name: str, bank_account: str, bank: str | None) -> Account
     if details.__class__ is not dict:
         raise InvalidRecord(f"{name}: not an object ({type(details).__name__})")
     try:
-        return user(details, bank_account, bank)
+        return user(details, bank_account)
     except InvalidRecord as exc:
         raise InvalidRecord(f"{name}.{exc.reason}") from None
 
@@ -163,8 +164,8 @@ def transfer(obj: dict, now: datetime) -> Transaction:
     sender_bank_account = fields.identifier(obj, "sender_bank_account")
     receiver_bank_account = fields.identifier(obj, "receiver_bank_account")
     sender_bank = fields.text(obj, "sender_bank")
-    sender = _party(obj, "sender_details", sender_bank_account, sender_bank)
-    receiver = _party(obj, "receiver_details", receiver_bank_account, None)
+    sender = _party(obj, "sender_details", sender_bank_account)
+    receiver = _party(obj, "receiver_details", receiver_bank_account)
     return Transaction(
         transaction_id=transaction_id,
         account_id=sender.account_id,

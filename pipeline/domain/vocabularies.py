@@ -74,6 +74,7 @@ __all__ = [
     "POC_UNKNOWN_EVALUATION",
     "TRANSACTION_STATUS",
     "TRANSACTION_TYPE",
+    "account_type_word",
 ]
 
 
@@ -105,3 +106,18 @@ POC_EVALUATION: Mapping[str, str] = MappingProxyType(
     {"fraudulent": "fraudulent", "unidentified": "unidentified"}
 )
 POC_UNKNOWN_EVALUATION = "cleared"
+
+
+def account_type_word(value: str | None) -> str | None:
+    """riskpipe's word for an account type read from a store rather than a message.
+
+    banking.accounts may hold the Flink SQL system's words (its producers wrote them); a
+    word of neither vocabulary is kept as it is, since the table is the record, not input.
+
+    >>> account_type_word("Personal"), account_type_word("CREDIT"), account_type_word("gold")
+    ('checking', 'credit', 'gold')
+    """
+    if value is None or not value.isascii():
+        return value
+    word = value.lower()
+    return ACCOUNT_TYPE.get(word) or FLINKSQL_ACCOUNT_TYPE.get(word) or value

@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from pipeline.domain.vocabularies import account_type_word
 from pipeline.errors import ConfigurationError, LookupUnavailable
 from pipeline.io.batching import BatchingWriteFn
 from pipeline.records import Account, AttributedTransaction
@@ -284,7 +285,7 @@ class PostgresAccountLookup:
                     cursor.execute(LOOKUP_SQL, (account_ids,))
                     rows = cursor.fetchall()
                 self._conn.rollback()  # end the read-only transaction
-                return [Account(**dict(zip(ACCOUNT_COLUMNS, _plain(row)))) for row in rows]
+                return [_account(row) for row in rows]
             except RETRYABLE_ERRORS as error:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
                 self.close()
@@ -293,6 +294,14 @@ class PostgresAccountLookup:
                 if self.patience_s > 0:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, LOOKUP_MAX_BACKOFF_S)
+
+
+def _account(row: tuple) -> Account:
+    """The Account of a banking.accounts row, its type in riskpipe's words (the Flink SQL
+    system's producers filled the table with theirs: ``Personal`` is ``checking``)."""
+    values = dict(zip(ACCOUNT_COLUMNS, _plain(row)))
+    values["account_type"] = account_type_word(values["account_type"])
+    return Account(**values)
 
 
 def _plain(row: tuple) -> tuple:

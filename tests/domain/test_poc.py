@@ -66,7 +66,7 @@ SENDER_ACCOUNT = Account(
     phone_number="+49 30 1234567",
     job="Engineer",
     company="Müller GmbH",
-    bank="Harbor Trust",
+    bank=None,
     bank_account="DE02100100100006820101",
 )
 RECEIVER_ACCOUNT = Account(

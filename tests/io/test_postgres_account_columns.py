@@ -105,3 +105,39 @@ def test_a_newer_version_of_the_row_replaces_the_account_columns(postgres_dsn, p
 
 def _plain(value):
     return float(value) if value.__class__.__name__ == "Decimal" else value
+
+
+def test_the_lookup_reads_account_types_in_riskpipes_words(postgres_dsn, prefix):
+    """banking.accounts as the Flink SQL system's producers filled it: their words."""
+    from pipeline.io.postgres import PostgresAccountLookup
+
+    rows = {
+        f"{prefix}-p": "Personal",
+        f"{prefix}-i": "INVESTMENT",
+        f"{prefix}-c": "credit",
+        f"{prefix}-g": "Gold",
+        f"{prefix}-n": None,
+    }
+    with psycopg2.connect(postgres_dsn) as conn, conn.cursor() as cur:
+        for account_id, kind in rows.items():
+            cur.execute(
+                "INSERT INTO banking.accounts (account_id, account_name, account_type) "
+                "VALUES (%s, %s, %s)",
+                (account_id, "Holder", kind),
+            )
+    conn.close()
+    lookup = PostgresAccountLookup(postgres_dsn)
+    try:
+        found = lookup(list(rows))
+    finally:
+        lookup.close()
+        with psycopg2.connect(postgres_dsn) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM banking.accounts WHERE account_id = ANY(%s)", (list(rows),))
+        conn.close()
+    assert {k: a.account_type for k, a in found.items()} == {
+        f"{prefix}-p": "checking",
+        f"{prefix}-i": "investment",
+        f"{prefix}-c": "credit",
+        f"{prefix}-g": "Gold",
+        f"{prefix}-n": None,
+    }
