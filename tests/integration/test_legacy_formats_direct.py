@@ -199,3 +199,31 @@ def test_poc_fraud_results_reach_mongo_and_s3(poc):
     for doc in s3_results:
         check_fraud_result(doc, stream)
     assert {doc["id"] for doc in job.s3_docs(job.topics["users"])} == users_of(stream, fraudulent)
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (f"--accounts_topic=missing-{uuid.uuid4().hex[:8]}", "kafka: topic(s) missing-"),
+        ("--transactions_topic=", "kafka: --transactions_topic must name a topic"),
+    ],
+)
+def test_a_missing_topic_ends_with_one_clear_line(pipeline_stack, flag, message):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.main",
+            f"--kafka_bootstrap={pipeline_stack['kafka']['bootstrap_servers']}",
+            f"--postgres_dsn={pipeline_stack['postgres']['dsn']}",
+            flag,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"riskpipe: error: {message}"), lines
