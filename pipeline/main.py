@@ -95,15 +95,24 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
             bounded=bounded, max_records=run.max_records, metrics_name=metrics_name,
         )
 
-    accounts = p | "ReadAccounts" >> ReadRecords(
-        read(kafka.accounts_topic, "accounts"), ParseAccounts()
-    )
+    if not kafka.transactions_topic:
+        raise ConfigurationError("kafka: --transactions_topic must name a topic")
     transactions = p | "ReadTransactions" >> ReadRecords(
-        read(kafka.transactions_topic, "transactions"), ParseTransactions()
+        read(kafka.transactions_topic, "transactions"),
+        ParseTransactions(input_format=kafka.input_format),
     )
+    # Accounts: the accounts topic's (none with --accounts_topic='') and those the
+    # transactions' own messages describe (the fraud PoC's transfers carry both users).
+    account_streams, dead_letters = [transactions.accounts], [transactions.dead_letters]
+    if kafka.accounts_topic:
+        accounts = p | "ReadAccounts" >> ReadRecords(
+            read(kafka.accounts_topic, "accounts"), ParseAccounts(input_format=kafka.input_format)
+        )
+        account_streams.insert(0, accounts.records)
+        dead_letters.insert(0, accounts.dead_letters)
     validator = options.view_as(ValidatorOptions)
     decisions = (
-        (accounts.records, transactions.records)
+        (account_streams | "MergeAccounts" >> beam.Flatten(), transactions.records)
         | "AttributeTransactions" >> AttributeTransactions(
             lookups, ttl=options.view_as(JoinOptions).join_ttl_s
         )
@@ -138,7 +147,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         )
     )
     (
-        (accounts.dead_letters, transactions.dead_letters, decisions["dead_letters"])
+        (*dead_letters, decisions["dead_letters"])
         | "MergeDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
     )

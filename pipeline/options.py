@@ -11,6 +11,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.domain.shapes import INPUT_FORMATS
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
@@ -47,9 +48,24 @@ class KafkaOptions(PipelineOptions):
             default=env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP),
             help="Kafka bootstrap servers, host:port[,host:port] (env RISKPIPE_KAFKA_BOOTSTRAP).",
         )
-        parser.add_argument("--accounts_topic", default="accounts", help="Topic of accounts.")
+        parser.add_argument(
+            "--accounts_topic",
+            default="accounts",
+            help="Topic of accounts; '' reads none (the fraud PoC's transfers carry their "
+            "users; other accounts then come only from banking.accounts).",
+        )
         parser.add_argument(
             "--transactions_topic", default="transactions", help="Topic of transactions."
+        )
+        parser.add_argument(
+            "--input_format",
+            choices=INPUT_FORMATS,
+            default="auto",
+            help="Shape of the input records: riskpipe's own; flinksql, the Flink SQL risk "
+            "job's (topics accounts and bank_transactions, capitalised vocabularies, "
+            "datetime_occured); poc, the Kafka Connect fraud PoC's (one topic, "
+            "bank-transactions, a transfer with both users); or auto, each message "
+            "recognised by its keys. See docs/input-formats.md.",
         )
         parser.add_argument(
             "--dead_letter_topic",

@@ -182,7 +182,9 @@ def check_validator(url: str, api_key: str | None) -> None:
 def check_all(options) -> None:
     """Runs every check for the job's options; raises ConfigurationError on the first."""
     kafka = options.view_as(KafkaOptions)
-    check_kafka(kafka.kafka_bootstrap, [kafka.accounts_topic, kafka.transactions_topic])
+    # An empty --accounts_topic reads no accounts topic.
+    topics = [t for t in (kafka.accounts_topic, kafka.transactions_topic) if t]
+    check_kafka(kafka.kafka_bootstrap, topics)
     check_postgres(options.view_as(PostgresOptions).postgres_dsn)
     check_mongo(options.view_as(MongoOptions).mongo_uri)
     s3 = options.get_all_options()

@@ -35,6 +35,8 @@ __all__ = [
     "TRANSACTION_TYPES",
     "TRANSACTION_STATUSES",
     "ACCOUNT_TYPES",
+    "INVESTMENT",
+    "KNOWN_ACCOUNT_TYPES",
 ]
 
 # `evaluation` as set by the sender's bank: already known fraud, not known either way,
@@ -44,7 +46,12 @@ EVALUATIONS = ("fraudulent", "unidentified", "cleared")
 VALIDATED_BY = ("bank", "validator", "none")
 TRANSACTION_TYPES = ("transfer", "payment", "withdrawal", "deposit")
 TRANSACTION_STATUSES = ("completed", "pending", "failed")
+# The account types riskpipe's own bank issues (the simulator draws from these).
 ACCOUNT_TYPES = ("checking", "savings", "business", "credit")
+# Accounts of the Flink SQL system may also be investment accounts (see
+# pipeline.domain.vocabularies for how every input vocabulary maps to these words).
+INVESTMENT = "investment"
+KNOWN_ACCOUNT_TYPES = (*ACCOUNT_TYPES, INVESTMENT)
 # Dead letters keep at most this much of the original payload (a cut UTF-8 character makes
 # the kept part hex); Kafka's default message limit is 1 MB.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
@@ -143,7 +150,13 @@ class Account:
 
 @dataclass(frozen=True)
 class Transaction:
-    """A money movement from `account_id` (the sender) to `counterparty_account_id`."""
+    """A money movement from `account_id` (the sender) to `counterparty_account_id`.
+
+    ``account_details`` and ``counterparty_details`` are the sender's and the receiver's
+    accounts as the message itself described them (the fraud PoC's transfers carry both
+    users); None when the message names only ids, as riskpipe's own shape does. They are
+    left out of :meth:`to_dict` when None.
+    """
 
     transaction_id: str
     account_id: str
@@ -155,11 +168,27 @@ class Transaction:
     datetime_occurred: datetime
     sender_bank: Optional[str]
     evaluation: str
+    account_details: Optional[Account] = None
+    counterparty_details: Optional[Account] = None
 
     def to_dict(self) -> dict:
-        """The JSON-ready form (timestamps as ISO strings)."""
-        out = dataclasses.asdict(self)
-        out["datetime_occurred"] = _iso(self.datetime_occurred)
+        """The JSON-ready form (timestamps as ISO strings; details only when known)."""
+        out = {
+            "transaction_id": self.transaction_id,
+            "account_id": self.account_id,
+            "counterparty_account_id": self.counterparty_account_id,
+            "transaction_type": self.transaction_type,
+            "amount": self.amount,
+            "currency": self.currency,
+            "transaction_status": self.transaction_status,
+            "datetime_occurred": _iso(self.datetime_occurred),
+            "sender_bank": self.sender_bank,
+            "evaluation": self.evaluation,
+        }
+        if self.account_details is not None:
+            out["account_details"] = self.account_details.to_dict()
+        if self.counterparty_details is not None:
+            out["counterparty_details"] = self.counterparty_details.to_dict()
         return out
 
     @classmethod
@@ -171,30 +200,46 @@ class Transaction:
         values["amount"] = float(values["amount"])
         values.setdefault("counterparty_account_id", None)
         values.setdefault("sender_bank", None)
+        for name in ("account_details", "counterparty_details"):
+            if isinstance(values.get(name), dict):
+                values[name] = Account.from_dict(values[name])
         return cls(**values)
 
     def to_tuple(self) -> tuple:
         """The transaction as a tuple of primitives, for compact coders; see :meth:`from_tuple`.
 
+        The accounts a message described follow, as two more items, only when there are any
+        (riskpipe's own records stay ten primitives).
+
         >>> t = Transaction("t1", "a1", None, "transfer", 1.5, "EUR", "completed",
         ...                 datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc), None, "cleared")
-        >>> Transaction.from_tuple(t.to_tuple()) == t
+        >>> Transaction.from_tuple(t.to_tuple()) == t, len(t.to_tuple())
+        (True, 10)
+        >>> poc = dataclasses.replace(t, account_details=Account("a1", "Ann"))
+        >>> Transaction.from_tuple(poc.to_tuple()) == poc
         True
         """
-        return (
+        values = (
             self.transaction_id, self.account_id, self.counterparty_account_id,
             self.transaction_type, self.amount, self.currency, self.transaction_status,
             _micros(self.datetime_occurred), self.sender_bank, self.evaluation,
         )
+        if self.account_details is None and self.counterparty_details is None:
+            return values
+        return (*values, *(
+            None if details is None else details.to_tuple()
+            for details in (self.account_details, self.counterparty_details)
+        ))
 
     @classmethod
     def from_tuple(cls, values: tuple) -> "Transaction":
         """Inverse of :meth:`to_tuple`."""
         (transaction_id, account_id, counterparty, kind, amount, currency, status, occurred,
-         sender_bank, evaluation) = values
+         sender_bank, evaluation) = values[:10]
+        details = [None if d is None else Account.from_tuple(d) for d in values[10:]]
         return cls(
             transaction_id, account_id, counterparty, kind, amount, currency, status,
-            _from_micros(occurred), sender_bank, evaluation,
+            _from_micros(occurred), sender_bank, evaluation, *details,
         )
 
 
@@ -209,6 +254,9 @@ class AttributedTransaction:
     is_fraudulent: bool = False
     validated_by: str = "none"
     processed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # The account as the join found it (its version as of the transaction), when the
+    # scorer passes it on; the sinks copy its email, type and balance. Not in to_dict().
+    account: Optional[Account] = None
 
     @property
     def transaction_id(self) -> str:
@@ -217,6 +265,11 @@ class AttributedTransaction:
     @property
     def account_id(self) -> str:
         return self.transaction.account_id
+
+    @property
+    def known_account(self) -> Optional[Account]:
+        """The sender's account: as joined, else as the transaction's message described it."""
+        return self.account if self.account is not None else self.transaction.account_details
 
     def to_dict(self) -> dict:
         """The flat JSON-ready form: the transaction's fields plus the attribution."""

@@ -5,7 +5,7 @@
 
 One confluent-kafka consumer reads the accounts and transactions topics to the end
 offsets seen at start (like the bounded DirectRunner run); every message goes through the
-job's own per-record code: the parser (:mod:`pipeline.domain.parsing`), one
+job's own per-record code: the parser (:mod:`pipeline.domain.shapes`, ``auto``), one
 :class:`~pipeline.domain.attribution.AccountHistory` per account in a dict (join, features,
 score and corrections, as the job's stateful step), a Postgres lookup for an account not
 seen on the topic, a buffer for transactions whose account arrives later, the routing, and
@@ -30,8 +30,8 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
-from pipeline.domain.parsing import parse_account, parse_transaction
 from pipeline.domain.scoring import is_suspicious
+from pipeline.domain.shapes import account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
 from pipeline.io.postgres import PostgresAccountLookup, attributed_row, copy_rows
 from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
@@ -76,6 +76,8 @@ def run_baseline(
     })
     conn = psycopg2.connect(dsn, connect_timeout=5)
     lookup = PostgresAccountLookup(dsn)
+    # The parsers of the job's parse step, with its default --input_format.
+    parse_account, parse_transaction = account_parser("auto"), transaction_parser("auto")
     histories: dict[str, AccountHistory] = {}
     waiting: dict[str, list] = defaultdict(list)  # account_id -> [(produced, transaction)]
     batch: dict[str, tuple] = {}
@@ -102,7 +104,7 @@ def run_baseline(
                 transaction=row.transaction,
                 account_name=row.account.account_name if row.account is not None else None,
                 risk_score=row.risk_score, risk_reasons=row.risk_reasons,
-                processed_at=processed_at,
+                processed_at=processed_at, account=row.account,
             ))
             batch[record.transaction_id] = attributed_row(record)
         if len(batch) >= batch_size:

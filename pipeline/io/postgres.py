@@ -28,6 +28,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from pipeline.domain.vocabularies import account_type_word
 from pipeline.errors import ConfigurationError, LookupUnavailable
 from pipeline.io.batching import BatchingWriteFn
 from pipeline.records import Account, AttributedTransaction
@@ -44,6 +45,8 @@ ATTRIBUTED_COLUMNS = (
     "amount", "currency", "transaction_status", "datetime_occurred", "sender_bank",
     "evaluation", "account_name", "risk_score", "risk_reasons", "is_fraudulent",
     "validated_by", "processed_at",
+    # the account's fields the Flink SQL job's table carried (migration 003)
+    "email", "account_type", "balance",
 )
 
 # A batch is copied into a temporary table (COPY, CSV), then upserted from it in one statement.
@@ -149,13 +152,24 @@ def copy_rows(cursor, rows: list[tuple]) -> None:
 
 
 def attributed_row(record: AttributedTransaction) -> tuple:
-    """The row of banking.attributed_transactions for one record."""
+    """The row of banking.attributed_transactions for one record.
+
+    The account's email, type and balance come from the account the join found, else from
+    the transaction's own message (the fraud PoC's transfers describe their sender); NULL
+    when neither is known.
+    """
     t = record.transaction
+    account = record.known_account
+    email, account_type, balance = (
+        (None, None, None) if account is None
+        else (account.email, account.account_type, account.balance)
+    )
     return (
         t.transaction_id, t.account_id, t.counterparty_account_id, t.transaction_type,
         t.amount, t.currency, t.transaction_status, t.datetime_occurred, t.sender_bank,
         t.evaluation, record.account_name, record.risk_score, list(record.risk_reasons),
         record.is_fraudulent, record.validated_by, record.processed_at,
+        email, account_type, balance,
     )
 
 
@@ -271,7 +285,7 @@ class PostgresAccountLookup:
                     cursor.execute(LOOKUP_SQL, (account_ids,))
                     rows = cursor.fetchall()
                 self._conn.rollback()  # end the read-only transaction
-                return [Account(**dict(zip(ACCOUNT_COLUMNS, _plain(row)))) for row in rows]
+                return [_account(row) for row in rows]
             except RETRYABLE_ERRORS as error:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
                 self.close()
@@ -280,6 +294,14 @@ class PostgresAccountLookup:
                 if self.patience_s > 0:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, LOOKUP_MAX_BACKOFF_S)
+
+
+def _account(row: tuple) -> Account:
+    """The Account of a banking.accounts row, its type in riskpipe's words (the Flink SQL
+    system's producers filled the table with theirs: ``Personal`` is ``checking``)."""
+    values = dict(zip(ACCOUNT_COLUMNS, _plain(row)))
+    values["account_type"] = account_type_word(values["account_type"])
+    return Account(**values)
 
 
 def _plain(row: tuple) -> tuple:
