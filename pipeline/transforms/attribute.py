@@ -336,6 +336,7 @@ class AttributeTransactionsFn(beam.DoFn):
             is_fraudulent=False,
             validated_by="none",
             processed_at=self._clock(),
+            account=row.account,
         )
 
     # -- timers --------------------------------------------------------------------------

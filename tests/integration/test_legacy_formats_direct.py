@@ -108,11 +108,6 @@ def test_flinksql_malformed_records_are_dead_lettered_with_their_reasons(flinksq
     assert {steps[p] for p, _ in stream.bad_transactions} == {"ParseTransactions"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AttributeTransactions does not yet hand the joined account on "
-    "(AttributedTransaction.account)",
-)
 def test_flinksql_rows_carry_the_account_columns_of_the_old_table(flinksql):
     stream, job = flinksql
     expected = stream.expected.rows

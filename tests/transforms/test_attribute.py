@@ -222,7 +222,7 @@ def test_emits_attributed_transactions_not_yet_validated():
     txn = transaction()
     expected = AttributedTransaction(
         transaction=txn, account_name="Ada Lovelace", risk_score=0, risk_reasons=(),
-        is_fraudulent=False, validated_by="none", processed_at=PROCESSED_AT,
+        is_fraudulent=False, validated_by="none", processed_at=PROCESSED_AT, account=account(),
     )
     run_step([acct_at(0), ("transaction", txn, 10)], [expected], summary=lambda row: row)
 
