@@ -50,7 +50,7 @@ PARTITIONS = 4
 # first match wins.
 PROCESS_GROUPS = (
     ("simulator", ("-m simulator",)),
-    ("beam_sdk_workers", ("SdkHarness",)),
+    ("beam_sdk_workers", ("SdkHarness", "run_worker")),
     ("flink_taskmanager", ("TaskManagerRunner",)),
     ("flink_jobmanager", ("StandaloneSessionClusterEntrypoint",)),
     ("kafka", ("kafka.Kafka",)),

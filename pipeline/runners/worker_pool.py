@@ -9,11 +9,10 @@ Beam's ``apache_beam.runners.worker.worker_pool_main``, with these differences:
   issue 21589). Here workers write to the pool's own stdout (its log file).
 - Beam's pool gives workers no state cache; here it is ``--state_cache_mb`` (default 100),
   as ``--max_cache_memory_usage_mb`` does for other runners.
-- Workers commit a bundle's state writes pipelined and check every answer
-  (:mod:`pipeline.runners.state_commits`; ``--no_pipelined_commits`` turns it off).
-- Workers send their output to the runner at least every ``--data_buffer_ms`` while a
-  bundle runs, not only when it ends or 10 MB have piled up, so results leave a stage
-  sooner (:mod:`pipeline.runners.output_flush`).
+- Workers weigh state-cache values without walking every module's globals, commit a
+  bundle's state writes pipelined with every answer checked (``--no_pipelined_commits``
+  turns that off), and send their output at least every ``--data_buffer_ms`` while a
+  bundle runs, cut between elements (:mod:`pipeline.runners.sdk_worker` says why).
 
 Workers run this interpreter (not whatever ``python`` is first on PATH).
 """
@@ -31,7 +30,7 @@ from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker.sdk_worker import SdkHarness
 from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
 
-from pipeline.runners import output_flush, state_commits
+from pipeline.runners import sdk_worker
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +66,8 @@ def run_worker(
 ) -> None:
     """One SDK worker process: Beam's SdkHarness, with pipelined state commits if asked."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    if pipelined_commits:
-        state_commits.install()
-    if data_buffer_ms > 0:
-        # Not Beam's data_buffer_time_limit_ms: its timer thread can cut an element in two.
-        output_flush.install(data_buffer_ms)
+    # Not Beam's data_buffer_time_limit_ms: its timer thread can cut an element in two.
+    sdk_worker.install(pipelined_commits=pipelined_commits, output_interval_ms=data_buffer_ms)
     SdkHarness(control_url, worker_id=worker_id, state_cache_size=state_cache_bytes).run()
 
 
