@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test run bench evaluate chaos ui open clean
+.PHONY: help install up down status test test-unit run bench evaluate chaos ui open clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ status: ## Show the health of every local service
 test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
 	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
+
+test-unit: install ## The tests that need no service, in seconds; starts nothing
+	@RISKPIPE_NO_SERVICES=1 $(PY) -m pytest tests -m "not services" -q -p no:randomly
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m tools.demo

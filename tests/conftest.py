@@ -5,13 +5,51 @@ test never skips for a missing service: it starts it (the first time may install
 
 Services stay up after the session for fast re-runs (``python -m stack down`` stops them);
 ``pytest --stack-down`` stops, at the end of the session, the ones the session started.
+
+Every test that needs a service is marked ``services``: by the fixtures it uses, by the
+folder it lives in, or by hand. ``make test-unit`` runs the others (``-m "not services"``)
+with ``RISKPIPE_NO_SERVICES=1``, under which starting a service fails the test at once with
+a message saying to mark it, so the fast path never waits for a broker.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 import stack
+from validator.process import ValidatorProcess
+
+# Fixtures that start services, and folders whose tests all need them.
+SERVICE_FIXTURES = {"stack_up", "kafka_broker", "server", "flink"}
+SERVICE_FOLDERS = {"e2e", "integration", "reliability", "stack"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
+        if SERVICE_FIXTURES & set(item.fixturenames) or folder in SERVICE_FOLDERS:
+            item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture(autouse=True)
+def _no_services_in_unit_runs(request, monkeypatch):
+    """Under RISKPIPE_NO_SERVICES, a test that starts a service fails with a clear message."""
+    if not os.environ.get("RISKPIPE_NO_SERVICES"):
+        return
+
+    def refuse(*_args, **_kwargs):
+        pytest.fail(
+            f"{request.node.nodeid} starts a service: mark it @pytest.mark.services "
+            "(make test runs it; make test-unit must not need one)"
+        )
+
+    monkeypatch.setattr(stack, "up", refuse)
+    monkeypatch.setattr(ValidatorProcess, "__enter__", refuse)
+    monkeypatch.setattr(ValidatorProcess, "start", refuse, raising=False)
 
 
 def pytest_addoption(parser):

@@ -25,6 +25,9 @@ from pipeline.preflight import check_validator
 from stack import config
 from validator.process import ValidatorProcess, free_port
 
+# A real validator process (started here) answers these tests.
+pytestmark = pytest.mark.services
+
 KEY = "job-key-test"
 
 

@@ -10,7 +10,8 @@ same whatever order the inputs were read in (a replay after a crash, two topics 
 different speeds, an unkeyed producer whose records of one account sit in several partitions):
 
 - a transaction gets the account version produced at or before it (by Kafka timestamps; the
-  oldest version when all are newer), and its score uses the features of the account's
+  oldest version when all are newer; a version found by the lookup in PostgreSQL only until
+  the topic's own versions arrive), and its score uses the features of the account's
   transactions *earlier in event time* (``datetime_occurred``, then ``transaction_id``), never
   those that merely arrived earlier;
 - when an account version arrives after transactions it applies to, or a transaction arrives
@@ -145,6 +146,13 @@ class AccountHistory:
         if version in self.versions:
             return []
         before = [_version_at(self.versions, entry.produced) for entry in self.log]
+        if produced != BEGINNING:
+            # A version from the lookup (the table's row today, valid "from the start") only
+            # stands in until the topic's own versions come: kept, it would give earlier
+            # transactions a later version whenever the lookup happened to run first.
+            self.versions = [v for v in self.versions if v[0] != BEGINNING]
+        elif any(at != BEGINNING for at, _ in self.versions):
+            return []  # the topic's versions are known: the lookup's adds nothing
         bisect.insort(self.versions, version, key=_version_order)
         del self.versions[:-MAX_VERSIONS]
         changed = {

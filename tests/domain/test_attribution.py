@@ -129,3 +129,17 @@ def test_inputs_older_than_the_log_are_counted_late_not_lost():
     rows = history.add_transaction(0, old)
     assert [r.transaction.transaction_id for r in rows] == ["old"]
     assert history.late == 1 and history.base.seen == 6 and len(history.log) == LOG_SIZE
+
+
+def test_a_looked_up_version_stands_in_only_until_the_topics_versions_come():
+    from pipeline.domain.attribution import BEGINNING
+
+    history = AccountHistory()
+    history.add_version(BEGINNING, account(account_name="Today's name in the table"))
+    rows = history.add_transaction(micros(timedelta(minutes=1)), transaction())
+    assert [r.account.account_name for r in rows] == ["Today's name in the table"]
+    corrected = history.add_version(micros(timedelta(minutes=5)), account(account_name="First"))
+    # Produced before the first version on the topic: it gets that (oldest) version.
+    assert [r.account.account_name for r in corrected] == ["First"]
+    assert history.add_version(BEGINNING, account(account_name="Looked up again")) == []
+    assert [name for _, name in [(v[0], v[1].account_name) for v in history.versions]] == ["First"]

@@ -228,6 +228,7 @@ def test_timeout_against_a_slow_server_is_one_attempt(scripted):
     assert len(server.requests) == 1
 
 
+@pytest.mark.services
 def test_server_back_after_being_down():
     server = ValidatorProcess(api_key=API_KEY)
     client = make_client(server.url, api_key=API_KEY)

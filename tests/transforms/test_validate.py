@@ -34,6 +34,9 @@ from validator.process import ValidatorProcess
 from factories import T0, transaction
 from .pipelines import batch_pipeline, run_and_count
 
+# A real validator process (started here) answers these tests.
+pytestmark = pytest.mark.services
+
 API_KEY = "validate-test-key"
 WRONG_KEY_REASON = "validator rejected the request (HTTP 401: missing or invalid X-API-Key header)"
 

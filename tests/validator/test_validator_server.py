@@ -89,6 +89,7 @@ def test_synthetic_requests_are_deterministic():
     assert synthetic_requests(50, seed=3) == synthetic_requests(50, seed=3)
 
 
+@pytest.mark.services
 def test_several_workers_share_the_settings(make_payload):
     with ValidatorProcess(
         api_key="k2", extra_args=["--workers", "2", "--max-batch-size", "3"]
