@@ -18,7 +18,6 @@ records; the figure is the cost of read → parse → join → score → write.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,14 +28,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.domain.attribution import AccountHistory
 from pipeline.io.postgres import copy_rows
-from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
-from pipeline.options import env
-from tools.hot_path import HotPath, end_offsets
+from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
 __all__ = ["run_baseline"]
-
-DEFAULT_BOOTSTRAP = env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP)
-DEFAULT_DSN = env("RISKPIPE_PG_DSN", LOCAL_PG_DSN)
 
 
 def run_baseline(
@@ -108,28 +102,14 @@ def run_baseline(
         consumer.close()
         hot.close()
         conn.close()
-    seconds = time.perf_counter() - started
-    transactions = counts["joined"] + counts["unjoined"]
-    return {
-        **counts,
-        "seconds": round(seconds, 3),
-        "records_per_s": round(counts["kafka_records_read"] / seconds, 1),
-        "transactions_per_s": round(transactions / seconds, 1),
-    }
+    return hot.figures(started)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.baseline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kafka_bootstrap", default=DEFAULT_BOOTSTRAP)
-    parser.add_argument("--accounts_topic", default="accounts")
-    parser.add_argument("--transactions_topic", default="transactions")
-    parser.add_argument("--postgres_dsn", default=DEFAULT_DSN)
+    parser = peer_parser("python -m tools.baseline", __doc__)
     parser.add_argument("--postgres_batch_size", type=int, default=1000)
     args = parser.parse_args(argv)
-    print(json.dumps(run_baseline(args.kafka_bootstrap, args.accounts_topic,
-                                  args.transactions_topic, args.postgres_dsn,
-                                  args.postgres_batch_size)))
+    print(json.dumps(run_baseline(*peer_arguments(args), args.postgres_batch_size)))
     return 0
 
 

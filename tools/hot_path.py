@@ -15,6 +15,8 @@ which it does after a TTL).
 
 from __future__ import annotations
 
+import argparse
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,14 +28,34 @@ from pipeline.domain.scoring import is_suspicious
 from pipeline.domain.shapes import account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
 from pipeline.io.postgres import PostgresAccountLookup, attributed_row
+from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
+from pipeline.options import env
 from pipeline.records import Account, AttributedTransaction, Transaction
 from pipeline.transforms.route import route
 
-__all__ = ["COUNTERS", "HotPath", "end_offsets"]
+__all__ = ["COUNTERS", "HotPath", "end_offsets", "peer_arguments", "peer_parser"]
 
-# The job's counters that the hot path keeps, by the job's names.
+# The job's counters that the hot path keeps, by the job's names; and how many transactions
+# waited for their account.
 COUNTERS = ("kafka_records_read", "parsed", "dead_lettered", "joined", "unjoined",
-            "corrected", "postgres_rows_written", "high_risk")
+            "corrected", "postgres_rows_written", "high_risk", "waited")
+
+
+def peer_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The command line of a peer of the job: Kafka, the two topics, Postgres."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kafka_bootstrap",
+                        default=env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP))
+    parser.add_argument("--accounts_topic", default="accounts")
+    parser.add_argument("--transactions_topic", default="transactions")
+    parser.add_argument("--postgres_dsn", default=env("RISKPIPE_PG_DSN", LOCAL_PG_DSN))
+    return parser
+
+
+def peer_arguments(args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """Bootstrap servers, accounts topic, transactions topic and DSN of a :func:`peer_parser`."""
+    return args.kafka_bootstrap, args.accounts_topic, args.transactions_topic, args.postgres_dsn
 
 
 def end_offsets(consumer: Consumer, topics: list[str]) -> dict[tuple[str, int], tuple[int, int]]:
@@ -89,6 +111,7 @@ class HotPath:
         if history.has_account:
             return self._rows(history.add_transaction(produced, txn), joined=True)
         self.waiting[txn.account_id].append((produced, txn))
+        self.counts["waited"] += 1
         return []
 
     def release(self, history_of: Callable[[str], AccountHistory]) -> list[tuple]:
@@ -103,6 +126,17 @@ class HotPath:
                 rows += self._rows(history.add_transaction(*item), joined=account_id in found)
         self.waiting.clear()
         return rows
+
+    def figures(self, started: float) -> dict:
+        """The counters, and the seconds and rates since ``started`` (``perf_counter``)."""
+        seconds = time.perf_counter() - started
+        transactions = self.counts["joined"] + self.counts["unjoined"]
+        return {
+            **self.counts,
+            "seconds": round(seconds, 3),
+            "records_per_s": round(self.counts["kafka_records_read"] / seconds, 1),
+            "transactions_per_s": round(transactions / seconds, 1),
+        }
 
     def close(self) -> None:
         self.lookup.close()

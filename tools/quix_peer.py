@@ -32,7 +32,6 @@ keyed by ``account_id`` (riskpipe's format): its state is per message key.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -48,8 +47,7 @@ from quixstreams.sinks import BaseSink
 from pipeline.domain.attribution import AccountHistory
 from pipeline.io.postgres import connect, copy_rows
 from pipeline.records import Account
-from tools.baseline import DEFAULT_BOOTSTRAP, DEFAULT_DSN
-from tools.hot_path import HotPath, end_offsets
+from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
 __all__ = ["AttributedRowsSink", "run_quix_peer"]
 
@@ -114,14 +112,10 @@ def _delete_changelogs(bootstrap: str, group: str) -> None:
         future.result(30)
 
 
-def run_quix_peer(
-    bootstrap: str,
-    accounts_topic: str,
-    transactions_topic: str,
-    dsn: str,
-    idle_timeout_s: float = 30.0,
-) -> dict:
-    """Processes both topics to their current end; returns counts, seconds and records/s."""
+def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, dsn: str,
+                  idle_timeout_s: float = 30.0) -> dict:
+    """Runs the application over both topics up to their end offsets now; returns its
+    counters, seconds and rates, and ``error`` if it stopped early."""
     started = time.perf_counter()
     expected = _message_count(bootstrap, [accounts_topic, transactions_topic])
     hot = HotPath(dsn)
@@ -167,16 +161,13 @@ def run_quix_peer(
         sink.close()
         hot.close()
         _delete_changelogs(bootstrap, group)
-    seconds = time.perf_counter() - started
-    counts = {**hot.counts, "postgres_rows_written": sink.written}
+    hot.counts["postgres_rows_written"] = sink.written
+    counts = hot.figures(started)
     result = {
         **counts,
         "messages_expected": expected,
         "consumer_group": group,
-        "seconds": round(seconds, 3),
         "startup_s": round(first_message[0] - started, 3) if first_message else None,
-        "records_per_s": round(counts["kafka_records_read"] / seconds, 1),
-        "transactions_per_s": round((counts["joined"] + counts["unjoined"]) / seconds, 1),
     }
     if counts["kafka_records_read"] < expected:
         result["error"] = (f"stopped after {counts['kafka_records_read']} of {expected} "
@@ -185,18 +176,11 @@ def run_quix_peer(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.quix_peer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kafka_bootstrap", default=DEFAULT_BOOTSTRAP)
-    parser.add_argument("--accounts_topic", default="accounts")
-    parser.add_argument("--transactions_topic", default="transactions")
-    parser.add_argument("--postgres_dsn", default=DEFAULT_DSN)
+    parser = peer_parser("python -m tools.quix_peer", __doc__)
     parser.add_argument("--idle_timeout_s", type=float, default=30.0,
                         help="stop when no message came for this long (default 30)")
     args = parser.parse_args(argv)
-    print(json.dumps(run_quix_peer(args.kafka_bootstrap, args.accounts_topic,
-                                   args.transactions_topic, args.postgres_dsn,
-                                   args.idle_timeout_s)))
+    print(json.dumps(run_quix_peer(*peer_arguments(args), args.idle_timeout_s)))
     return 0
 
 
