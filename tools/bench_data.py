@@ -66,15 +66,16 @@ def compare_rows(ids: list[str], rows: dict[str, Row], reference: dict[str, Row]
     }
 
 
-def ratios(tps: dict[str, float]) -> dict[str, float]:
-    """Each engine's transactions/s over every later one's, in the order given.
+def ratios(tps: dict[str, float | None]) -> dict[str, float | None]:
+    """Each engine's transactions/s over every later one's, in the order given (None where
+    a figure is missing or zero).
 
     >>> ratios({"flink": 1200.0, "quix": 600.0, "baseline": 0.0})
     {'flink_over_quix': 2.0, 'flink_over_baseline': None, 'quix_over_baseline': None}
     """
     names = list(tps)
     return {
-        f"{a}_over_{b}": round(tps[a] / tps[b], 2) if tps[b] else None
+        f"{a}_over_{b}": round(tps[a] / tps[b], 2) if tps[a] is not None and tps[b] else None
         for i, a in enumerate(names) for b in names[i + 1:]
     }
 
