@@ -5,6 +5,7 @@ are only on the topic, or never come (their transactions wait, then are written 
 from __future__ import annotations
 
 import json
+import signal
 import uuid
 from datetime import UTC, datetime
 
@@ -45,7 +46,9 @@ def test_quix_peer_writes_the_baselines_rows(stack_up):
         reference = data.rows(ids)
         data.clear_rows(ids)
 
+        handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         peer = run_quix_peer(*topics, idle_timeout_s=10.0)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
         assert "error" not in peer, peer
         assert peer["kafka_records_read"] == peer["messages_expected"] > 403  # and accounts

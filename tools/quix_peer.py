@@ -32,8 +32,10 @@ keyed by ``account_id`` (riskpipe's format): its state is per message key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -104,12 +106,62 @@ def _message_count(bootstrap: str, topics: list[str]) -> int:
         consumer.close()
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """Puts the SIGINT and SIGTERM handlers back afterwards: ``Application.run`` installs
+    its own and leaves them, and they would swallow a later Ctrl-C or SIGTERM."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def _delete_changelogs(bootstrap: str, group: str) -> None:
     """Deletes the changelog topics Quix created for ``group``'s state."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"changelog__{group}")]
     for future in (admin.delete_topics(names).values() if names else ()):
         future.result(30)
+
+
+class _Attribute:
+    """The stateful step: an account's history from the state store, the record applied to
+    it, the history stored back; returns the rows that changed."""
+
+    def __init__(self, hot: HotPath):
+        self.hot = hot
+        self.first_at: float | None = None  # perf_counter of the first message
+
+    def __call__(self, record, key, timestamp, headers, state) -> list[tuple]:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+        if record is None:  # dead-lettered by the parser
+            return []
+        stored = state.get(HISTORY)
+        history = AccountHistory() if stored is None else AccountHistory.from_tuple(stored)
+        produced = timestamp * 1000
+        if isinstance(record, Account):
+            rows = self.hot.account(history, produced, record)
+        else:
+            rows = self.hot.transaction(history, produced, record)
+            if not history.has_account:
+                return rows  # it waits for its account: the history did not change
+        state.set(HISTORY, history.to_tuple())
+        return rows
+
+
+def _dataframes(app: Application, accounts_topic: str, transactions_topic: str,
+                step: _Attribute, sink: AttributedRowsSink) -> None:
+    """Parse each topic, merge the two, attribute per account in state, sink the rows."""
+
+    def parsed(topic: str, is_account: bool):
+        source = app.topic(topic, key_deserializer="str", value_deserializer="bytes")
+        return app.dataframe(source).apply(lambda value: step.hot.parse(is_account, value))
+
+    merged = parsed(accounts_topic, True).concat(parsed(transactions_topic, False))
+    merged.apply(step, stateful=True, metadata=True).sink(sink)
 
 
 def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, dsn: str,
@@ -119,40 +171,17 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
     started = time.perf_counter()
     expected = _message_count(bootstrap, [accounts_topic, transactions_topic])
     hot = HotPath(dsn)
+    step = _Attribute(hot)
     sink = AttributedRowsSink(dsn)
-    first_message: list[float] = []
-
-    def attribute(record, key, timestamp, headers, state) -> list[tuple]:
-        if not first_message:
-            first_message.append(time.perf_counter())
-        if record is None:  # dead-lettered by the parser
-            return []
-        stored = state.get(HISTORY)
-        history = AccountHistory() if stored is None else AccountHistory.from_tuple(stored)
-        produced = timestamp * 1000
-        if isinstance(record, Account):
-            rows = hot.account(history, produced, record)
-        else:
-            rows = hot.transaction(history, produced, record)
-            if not history.has_account:
-                return rows  # it waits for its account: the history did not change
-        state.set(HISTORY, history.to_tuple())
-        return rows
-
     group = f"riskpipe-quix-{uuid.uuid4().hex[:8]}"
     try:
-        with tempfile.TemporaryDirectory(prefix="riskpipe-quix-") as state_dir:
+        with tempfile.TemporaryDirectory(prefix="riskpipe-quix-") as state_dir, \
+                _signal_handlers_kept():
             app = Application(
                 broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest",
                 state_dir=state_dir, loglevel="WARNING",
             )
-
-            def parsed(topic: str, is_account: bool):
-                source = app.topic(topic, key_deserializer="str", value_deserializer="bytes")
-                return app.dataframe(source).apply(lambda value: hot.parse(is_account, value))
-
-            merged = parsed(accounts_topic, True).concat(parsed(transactions_topic, False))
-            merged.apply(attribute, stateful=True, metadata=True).sink(sink)
+            _dataframes(app, accounts_topic, transactions_topic, step, sink)
             app.run(count=expected, timeout=idle_timeout_s, collect=False)
         # Waiting accounts never got a version, so their histories are still empty.
         sink.add_rows(hot.release(lambda account_id: AccountHistory()))
@@ -162,15 +191,14 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
         hot.close()
         _delete_changelogs(bootstrap, group)
     hot.counts["postgres_rows_written"] = sink.written
-    counts = hot.figures(started)
     result = {
-        **counts,
+        **hot.figures(started),
         "messages_expected": expected,
         "consumer_group": group,
-        "startup_s": round(first_message[0] - started, 3) if first_message else None,
+        "startup_s": round(step.first_at - started, 3) if step.first_at else None,
     }
-    if counts["kafka_records_read"] < expected:
-        result["error"] = (f"stopped after {counts['kafka_records_read']} of {expected} "
+    if result["kafka_records_read"] < expected:
+        result["error"] = (f"stopped after {result['kafka_records_read']} of {expected} "
                            f"messages: no message for {idle_timeout_s:.0f} s")
     return result
 
