@@ -58,9 +58,11 @@ def test_quix_peer_writes_the_baselines_rows(stack_up):
         assert (check["missing"], check["rows_agree"]) == (0, 403), check["differ"]
         assert {reference[i][0] for i in orphans} == {None}
         assert None not in {reference[i][0] for i in data.ids}
-        changelogs = [t for t in AdminClient({"bootstrap.servers": data.bootstrap})
-                      .list_topics(timeout=10).topics if peer["consumer_group"] in t]
-        assert changelogs == []
+        admin = AdminClient({"bootstrap.servers": data.bootstrap})
+        changelogs = [t for t in admin.list_topics(timeout=10).topics
+                      if peer["consumer_group"] in t]
+        groups = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+        assert changelogs == [] and peer["consumer_group"] not in groups
     finally:
         data.all_ids += orphans
         data.cleanup()

@@ -41,7 +41,7 @@ import tempfile
 import time
 import uuid
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.sinks import BaseSink
@@ -118,12 +118,16 @@ def _signal_handlers_kept():
             signal.signal(sig, handler)
 
 
-def _delete_changelogs(bootstrap: str, group: str) -> None:
-    """Deletes the changelog topics Quix created for ``group``'s state."""
+def _delete_run_leftovers(bootstrap: str, group: str) -> None:
+    """Deletes the run's consumer group and the changelog topics Quix created for its state."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"changelog__{group}")]
     for future in (admin.delete_topics(names).values() if names else ()):
         future.result(30)
+    try:
+        admin.delete_consumer_groups([group])[group].result(30)
+    except KafkaException as error:  # a run that never joined has no group
+        logger.debug("quix peer: consumer group %s not deleted: %s", group, error)
 
 
 class _Attribute:
@@ -189,7 +193,7 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
     finally:
         sink.close()
         hot.close()
-        _delete_changelogs(bootstrap, group)
+        _delete_run_leftovers(bootstrap, group)
     hot.counts["postgres_rows_written"] = sink.written
     result = {
         **hot.figures(started),
