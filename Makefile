@@ -11,14 +11,14 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv and install riskpipe with its test extras (cached by pip)
+install: $(STAMP) ## Create .venv and install riskpipe with its test and bench extras (cached by pip)
 
 $(STAMP): setup.py versions.env
 	@echo "[install] creating $(VENV) and installing riskpipe (first run downloads Apache Beam and friends)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --progress-bar off -q --upgrade pip
-	@$(PY) -m pip install --progress-bar off -e '.[test]' | grep -vE '^(Requirement already satisfied|  )' || true
-	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo" && touch $(STAMP)
+	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' | grep -vE '^(Requirement already satisfied|  )' || true
+	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams" && touch $(STAMP)
 	@echo "[install] done"
 
 up: install ## Install what is missing and start the local stack (Kafka, Postgres, Mongo, S3, Flink, Prometheus)
@@ -42,9 +42,10 @@ test-unit: install ## The tests that need no service, in seconds; starts nothing
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m tools.demo
 
-bench: install ## Benchmarks: simulator, pipeline vs baseline (in-process), then the job on Flink (throughput, latency); prints JSON
-	@$(PY) -m tools.bench
-	@$(PY) -m tools.bench_flink
+# One seeded simulation, then each engine over it: a plain baseline, a Quix Streams peer, the job
+# on the FnApiRunner and on Flink; then the job's latency on Flink at 200 and 1,000 tx/s.
+bench: install ## Benchmarks: the job on Flink and the FnApiRunner vs a Quix Streams peer and a baseline, same topics; Flink latency; prints JSON
+	@$(PY) -m tools.bench --latency-rates 200,1000
 
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m tools.evaluate

@@ -52,6 +52,11 @@ setup(
             "duckdb>=1.0",
             "moto[server]>=5",
         ],
+        # The peers `make bench` compares the job with (tools/quix_peer.py). quixstreams 3.28
+        # requires confluent-kafka < 2.13.
+        "bench": [
+            "quixstreams>=3.28,<3.29",
+        ],
     },
     entry_points={
         "console_scripts": [

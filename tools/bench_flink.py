@@ -1,7 +1,10 @@
 """End-to-end throughput and latency of the job on the local Flink cluster; one JSON object.
 
-    python -m tools.bench_flink            # part of `make bench`
-    python -m tools.bench_flink --rate 2000 --duration 60 --saturation-count 100000
+    python -m tools.bench_flink            # the job on Flink alone
+    python -m tools.bench_flink --rate 200 --duration 25 --warmup 5 --saturation-count 20000
+
+``make bench`` (:mod:`tools.bench`) runs the same phases beside the other engines, on the
+topics they share.
 
 The job is submitted once (streaming, detached, per-run topics, consumer group and Mongo
 database) and runs through two phases, each a seeded simulation into its topics:
@@ -22,6 +25,7 @@ are the costs. The rows, topics and database are removed afterwards (``--keep`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -32,20 +36,23 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
 import stack
 from stack import flink_rest
 from stack.kafka import ensure_topics
-from tools.bench import Bench
+from tools.bench_data import REPO, SeededTopics
+from tools.bench_data import SERVICES as IN_PROCESS_SERVICES
+from tools.hot_path import end_offsets
 
 logger = logging.getLogger(__name__)
-SERVICES = ["kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"]
-REPO = Path(__file__).resolve().parents[1]
+SERVICES = [*IN_PROCESS_SERVICES, "workerpool", "flink"]
+RUNNER = "FlinkRunner (local standalone cluster, EXTERNAL worker pool)"
 PARTITIONS = 4
+FLINK_GROUP = "flink"  # the job's consumer group is <prefix>flink
 # Process groups whose CPU is sampled from /proc while a phase runs: (name, cmdline parts),
 # first match wins.
 PROCESS_GROUPS = (
@@ -141,52 +148,70 @@ def busy_vertices(job_id: str) -> list[dict]:
     return sorted(out, key=lambda v: -(v["busy_ms_per_s"] or 0))
 
 
-class FlinkBench(Bench):
-    """The job on Flink over this run's topics; phases of simulation measured against it."""
+class FlinkBench(SeededTopics):
+    """The job on Flink over these topics; phases of simulation measured against it."""
 
-    def submit(self, *extra: str) -> str:
+    @contextlib.contextmanager
+    def job(self, *extra: str, keep: bool = False) -> Iterator[str]:
+        """Submits the streaming job (consumer group ``<prefix>flink``); cancels it at the
+        end unless ``keep``. Yields its id."""
+        print("[bench] submitting the job to Flink", file=sys.stderr, flush=True)
         before = {job["jid"] for job in flink_rest.jobs()}
         name = self.prefix.rstrip(".")
-        argv = self.args("flink", "--runner=FlinkRunner", f"--job_name={name}", *extra)
+        argv = self.job_args(FLINK_GROUP, "--runner=FlinkRunner", f"--job_name={name}", *extra)
         done = subprocess.run([sys.executable, "-m", "pipeline.main", *argv], cwd=REPO,
                               capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:
             raise SystemExit(f"submitting the job failed: {done.stderr[-2000:]}")
         job_id = flink_rest.wait_for_job_id(name, 60, exclude=before)
-        flink_rest.wait_until_running(job_id, timeout=120)
-        return job_id
+        try:
+            flink_rest.wait_until_running(job_id, timeout=120)
+            yield job_id
+        finally:
+            if not keep and flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
+                flink_rest.cancel(job_id)
 
-    def phase_ids(self) -> list[str]:
-        return [r["transaction_id"] for r in self.truth if r.get("kind") == "transaction"]
+    def fixed_rate(self, rate: float, duration: float, seed: int) -> Callable[[], dict]:
+        """A simulation publishing ``rate`` transactions/s for ``duration`` s, to run."""
+        return lambda: self.simulate(None, seed, 1000, "--tps", str(rate),
+                                     "--duration", str(duration))
 
     def wait_rows(self, ids: list[str], timeout_s: float) -> int:
         """Waits until every id has its row; returns how many have one."""
         deadline, rows = time.monotonic() + timeout_s, 0
         while time.monotonic() < deadline:
-            rows = self.rows(ids)
+            rows = self.row_count(ids)
             if rows >= len(ids):
                 break
             time.sleep(1.0)
         return rows
 
-    def rows(self, ids: list[str]) -> int:
-        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM banking.attributed_transactions "
-                        "WHERE transaction_id = ANY(%s)", (ids,))
-            (count,) = cur.fetchone()
-        conn.close()
-        return count
+    def wait_committed(self, timeout_s: float) -> bool:
+        """Waits until the job's consumer group has committed the end offsets of both input
+        topics. Flink commits them once a checkpoint holds every output of those inputs, so
+        the rows are final then (corrections included); False after ``timeout_s``."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "enable.auto.commit": False,
+                             "group.id": f"{self.prefix}{FLINK_GROUP}"})
+        try:
+            ends = end_offsets(consumer, [self.topics["accounts"], self.topics["transactions"]])
+            deadline = time.monotonic() + timeout_s
+            while True:
+                committed = consumer.committed([TopicPartition(*tp) for tp in ends], timeout=10)
+                if all(c.offset >= ends[(c.topic, c.partition)][1] for c in committed):
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(1.0)
+        finally:
+            consumer.close()
 
     def landed(self, ids: list[str]) -> dict[str, tuple[float, float]]:
         """(processed_at, written_at) of each id's row, as epoch seconds."""
-        with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT transaction_id, extract(epoch FROM processed_at), "
-                        "extract(epoch FROM written_at) "
-                        "FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
-                        (ids,))
-            found = {tid: (float(p), float(w)) for tid, p, w in cur.fetchall()}
-        conn.close()
-        return found
+        found = self._query("SELECT transaction_id, extract(epoch FROM processed_at), "
+                            "extract(epoch FROM written_at) "
+                            "FROM banking.attributed_transactions "
+                            "WHERE transaction_id = ANY(%s)", ids)
+        return {tid: (float(p), float(w)) for tid, p, w in found}
 
     def produced_at(self) -> dict[str, float]:
         """Kafka timestamp (produce time, s) of every transaction in the topic, by id."""
@@ -213,9 +238,10 @@ class FlinkBench(Bench):
         consumer.close()
         return seen
 
-    def phase(self, name: str, job_id: str, seed: int, sim_args: list[str], warmup_s: float,
+    def phase(self, name: str, job_id: str, produce: Callable[[], dict], warmup_s: float,
               drain_timeout_s: float) -> dict:
-        """Runs one simulation against the job; its throughput, latency and costs."""
+        """Runs ``produce`` (a simulation, or the summary of one already in the topics) with
+        the job running; the throughput, latency and costs of its transactions."""
         sampler = CpuSampler()
         sampler.start()
         busy: list[list[dict]] = []
@@ -230,8 +256,8 @@ class FlinkBench(Bench):
 
         watcher = threading.Thread(target=watch_vertices, daemon=True)
         watcher.start()
-        sim = self.simulate(None, seed, 1000, *sim_args)
-        ids = self.phase_ids()
+        sim = produce()
+        ids = self.ids
         print(f"[bench] {name}: {len(ids)} transactions produced at {sim['rate_tps']}/s; "
               "waiting for their rows", file=sys.stderr, flush=True)
         landed = self.wait_rows(ids, drain_timeout_s)
@@ -290,12 +316,7 @@ def main(argv=None) -> int:
                         help="seconds of the fixed-rate phase (default 60)")
     parser.add_argument("--saturation-count", type=int, default=100_000,
                         help="transactions of the saturation phase (default 100000)")
-    parser.add_argument("--warmup", type=float, default=15,
-                        help="seconds at the start of a phase left out of latency (default 15)")
-    parser.add_argument("--drain-timeout", type=float, default=900,
-                        help="longest wait for a phase's rows (default 900 s)")
-    parser.add_argument("--job-arg", action="append", default=[], metavar="FLAG",
-                        help="a flag for the job, e.g. --job-arg=--parallelism=2 (repeatable)")
+    add_flink_args(parser)
     parser.add_argument("--seed", type=int, default=None,
                         help="simulator seed of the first phase, +1 for the next (default: "
                              "random, so no earlier run's rows share an id; reported)")
@@ -304,42 +325,42 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    endpoints = stack.up(SERVICES)
-    bench = FlinkBench(endpoints, prefix="benchflink")
+    bench = FlinkBench(stack.up(SERVICES), prefix="benchflink")
     ensure_topics({bench.topics["accounts"]: PARTITIONS,
                    bench.topics["transactions"]: PARTITIONS}, bench.bootstrap)
     result: dict = {
-        "runner": "FlinkRunner (local standalone cluster, EXTERNAL worker pool)",
+        "runner": RUNNER,
         "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
         "command": "python -m tools.bench_flink " + " ".join(argv or sys.argv[1:]),
     }
-    job_id = None
-    all_ids: list[str] = []
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
+    result["seed"] = seed
     try:
-        print("[bench] submitting the job to Flink", file=sys.stderr, flush=True)
-        job_id = bench.submit(*args.job_arg)
-        result["job_id"] = job_id
-        seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
-        result["seed"] = seed
-        phases = [
-            ("fixed_rate", seed, ["--tps", str(args.rate), "--duration", str(args.duration)]),
-            ("saturation", seed + 1, ["--count", str(args.saturation_count)]),
-        ]
-        for name, seed, sim_args in phases:
+        with bench.job(*args.job_arg, keep=args.keep) as job_id:
+            result["job_id"] = job_id
+            result["fixed_rate"] = bench.phase(
+                "fixed_rate", job_id, bench.fixed_rate(args.rate, args.duration, seed),
+                args.warmup, args.drain_timeout)
             # A backlog has no warm-up: its latency is mostly the wait in Kafka.
-            warmup = args.warmup if name == "fixed_rate" else 0.0
-            result[name] = bench.phase(name, job_id, seed, sim_args, warmup,
-                                       args.drain_timeout)
-            all_ids += bench.phase_ids()
+            result["saturation"] = bench.phase(
+                "saturation", job_id, lambda: bench.simulate(args.saturation_count, seed + 1, 1000),
+                0.0, args.drain_timeout)
     finally:
-        if job_id and not args.keep and \
-                flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
-            flink_rest.cancel(job_id)
         if not args.keep:
-            bench.truth = [{"kind": "transaction", "transaction_id": t} for t in all_ids]
             bench.cleanup()
     print(json.dumps(result))
     return 0
+
+
+def add_flink_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of the Flink runs that ``tools.bench`` shares."""
+    parser.add_argument("--warmup", type=float, default=15,
+                        help="seconds at the start of a fixed-rate phase left out of latency "
+                             "(default 15)")
+    parser.add_argument("--drain-timeout", type=float, default=900,
+                        help="longest wait for a phase's rows (default 900 s)")
+    parser.add_argument("--job-arg", action="append", default=[], metavar="FLAG",
+                        help="a flag for the job, e.g. --job-arg=--parallelism=2 (repeatable)")
 
 
 if __name__ == "__main__":

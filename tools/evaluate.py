@@ -32,7 +32,8 @@ import psycopg2
 
 import stack
 from pipeline.domain.scoring import THRESHOLD
-from tools.bench import SERVICES, Bench
+from tools.bench_data import SERVICES, SeededTopics
+from tools.bench_fnapi import run_pipeline
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
@@ -111,13 +112,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    bench = Bench(stack.up(SERVICES), prefix="evaluate")
+    bench = SeededTopics(stack.up(SERVICES), prefix="evaluate")
     try:
         sim = bench.simulate(args.count, args.seed, args.accounts,
                              "--event-rate", str(args.event_rate),
                              "--fraud-rate", str(args.fraud_rate))
-        run = bench.run_pipeline("evaluate")
-        ids = [t["transaction_id"] for t in bench.truth if t.get("kind") == "transaction"]
+        run = run_pipeline(bench, "evaluate")
+        ids = bench.ids
         with psycopg2.connect(bench.dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT transaction_id, risk_score, is_fraudulent, validated_by "
                         "FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
