@@ -51,6 +51,7 @@ setup(
             "httpx>=0.27",
             "duckdb>=1.0",
             "moto[server]>=5",
+            "pytest-xdist>=3.5",
         ],
         # The peers `make bench` compares the job with (tools/quix_peer.py). quixstreams 3.28
         # requires confluent-kafka < 2.13.
