@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from pipeline.io.postgres import lookup_factory
 from pipeline.records import Account, AttributedTransaction
 from pipeline.transforms.results import WriteFraudResults, fraud_result, user_document
-from stack.kafka import ensure_topics
+from stack.kafka import COMPACTED, ensure_topics
 
 from factories import T0, account, transaction
 from .pipelines import batch_pipeline
@@ -118,14 +118,16 @@ def test_users_are_looked_up_in_postgres(postgres_dsn, accounts):
     ]
     pipeline = batch_pipeline()
     users = pipeline | beam.Create(records) | beam.ParDo(_UsersFn(lookup_factory(postgres_dsn)))
+    occurred = records[0].transaction.datetime_occurred
+    # Each user document carries the event time of the transaction involving the user.
     assert_that(
-        users | beam.Map(lambda u: (u["account_id"], u.get("email"))),
+        users | beam.MapTuple(lambda at, u: (at, u["account_id"], u.get("email"))),
         equal_to(
             [
-                (sender.account_id, sender.email),
-                (receiver.account_id, receiver.email),
-                (sender.account_id, sender.email),
-                ("nobody", None),
+                (occurred, sender.account_id, sender.email),
+                (occurred, receiver.account_id, receiver.email),
+                (records[1].transaction.datetime_occurred, sender.account_id, sender.email),
+                (records[1].transaction.datetime_occurred, "nobody", None),
             ]
         ),
     )
@@ -136,7 +138,8 @@ def test_replay_changes_nothing(stack_up, postgres_dsn, mongo_uri, s3_config, ac
     bootstrap = stack_up("kafka")["kafka"]["bootstrap_servers"]
     tag = uuid.uuid4().hex[:8]
     topics = {"fraud": f"test-fraud-{tag}", "users": f"test-users-{tag}"}
-    ensure_topics({t: 1 for t in topics.values()}, bootstrap=bootstrap)
+    ensure_topics({t: 1 for t in topics.values()}, bootstrap=bootstrap,
+                  configs={t: COMPACTED for t in topics.values()})
     db_name = f"test_results_{tag}"
     sender, receiver = accounts
     records = [fraudulent(f"t{i}-{tag}", sender.account_id, receiver.account_id) for i in range(5)]
