@@ -11,16 +11,16 @@ where the window is the ``window_s``-second slice of event time holding ``event_
 the shard a stable hash of the id. The element's own timestamp plays no part, so old event
 times (a backfill, a seeded simulation) are written like new ones, never dropped as late.
 
-Documents are keyed by object path. A stateful step buffers the new documents of each path
-and flushes them on a processing-time timer (``flush_s`` after the first one) and at the end
-of a bounded input: it reads the object if it exists and rewrites it as the merge of its
-lines and the new documents (:func:`merge_jsonl`): one line per id, sorted by id, each id's
-line chosen by a rule that does not depend on arrival order. A replay, a restart without
-state and a late document therefore all converge to the same object. Between flushes the
-state holds only the waiting documents; a flush clears it (an idle path keeps nothing).
-
-One path is one key, handled by one worker at a time, so a read-merge-write never races
-another write of the same object within the job.
+Documents are keyed by shard (a path names its shard, so each object belongs to exactly
+one key, and one worker at a time: a read-merge-write never races another write of the same
+object within the job). A stateful step buffers each shard's new documents and flushes them
+on a processing-time timer (``flush_s`` after the first one) and at the end of a bounded
+input: for each object they fall in, it reads the object if it exists and rewrites it as the
+merge of its lines and the new documents (:func:`merge_jsonl`): one line per id, sorted by
+id, each id's line chosen by a rule that does not depend on arrival order. A replay, a
+restart without state and a late document therefore all converge to the same object. The
+state is the documents waiting for the next flush, cleared by it; the number of keys and
+timers is ``num_shards``, however many objects the event times touch.
 
 The S3 endpoint and keys come from Beam's own flags (``--s3_endpoint_url``,
 ``--s3_access_key_id``, ``--s3_secret_access_key``, ``--s3_region_name``; needs
@@ -48,7 +48,6 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline import metrics
@@ -154,8 +153,8 @@ def merge_jsonl(
     return "".join(current[key][1] + "\n" for key in sorted(current)).encode("utf-8")
 
 
-class _KeyByObjectFn(beam.DoFn):
-    """``(event_time, doc)`` -> ``(object path, canonical JSON line)``."""
+class _KeyByShardFn(beam.DoFn):
+    """``(event_time, doc)`` -> ``(shard, (object path, canonical JSON line))``."""
 
     def __init__(self, prefix: str, window_s: int, id_field: str, num_shards: int):
         self.prefix, self.window_s = prefix, window_s
@@ -165,21 +164,24 @@ class _KeyByObjectFn(beam.DoFn):
         event_time, doc = element
         seconds = int(event_seconds(event_time) // self.window_s * self.window_s)
         shard = zlib.crc32(str(doc[self.id_field]).encode("utf-8")) % self.num_shards
-        yield object_path(self.prefix, seconds, shard), canonical_line(doc)
+        yield shard, (object_path(self.prefix, seconds, shard), canonical_line(doc))
 
 
-class _MergeIntoObjectFn(beam.DoFn):
-    """Buffers the new lines of one object and merges them into it on a timer.
+class _MergeIntoObjectsFn(beam.DoFn):
+    """Buffers a shard's new lines and merges them into their objects on a timer.
 
-    State and timers (per object path):
-      PENDING: BagStateSpec of the lines waiting for the next flush.
-      SCHEDULED: ReadModifyWriteStateSpec, whether the timers below are set (one timer per
-        flush, never one per element).
+    State and timers (per shard):
+      PENDING: BagStateSpec of ``(object path, line)`` waiting for the next flush.
+      SCHEDULED: ReadModifyWriteStateSpec, whether FLUSH is set (one timer per flush, never
+        one per element).
       FLUSH: processing-time timer, ``flush_s`` after the first waiting line.
-      END: event-time timer at the end of the global window: a bounded input's end.
+      END: event-time timer at the end of the window: flushes what waits at a bounded
+        input's end.
     """
 
-    PENDING = BagStateSpec("pending", coders.StrUtf8Coder())
+    PENDING = BagStateSpec(
+        "pending", coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])
+    )
     SCHEDULED = ReadModifyWriteStateSpec("scheduled", coders.BooleanCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
@@ -215,52 +217,51 @@ class _MergeIntoObjectFn(beam.DoFn):
     def process(
         self,
         element,
+        window=beam.DoFn.WindowParam,
         pending=beam.DoFn.StateParam(PENDING),
         scheduled=beam.DoFn.StateParam(SCHEDULED),
         flush=beam.DoFn.TimerParam(FLUSH),
         end=beam.DoFn.TimerParam(END),
     ):
-        _path, line = element
-        pending.add(line)
+        _shard, path_and_line = element
+        pending.add(path_and_line)
         if not scheduled.read():
             flush.set(Timestamp.now() + Duration(seconds=self.flush_s))
-            end.set(GlobalWindow().max_timestamp())
+            end.set(window.max_timestamp())
             scheduled.write(True)
 
     @on_timer(FLUSH)
     def on_flush(
         self,
-        path=beam.DoFn.KeyParam,
         pending=beam.DoFn.StateParam(PENDING),
         scheduled=beam.DoFn.StateParam(SCHEDULED),
-        end=beam.DoFn.TimerParam(END),
     ):
-        end.clear()
-        yield from self._flush(path, pending, scheduled)
+        yield from self._flush(pending, scheduled)
 
     @on_timer(END)
     def on_end(
         self,
-        path=beam.DoFn.KeyParam,
         pending=beam.DoFn.StateParam(PENDING),
         scheduled=beam.DoFn.StateParam(SCHEDULED),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
+        yield from self._flush(pending, scheduled)
         flush.clear()
-        yield from self._flush(path, pending, scheduled)
 
-    def _flush(self, path, pending, scheduled):
-        lines = list(pending.read())
+    def _flush(self, pending, scheduled):
+        by_path: dict[str, list[str]] = {}
+        for path, line in pending.read():
+            by_path.setdefault(path, []).append(line)
         pending.clear()
         scheduled.clear()
-        if not lines:
-            return
-        self.records.inc(len(lines))
-        if self._with_retries(path, lambda: self._merge_into(path, lines)):
-            self.objects.inc()
-            yield path
-        else:
-            self.unchanged.inc()
+        for path in sorted(by_path):
+            lines = by_path[path]
+            self.records.inc(len(lines))
+            if self._with_retries(path, lambda p=path, ls=lines: self._merge_into(p, ls)):
+                self.objects.inc()
+                yield path
+            else:
+                self.unchanged.inc()
 
     def _merge_into(self, path: str, lines: list[str]) -> bool:
         """Rewrites the object with ``lines`` merged in; False if that changed nothing."""
@@ -348,13 +349,13 @@ class WriteEventTimeJson(beam.PTransform):
     def expand(self, dated_docs):
         return (
             dated_docs
-            | "KeyByObject"
+            | "KeyByShard"
             >> beam.ParDo(
-                _KeyByObjectFn(self.prefix, self.window_s, self.id_field, self.num_shards)
-            ).with_output_types(tuple[str, str])
+                _KeyByShardFn(self.prefix, self.window_s, self.id_field, self.num_shards)
+            ).with_output_types(tuple[int, tuple[str, str]])
             | "MergeIntoObjects"
             >> beam.ParDo(
-                _MergeIntoObjectFn(
+                _MergeIntoObjectsFn(
                     self.prefix,
                     self.id_field, self.version_field, self.flush_s, self.filesystem_args
                 )
