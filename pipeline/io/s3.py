@@ -170,7 +170,7 @@ class _KeyByShardFn(beam.DoFn):
 class _MergeIntoObjectsFn(beam.DoFn):
     """Buffers a shard's new lines and merges them into their objects on a timer.
 
-    State and timers (per shard):
+    State and timers (per shard), made by :func:`_merge_into_objects` with names of their own:
       PENDING: BagStateSpec of ``(object path, line)`` waiting for the next flush.
       SCHEDULED: ReadModifyWriteStateSpec, whether FLUSH is set (one timer per flush, never
         one per element).
@@ -178,13 +178,6 @@ class _MergeIntoObjectsFn(beam.DoFn):
       END: event-time timer at the end of the window: flushes what waits at a bounded
         input's end.
     """
-
-    PENDING = BagStateSpec(
-        "pending", coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])
-    )
-    SCHEDULED = ReadModifyWriteStateSpec("scheduled", coders.BooleanCoder())
-    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
-    END = TimerSpec("end", TimeDomain.WATERMARK)
 
     def __init__(
         self,
@@ -214,39 +207,13 @@ class _MergeIntoObjectsFn(beam.DoFn):
         self.objects.inc(0)  # a series from the first bundle on, for dashboards
         self.records.inc(0)
 
-    def process(
-        self,
-        element,
-        window=beam.DoFn.WindowParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        scheduled=beam.DoFn.StateParam(SCHEDULED),
-        flush=beam.DoFn.TimerParam(FLUSH),
-        end=beam.DoFn.TimerParam(END),
-    ):
+    def _buffer(self, element, window, pending, scheduled, flush, end):
         _shard, path_and_line = element
         pending.add(path_and_line)
         if not scheduled.read():
             flush.set(Timestamp.now() + Duration(seconds=self.flush_s))
             end.set(window.max_timestamp())
             scheduled.write(True)
-
-    @on_timer(FLUSH)
-    def on_flush(
-        self,
-        pending=beam.DoFn.StateParam(PENDING),
-        scheduled=beam.DoFn.StateParam(SCHEDULED),
-    ):
-        yield from self._flush(pending, scheduled)
-
-    @on_timer(END)
-    def on_end(
-        self,
-        pending=beam.DoFn.StateParam(PENDING),
-        scheduled=beam.DoFn.StateParam(SCHEDULED),
-        flush=beam.DoFn.TimerParam(FLUSH),
-    ):
-        yield from self._flush(pending, scheduled)
-        flush.clear()
 
     def _flush(self, pending, scheduled):
         by_path: dict[str, list[str]] = {}
@@ -295,6 +262,56 @@ class _MergeIntoObjectsFn(beam.DoFn):
                 self.retries.inc()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+def _merge_into_objects(prefix: str, *args) -> _MergeIntoObjectsFn:
+    """A _MergeIntoObjectsFn for ``prefix`` whose timers are named after it.
+
+    The FnApiRunner keeps the timers of all steps in one buffer per timer name, so two
+    steps with timers of the same name (two writers here, or another step's ``flush``)
+    would receive each other's timers.
+    """
+    tag = f"{zlib.crc32(prefix.encode('utf-8')):08x}"
+    pending_spec = BagStateSpec(
+        "pending", coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])
+    )
+    scheduled_spec = ReadModifyWriteStateSpec("scheduled", coders.BooleanCoder())
+    flush_spec = TimerSpec(f"s3-flush-{tag}", TimeDomain.REAL_TIME)
+    end_spec = TimerSpec(f"s3-end-{tag}", TimeDomain.WATERMARK)
+
+    class MergeIntoObjectsFn(_MergeIntoObjectsFn):
+        PENDING, SCHEDULED, FLUSH, END = pending_spec, scheduled_spec, flush_spec, end_spec
+
+        def process(
+            self,
+            element,
+            window=beam.DoFn.WindowParam,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+            flush=beam.DoFn.TimerParam(flush_spec),
+            end=beam.DoFn.TimerParam(end_spec),
+        ):
+            self._buffer(element, window, pending, scheduled, flush, end)
+
+        @on_timer(flush_spec)
+        def on_flush(
+            self,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+        ):
+            yield from self._flush(pending, scheduled)
+
+        @on_timer(end_spec)
+        def on_end(
+            self,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+            flush=beam.DoFn.TimerParam(flush_spec),
+        ):
+            yield from self._flush(pending, scheduled)
+            flush.clear()
+
+    return MergeIntoObjectsFn(prefix, *args)
 
 
 class WriteEventTimeJson(beam.PTransform):
@@ -355,7 +372,7 @@ class WriteEventTimeJson(beam.PTransform):
             ).with_output_types(tuple[int, tuple[str, str]])
             | "MergeIntoObjects"
             >> beam.ParDo(
-                _MergeIntoObjectsFn(
+                _merge_into_objects(
                     self.prefix,
                     self.id_field, self.version_field, self.flush_s, self.filesystem_args
                 )

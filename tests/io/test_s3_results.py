@@ -7,6 +7,7 @@ import itertools
 import json
 import random
 import uuid
+import zlib
 from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
@@ -163,6 +164,33 @@ def test_a_correction_replaces_the_stored_line_and_a_recomputation_keeps_it(
     again = {d["transaction_id"]: d for d in lines_of(objects(s3, s3_config["bucket"], folder))}
     assert again == after
     assert set(before) == set(objects(s3, s3_config["bucket"], folder))
+
+
+def test_two_writers_in_one_pipeline_each_write_all_their_documents(s3_config, s3, folder):
+    """Each writer's flush timers are its own: the FnApiRunner buffers timers by name, so
+    writers sharing timer names received each other's timers and left documents unwritten."""
+    pipeline = beam.Pipeline(
+        runner="FnApiRunner", options=PipelineOptions(s3_config["pipeline_args"])
+    )
+    docs = [tx(i, minute=i % 3) for i in range(12)]
+    # Writer "a" has one shard (key 0); writer "b" gets only documents of its shards 1-3.
+    shards = {"a": 1, "b": 4}
+    written = {"a": docs, "b": [d for d in docs if zlib.crc32(d[1]["transaction_id"].encode()) % 4]}
+    both = pipeline | beam.Create(docs)  # one input, two branches: as the fraud results
+    for name in ("a", "b"):
+        wanted = {d["transaction_id"] for _, d in written[name]}
+        _ = (
+            both
+            | f"Keep{name}" >> beam.Filter(lambda pair, w=wanted: pair[1]["transaction_id"] in w)
+            | f"Write{name}" >> WriteEventTimeJson(
+                f"s3://{s3_config['bucket']}/{folder}/{name}", "transaction_id",
+                num_shards=shards[name])
+        )
+    pipeline.run().wait_until_finish()
+    for name in ("a", "b"):
+        stored = lines_of(objects(s3, s3_config["bucket"], f"{folder}/{name}"))
+        assert sorted(d["transaction_id"] for d in stored) == sorted(
+            d["transaction_id"] for _, d in written[name]), name
 
 
 def test_merge_does_not_depend_on_the_order_of_versions():
