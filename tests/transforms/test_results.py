@@ -199,9 +199,13 @@ def test_replay_changes_nothing(stack_up, postgres_dsn, mongo_uri, s3_config, ac
     assert len(first[2]) >= 2
     assert second == first
     assert len(kafka_values(bootstrap, topics["fraud"])) == 12  # at least once: 6 per run
+    # Keyed by the document's natural id: what compaction folds a repeat by.
+    for topic, key in ((topics["fraud"], "transaction_id"), (topics["users"], "account_id")):
+        keyed = kafka_values(bootstrap, topic, with_keys=True)
+        assert keyed and all(k == v[key].encode() for k, v in keyed)
 
 
-def kafka_values(bootstrap: str, topic: str) -> list[dict]:
+def kafka_values(bootstrap: str, topic: str, with_keys: bool = False) -> list:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}"})
     try:
         tp = TopicPartition(topic, 0, 0)
@@ -211,7 +215,8 @@ def kafka_values(bootstrap: str, topic: str) -> list[dict]:
         while len(values) < end:
             message = consumer.poll(30)
             assert message is not None and message.error() is None
-            values.append(json.loads(message.value()))
+            value = json.loads(message.value())
+            values.append((message.key(), value) if with_keys else value)
         return values
     finally:
         consumer.close()
