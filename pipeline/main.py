@@ -44,11 +44,10 @@ from pipeline.options import (
 )
 from pipeline.runners.flags import with_runner_defaults
 from pipeline.runners.savepoint import SavepointAwareFlinkRunner
-from pipeline.transforms.join import JoinWithAccounts
-from pipeline.transforms.parse import ParseAccounts, ParseTransactions
+from pipeline.transforms.attribute import AttributeTransactions
+from pipeline.transforms.decide import DecideFraud
+from pipeline.transforms.parse import ParseAccounts, ParseTransactions, ReadRecords
 from pipeline.transforms.results import WriteFraudResults
-from pipeline.transforms.route import RouteByEvaluation
-from pipeline.transforms.score import ScoreRisk
 from pipeline.transforms.validate import ValidateUnidentified
 
 logger = logging.getLogger(__name__)
@@ -66,10 +65,6 @@ SUMMARY_COUNTERS = (
 )
 
 
-def _key_by_account(record):
-    return record.account_id, record
-
-
 def s3_args(options: PipelineOptions) -> list[str]:
     """The ``--s3_*`` flags the job was given, for the S3 writers.
 
@@ -85,7 +80,8 @@ def s3_args(options: PipelineOptions) -> list[str]:
 
 
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
-    """Adds the whole graph to ``p``, one labelled step per arrow of the README's architecture."""
+    """Adds the whole graph to ``p``: read → parse → attribute (join + score) → decide →
+    write, one labelled step per arrow of the README's architecture."""
     kafka = options.view_as(KafkaOptions)
     dsn = options.view_as(PostgresOptions).postgres_dsn
     run = options.view_as(RunOptions)
@@ -99,35 +95,41 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
             bounded=bounded, max_records=run.max_records, metrics_name=metrics_name,
         )
 
-    accounts = (
-        p
-        | "ReadAccounts" >> read(kafka.accounts_topic, "accounts")
-        | "ParseAccounts" >> ParseAccounts()
+    if not kafka.transactions_topic:
+        raise ConfigurationError("kafka: --transactions_topic must name a topic")
+    transactions = p | "ReadTransactions" >> ReadRecords(
+        read(kafka.transactions_topic, "transactions"),
+        ParseTransactions(input_format=kafka.input_format),
     )
-    transactions = (
-        p
-        | "ReadTransactions" >> read(kafka.transactions_topic, "transactions")
-        | "ParseTransactions" >> ParseTransactions()
-    )
-    routed = (
-        (
-            accounts.records | "KeyAccounts" >> beam.Map(_key_by_account),
-            transactions.records | "KeyTransactions" >> beam.Map(_key_by_account),
+    # Accounts: the accounts topic's (none with --accounts_topic='') and those the
+    # transactions' own messages describe (the fraud PoC's transfers carry both users).
+    account_streams, dead_letters = [transactions.accounts], [transactions.dead_letters]
+    if kafka.accounts_topic:
+        accounts = p | "ReadAccounts" >> ReadRecords(
+            read(kafka.accounts_topic, "accounts"), ParseAccounts(input_format=kafka.input_format)
         )
-        | "JoinWithAccounts" >> JoinWithAccounts(
+        account_streams.insert(0, accounts.records)
+        dead_letters.insert(0, accounts.dead_letters)
+    validator = options.view_as(ValidatorOptions)
+    decisions = (
+        (account_streams | "MergeAccounts" >> beam.Flatten(), transactions.records)
+        | "AttributeTransactions" >> AttributeTransactions(
             lookups, ttl=options.view_as(JoinOptions).join_ttl_s
         )
-        | "ScoreRisk" >> ScoreRisk()
-        | "RouteByEvaluation" >> RouteByEvaluation()
+        | "DecideFraud" >> DecideFraud(
+            ValidateUnidentified(
+                validator.validator_url,
+                validator.validator_api_key or None,
+                batch_size=validator.validator_batch_size,
+                timeout_s=validator.validator_timeout_s,
+                lookup_factory=lookups,
+            )
+        )
     )
-    validator = options.view_as(ValidatorOptions)
-    validated = routed.unidentified | "ValidateUnidentified" >> ValidateUnidentified(
-        validator.validator_url,
-        batch_size=validator.validator_batch_size,
-        timeout_s=validator.validator_timeout_s,
-        lookup_factory=lookups,
-    )
-    decided = (routed.decided, validated) | "MergeDecisions" >> beam.Flatten()
+    # The step's serialized DoFn carries the key to the workers; the options are submitted
+    # and stored with the job, so the key leaves them.
+    validator.validator_api_key = None
+    decided = decisions["decided"]
     decided | "WriteToPostgres" >> WriteAttributedTransactions(
         dsn, options.view_as(PostgresOptions).postgres_batch_size
     )
@@ -145,7 +147,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         )
     )
     (
-        (accounts.dead_letters, transactions.dead_letters)
+        (*dead_letters, decisions["dead_letters"])
         | "MergeDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
     )

@@ -11,10 +11,12 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.domain.shapes import INPUT_FORMATS
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
     LOCAL_PG_DSN,
+    LOCAL_VALIDATOR_API_KEY,
     LOCAL_VALIDATOR_URL,
 )
 
@@ -46,9 +48,24 @@ class KafkaOptions(PipelineOptions):
             default=env("RISKPIPE_KAFKA_BOOTSTRAP", LOCAL_KAFKA_BOOTSTRAP),
             help="Kafka bootstrap servers, host:port[,host:port] (env RISKPIPE_KAFKA_BOOTSTRAP).",
         )
-        parser.add_argument("--accounts_topic", default="accounts", help="Topic of accounts.")
+        parser.add_argument(
+            "--accounts_topic",
+            default="accounts",
+            help="Topic of accounts; '' reads none (the fraud PoC's transfers carry their "
+            "users; other accounts then come only from banking.accounts).",
+        )
         parser.add_argument(
             "--transactions_topic", default="transactions", help="Topic of transactions."
+        )
+        parser.add_argument(
+            "--input_format",
+            choices=INPUT_FORMATS,
+            default="auto",
+            help="Shape of the input records: riskpipe's own; flinksql, the Flink SQL risk "
+            "job's (topics accounts and bank_transactions, capitalised vocabularies, "
+            "datetime_occured); poc, the Kafka Connect fraud PoC's (one topic, "
+            "bank-transactions, a transfer with both users); or auto, each message "
+            "recognised by its keys. See docs/input-formats.md.",
         )
         parser.add_argument(
             "--dead_letter_topic",
@@ -139,6 +156,13 @@ class ValidatorOptions(PipelineOptions):
             "--validator_url",
             default=env("RISKPIPE_VALIDATOR_URL", LOCAL_VALIDATOR_URL),
             help="Base URL of the fraud validator (env RISKPIPE_VALIDATOR_URL).",
+        )
+        parser.add_argument(
+            "--validator_api_key",
+            default=env("RISKPIPE_VALIDATOR_API_KEY", LOCAL_VALIDATOR_API_KEY),
+            help="Key sent to the validator in the X-API-Key header (env "
+            "RISKPIPE_VALIDATOR_API_KEY; prefer it, flags show in `ps`). The default is the "
+            "local stack's key; an empty value sends none.",
         )
         parser.add_argument(
             "--validator_batch_size", type=int, default=200, help="Transactions per call."

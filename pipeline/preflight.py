@@ -6,11 +6,13 @@ deep inside a worker. These checks fail at once with one line that names the set
     check_all(options)   # raises ConfigurationError("kafka: cannot reach ... (--kafka_bootstrap)")
 
 The fraud validator is the exception: while it is down, transactions wait for it, so an
-unreachable validator is a warning, not an error.
+unreachable validator is a warning, not an error. A validator that answers but refuses the
+job's API key is an error: every unidentified transaction would be decided for review.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.error
 import urllib.request
@@ -26,7 +28,14 @@ from pipeline.options import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_all", "check_kafka", "check_mongo", "check_postgres", "check_s3"]
+__all__ = [
+    "check_all",
+    "check_kafka",
+    "check_mongo",
+    "check_postgres",
+    "check_s3",
+    "check_validator",
+]
 
 TIMEOUT_S = 5
 
@@ -131,22 +140,51 @@ def check_s3(bucket: str, endpoint_url: str, access_key: str, secret_key: str, r
         ) from error
 
 
-def warn_if_validator_down(url: str) -> None:
-    """Logs a warning when the validator's /health does not answer."""
+def check_validator(url: str, api_key: str | None) -> None:
+    """Warns when the validator does not answer; raises when it refuses ``api_key``.
+
+    The key is tried with an empty batch (no transaction is judged) and never printed.
+    """
+    base = url.rstrip("/")
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=TIMEOUT_S):
-            return
+        with urllib.request.urlopen(f"{base}/health", timeout=TIMEOUT_S):
+            pass
     except (urllib.error.URLError, OSError) as error:
         logger.warning(
             "validator at %s does not answer (%s); unidentified transactions will wait for it",
             url, error,
         )
+        return
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["X-API-Key"] = api_key
+    request = urllib.request.Request(
+        f"{base}/validate/batch",
+        data=json.dumps({"transactions": []}).encode(),
+        headers=headers,
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            given = "refused the API key" if api_key else "requires an API key"
+            raise ConfigurationError(
+                f"validator: {url} {given} (--validator_api_key, env "
+                "RISKPIPE_VALIDATOR_API_KEY); every unidentified transaction would go to review"
+            ) from None
+        logger.warning("validator at %s answered an empty batch with HTTP %d", url, error.code)
+    except (urllib.error.URLError, OSError) as error:
+        logger.warning("validator at %s did not answer an empty batch (%s)", url, error)
 
 
 def check_all(options) -> None:
     """Runs every check for the job's options; raises ConfigurationError on the first."""
     kafka = options.view_as(KafkaOptions)
-    check_kafka(kafka.kafka_bootstrap, [kafka.accounts_topic, kafka.transactions_topic])
+    # An empty --accounts_topic reads no accounts topic.
+    topics = [t for t in (kafka.accounts_topic, kafka.transactions_topic) if t]
+    check_kafka(kafka.kafka_bootstrap, topics)
     check_postgres(options.view_as(PostgresOptions).postgres_dsn)
     check_mongo(options.view_as(MongoOptions).mongo_uri)
     s3 = options.get_all_options()
@@ -157,4 +195,5 @@ def check_all(options) -> None:
         s3["s3_secret_access_key"],
         s3["s3_region_name"],
     )
-    warn_if_validator_down(options.view_as(ValidatorOptions).validator_url)
+    validator = options.view_as(ValidatorOptions)
+    check_validator(validator.validator_url, validator.validator_api_key or None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple, Optional
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "TRANSACTION_TYPES",
     "TRANSACTION_STATUSES",
     "ACCOUNT_TYPES",
+    "INVESTMENT",
+    "KNOWN_ACCOUNT_TYPES",
 ]
 
 # `evaluation` as set by the sender's bank: already known fraud, not known either way,
@@ -44,7 +46,12 @@ EVALUATIONS = ("fraudulent", "unidentified", "cleared")
 VALIDATED_BY = ("bank", "validator", "none")
 TRANSACTION_TYPES = ("transfer", "payment", "withdrawal", "deposit")
 TRANSACTION_STATUSES = ("completed", "pending", "failed")
+# The account types riskpipe's own bank issues (the simulator draws from these).
 ACCOUNT_TYPES = ("checking", "savings", "business", "credit")
+# Accounts of the Flink SQL system may also be investment accounts (see
+# pipeline.domain.vocabularies for how every input vocabulary maps to these words).
+INVESTMENT = "investment"
+KNOWN_ACCOUNT_TYPES = (*ACCOUNT_TYPES, INVESTMENT)
 # Dead letters keep at most this much of the original payload (a cut UTF-8 character makes
 # the kept part hex); Kafka's default message limit is 1 MB.
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
@@ -63,6 +70,19 @@ def _datetime(value: Any) -> Optional[datetime]:
     if parsed is not None and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(value: Optional[datetime]) -> Optional[int]:
+    """A timestamp as integer microseconds since the epoch (exact, unlike ``timestamp()``)."""
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: Optional[int]) -> Optional[datetime]:
+    return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
 def _date(value: Any) -> Optional[date]:
@@ -107,10 +127,36 @@ class Account:
             values["balance"] = float(values["balance"])
         return cls(**values)
 
+    def to_tuple(self) -> tuple:
+        """The account as a tuple of primitives, for compact coders; see :meth:`from_tuple`."""
+        return (
+            self.account_id, self.account_name, self.email, self.account_type, self.balance,
+            _micros(self.created_at), self.address,
+            None if self.birthdate is None else self.birthdate.toordinal(),
+            self.phone_number, self.job, self.company, self.bank, self.bank_account,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "Account":
+        """Inverse of :meth:`to_tuple`."""
+        (account_id, name, email, account_type, balance, created, address, birth, phone, job,
+         company, bank, bank_account) = values
+        return cls(
+            account_id, name, email, account_type, balance, _from_micros(created), address,
+            None if birth is None else date.fromordinal(birth), phone, job, company, bank,
+            bank_account,
+        )
+
 
 @dataclass(frozen=True)
 class Transaction:
-    """A money movement from `account_id` (the sender) to `counterparty_account_id`."""
+    """A money movement from `account_id` (the sender) to `counterparty_account_id`.
+
+    ``account_details`` and ``counterparty_details`` are the sender's and the receiver's
+    accounts as the message itself described them (the fraud PoC's transfers carry both
+    users); None when the message names only ids, as riskpipe's own shape does. They are
+    left out of :meth:`to_dict` when None.
+    """
 
     transaction_id: str
     account_id: str
@@ -122,11 +168,27 @@ class Transaction:
     datetime_occurred: datetime
     sender_bank: Optional[str]
     evaluation: str
+    account_details: Optional[Account] = None
+    counterparty_details: Optional[Account] = None
 
     def to_dict(self) -> dict:
-        """The JSON-ready form (timestamps as ISO strings)."""
-        out = dataclasses.asdict(self)
-        out["datetime_occurred"] = _iso(self.datetime_occurred)
+        """The JSON-ready form (timestamps as ISO strings; details only when known)."""
+        out = {
+            "transaction_id": self.transaction_id,
+            "account_id": self.account_id,
+            "counterparty_account_id": self.counterparty_account_id,
+            "transaction_type": self.transaction_type,
+            "amount": self.amount,
+            "currency": self.currency,
+            "transaction_status": self.transaction_status,
+            "datetime_occurred": _iso(self.datetime_occurred),
+            "sender_bank": self.sender_bank,
+            "evaluation": self.evaluation,
+        }
+        if self.account_details is not None:
+            out["account_details"] = self.account_details.to_dict()
+        if self.counterparty_details is not None:
+            out["counterparty_details"] = self.counterparty_details.to_dict()
         return out
 
     @classmethod
@@ -138,7 +200,47 @@ class Transaction:
         values["amount"] = float(values["amount"])
         values.setdefault("counterparty_account_id", None)
         values.setdefault("sender_bank", None)
+        for name in ("account_details", "counterparty_details"):
+            if isinstance(values.get(name), dict):
+                values[name] = Account.from_dict(values[name])
         return cls(**values)
+
+    def to_tuple(self) -> tuple:
+        """The transaction as a tuple of primitives, for compact coders; see :meth:`from_tuple`.
+
+        The accounts a message described follow, as two more items, only when there are any
+        (riskpipe's own records stay ten primitives).
+
+        >>> t = Transaction("t1", "a1", None, "transfer", 1.5, "EUR", "completed",
+        ...                 datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc), None, "cleared")
+        >>> Transaction.from_tuple(t.to_tuple()) == t, len(t.to_tuple())
+        (True, 10)
+        >>> poc = dataclasses.replace(t, account_details=Account("a1", "Ann"))
+        >>> Transaction.from_tuple(poc.to_tuple()) == poc
+        True
+        """
+        values = (
+            self.transaction_id, self.account_id, self.counterparty_account_id,
+            self.transaction_type, self.amount, self.currency, self.transaction_status,
+            _micros(self.datetime_occurred), self.sender_bank, self.evaluation,
+        )
+        if self.account_details is None and self.counterparty_details is None:
+            return values
+        return (*values, *(
+            None if details is None else details.to_tuple()
+            for details in (self.account_details, self.counterparty_details)
+        ))
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "Transaction":
+        """Inverse of :meth:`to_tuple`."""
+        (transaction_id, account_id, counterparty, kind, amount, currency, status, occurred,
+         sender_bank, evaluation) = values[:10]
+        details = [None if d is None else Account.from_tuple(d) for d in values[10:]]
+        return cls(
+            transaction_id, account_id, counterparty, kind, amount, currency, status,
+            _from_micros(occurred), sender_bank, evaluation, *details,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +254,9 @@ class AttributedTransaction:
     is_fraudulent: bool = False
     validated_by: str = "none"
     processed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # The account as the join found it (its version as of the transaction), when the
+    # scorer passes it on; the sinks copy its email, type and balance. Not in to_dict().
+    account: Optional[Account] = None
 
     @property
     def transaction_id(self) -> str:
@@ -160,6 +265,11 @@ class AttributedTransaction:
     @property
     def account_id(self) -> str:
         return self.transaction.account_id
+
+    @property
+    def known_account(self) -> Optional[Account]:
+        """The sender's account: as joined, else as the transaction's message described it."""
+        return self.account if self.account is not None else self.transaction.account_details
 
     def to_dict(self) -> dict:
         """The flat JSON-ready form: the transaction's fields plus the attribution."""

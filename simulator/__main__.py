@@ -8,16 +8,24 @@ Examples::
     python -m simulator --seed 42 --count 100000 --ground-truth-file truth.jsonl
     # generation only, nothing published (prints the same summary)
     python -m simulator --seed 42 --count 100000 --dry-run
+    # train on some fraud families, test on others (another seed, other data)
+    python -m simulator --seed 1 --scenarios mule_inflow,structuring --dry-run \
+        --ground-truth-file train.jsonl
+    # the Flink SQL job's input shape, or the Kafka PoC's
+    python -m simulator --seed 42 --format flinksql
+    python -m simulator --seed 42 --format poc
 
 Output: a progress line on stderr every second; one JSON summary line on stdout.
 Exit status: 0 ok, 1 some message failed delivery, 2 bad arguments, 3 Kafka or Postgres
 unreachable (or a missing table/topic that cannot be created).
 
 Reproducibility: ``--seed`` fixes every record, ids and timestamps included. Event time then
-starts at ``--start-time`` (default 2026-01-05T12:00:00Z, never the wall clock); without a
-seed a random one is drawn (and reported in the summary) and event time starts now.
-Event time advances at ``--event-rate`` transactions per second (default: ``--tps``, or 100
-when ``--tps`` is 0), so a live run's timestamps follow the wall clock.
+starts at ``--start-time`` (default 2025-01-06T12:00:00Z, never the wall clock) and runs at
+bank pace: each account transacts during its active hours, ``--tx-per-account-per-day``
+times a day on average (default 3), so 20,000 transactions over 1,000 accounts span about a
+week of event time. Without a seed a random one is drawn (and reported in the summary),
+event time starts now and advances at ``--tps`` (or 100/s when ``--tps`` is 0), so a live
+run's timestamps follow the wall clock. ``--event-rate`` sets a constant rate instead.
 """
 
 from __future__ import annotations
@@ -33,8 +41,11 @@ from datetime import UTC, datetime
 import psycopg2
 from confluent_kafka import KafkaException
 
+from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 from simulator import fraud
+from simulator.formats import FORMATS, SHAPES
 from simulator.generator import DEFAULT_START, BankSimulator, SimConfig
+from simulator.pace import DEFAULT_TX_PER_ACCOUNT_PER_DAY
 from simulator.publish import (
     AccountWriter,
     GroundTruthFile,
@@ -43,11 +54,15 @@ from simulator.publish import (
     UnreachableError,
 )
 from simulator.run import Sinks, Topics, run
-from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 
 DEFAULT_BOOTSTRAP = LOCAL_KAFKA_BOOTSTRAP
 DEFAULT_DSN = LOCAL_PG_DSN
 EXIT_DELIVERY, EXIT_UNREACHABLE = 1, 3
+LIVE_EVENT_RATE = 100.0  # event time of an unseeded run at --tps 0
+EARLIEST_START = datetime(
+    2000, 1, 1, tzinfo=UTC
+)  # the pipeline rejects anything earlier
+FUTURE_MARGIN_S = 86_400.0  # ...and anything later than a day from now
 
 
 def _fraction(text: str) -> float:
@@ -64,6 +79,18 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0, got {text!r}"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
 def _timestamp(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -71,15 +98,24 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"expected an ISO-8601 timestamp, got {text!r}"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value < EARLIEST_START:
+        raise argparse.ArgumentTypeError(
+            f"start time {text!r} is before 2000-01-01, which the pipeline rejects"
+        )
+    return value
 
 
 def _scenarios(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     unknown = sorted(set(names) - set(fraud.SCENARIOS))
     if unknown:
         raise argparse.ArgumentTypeError(
             f"unknown scenarios {unknown}; known: {', '.join(fraud.SCENARIOS)}"
+        )
+    if not names:
+        raise argparse.ArgumentTypeError(
+            "expected at least one scenario (use --fraud-rate 0 for none)"
         )
     return names
 
@@ -122,14 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     volume.add_argument(
         "--start-time",
         type=_timestamp,
-        help="event time of the first transaction (ISO-8601); default "
-        f"{DEFAULT_START.isoformat()} with --seed, else now",
+        help="event time of the first transaction (ISO-8601, UTC when no zone; "
+        f"not before 2000); default {DEFAULT_START.isoformat()} with --seed, else now",
+    )
+    volume.add_argument(
+        "--tx-per-account-per-day",
+        type=_positive,
+        default=DEFAULT_TX_PER_ACCOUNT_PER_DAY,
+        help="bank pace of a seeded run: transactions per account per day, on "
+        "average over accounts; each account transacts only in its active hours "
+        "(day/night), some much more than others (default "
+        f"{DEFAULT_TX_PER_ACCOUNT_PER_DAY:g}: 20,000 transactions over 1,000 "
+        "accounts span about a week of event time)",
     )
     volume.add_argument(
         "--event-rate",
-        type=float,
-        help="transactions per second of event time; default --tps, or 100 "
-        "when --tps is 0",
+        type=_positive,
+        help="a constant rate of event time, in transactions per second, instead "
+        "of the default: bank pace (see --tx-per-account-per-day) with --seed, "
+        f"else --tps (or {LIVE_EVENT_RATE:g} when --tps is 0) so that a live run's "
+        "timestamps follow the wall clock",
     )
 
     mix = p.add_argument_group("record mix")
@@ -147,11 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         "'unidentified' (default 0.4)",
     )
     mix.add_argument(
+        "--scenarios",
         "--fraud-scenarios",
+        dest="fraud_scenarios",
         type=_scenarios,
         default=tuple(fraud.SCENARIOS),
-        help="comma-separated scenarios to inject (default all: "
-        f"{','.join(fraud.SCENARIOS)})",
+        help="comma-separated fraud families to inject, any subset (default all: "
+        f"{','.join(fraud.SCENARIOS)}); see simulator/fraud/__init__.py",
     )
     mix.add_argument(
         "--unidentified-rate",
@@ -170,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=0.02,
         help="fraction of accounts published (Kafka and Postgres) only after "
-        "1-3 of their transactions (default 0.02)",
+        "1-3 of their transactions, or a minute of event time after the first "
+        "(default 0.02)",
     )
     mix.add_argument(
         "--update-rate",
@@ -180,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     out = p.add_argument_group("outputs")
+    out.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="riskpipe",
+        help="record shape: riskpipe (default: accounts + transactions keyed by "
+        "account_id); flinksql (the Flink SQL job's: accounts + bank_transactions, "
+        "unkeyed, capitalised vocabularies, 'datetime_occured'); poc (the Kafka "
+        "PoC's: one unkeyed bank-transactions topic of transfers carrying both "
+        "users, no accounts topic, nothing written to Postgres). Same records "
+        "and ground truth in every shape; see simulator/formats/",
+    )
     out.add_argument(
         "--bootstrap-servers",
         default=os.environ.get("RISKPIPE_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
@@ -194,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--accounts-table",
         default="banking.accounts",
-        help="table the accounts are upserted into (default banking.accounts)",
+        help="table the accounts are upserted into (default banking.accounts; "
+        "--format flinksql fills only its 6 columns, poc writes none)",
     )
     out.add_argument(
         "--no-postgres", action="store_true", help="do not write accounts to Postgres"
@@ -205,12 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix for every topic name (e.g. 'test42.' for isolated tests)",
     )
     out.add_argument(
-        "--accounts-topic", default="accounts", help="accounts topic (default accounts)"
+        "--accounts-topic",
+        default="accounts",
+        help="accounts topic (default accounts; --format poc has none)",
     )
     out.add_argument(
         "--transactions-topic",
-        default="transactions",
-        help="transactions topic (default transactions)",
+        help="transactions topic (default by --format: "
+        + ", ".join(f"{s.name}: {s.transactions_topic}" for s in SHAPES.values())
+        + ")",
     )
     out.add_argument(
         "--ground-truth-topic",
@@ -265,12 +331,18 @@ def config_from_args(
         start = DEFAULT_START
     else:
         start = now or datetime.now(UTC)
-    event_rate = args.event_rate or (args.tps if args.tps > 0 else 100.0)
+    if args.event_rate:
+        event_rate = args.event_rate
+    elif args.seed is not None:
+        event_rate = None  # bank pace
+    else:
+        event_rate = args.tps if args.tps > 0 else LIVE_EVENT_RATE
     return SimConfig(
         seed=seed,
         accounts=args.accounts,
         start_time=start,
         event_rate=event_rate,
+        tx_per_account_per_day=args.tx_per_account_per_day,
         fraud_rate=args.fraud_rate,
         fraud_known_share=args.fraud_known_share,
         unidentified_rate=args.unidentified_rate,
@@ -279,26 +351,58 @@ def config_from_args(
         update_rate=args.update_rate,
         scenarios=args.fraud_scenarios,
         ground_truth_all=args.ground_truth_all,
+        message_format=args.format,
+    )
+
+
+def warn_if_future(
+    sim: BankSimulator,
+    count: int | None,
+    duration: float | None,
+    tps: float,
+    now: datetime | None = None,
+) -> str | None:
+    """A warning when the run's expected last event time is more than a day from now."""
+    n = count if count is not None else (duration * tps if tps > 0 else None)
+    if not n:
+        return None
+    end = sim.config.start_time.timestamp() + n / sim.mean_rate
+    now_s = (now or datetime.now(UTC)).timestamp()
+    if end <= now_s + FUTURE_MARGIN_S:
+        return None
+    when = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds")
+    return (
+        f"event time will reach about {when}, more than a day from now: the pipeline "
+        "rejects such transactions; choose an earlier --start-time, fewer transactions "
+        "or more --accounts"
     )
 
 
 def open_sinks(args: argparse.Namespace) -> Sinks:
     """Connects to Kafka and Postgres (failing fast) and opens the ground-truth file."""
+    shape = SHAPES[args.format]
     topics = Topics(
-        accounts=args.topic_prefix + args.accounts_topic,
-        transactions=args.topic_prefix + args.transactions_topic,
+        accounts=args.topic_prefix + args.accounts_topic
+        if shape.accounts_topic
+        else "",
+        transactions=args.topic_prefix
+        + (args.transactions_topic or shape.transactions_topic),
         ground_truth=args.topic_prefix + args.ground_truth_topic
         if args.ground_truth_topic
         else "",
     )
-    sinks = Sinks(topics=topics)
+    sinks = Sinks(topics=topics, format=shape.name)
     if not args.dry_run:
         sinks.kafka = KafkaPublisher(
             args.bootstrap_servers, compression=args.compression
         )
         sinks.kafka.check(args.connect_timeout)
-        if not args.no_postgres:
-            sinks.postgres = AccountWriter(args.postgres_dsn, table=args.accounts_table)
+        if not args.no_postgres and shape.postgres_columns:
+            sinks.postgres = AccountWriter(
+                args.postgres_dsn,
+                table=args.accounts_table,
+                columns=shape.postgres_columns,
+            )
             sinks.postgres.check(args.connect_timeout)
         sinks.kafka.ensure_topics(
             [topics.accounts, topics.transactions, topics.ground_truth],
@@ -328,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    sim = BankSimulator(config)
+    warning = warn_if_future(sim, args.count, args.duration, args.tps)
+    if warning:
+        print(f"simulator: warning: {warning}", file=sys.stderr)
     try:
         sinks = open_sinks(args)
     except (UnreachableError, SimulatorError) as exc:
@@ -335,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     try:
         summary = run(
-            BankSimulator(config),
+            sim,
             sinks,
             count=args.count,
             duration=args.duration,

@@ -22,6 +22,10 @@ dead letter can be matched to its ground-truth row by id; every ground-truth row
 (*) unless the missing field is ``transaction_id`` itself.
 The pipeline's parser must reject payloads larger than its limit (suggested 64 KiB); an
 oversized message is otherwise a valid transaction.
+
+The field names above are riskpipe's; :class:`BadFields` names them in another record shape
+(``simulator.formats``), and a kind whose field the shape lacks (the PoC's transfers have
+no currency and no type) is not drawn for it (:func:`kinds_for`).
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from typing import NamedTuple
 
-__all__ = ["BAD_KINDS", "OVERSIZED_BYTES", "corrupt"]
+__all__ = ["BAD_KINDS", "OVERSIZED_BYTES", "BadFields", "corrupt", "kinds_for"]
 
 BAD_KINDS = (
     "not_json",
@@ -60,12 +65,46 @@ UNKNOWN_CURRENCIES = ("ZZZ", "BTC", "EURO", "")
 BAD_TIMESTAMPS = ("not-a-date", "2026-02-30T10:00:00+00:00", "", "31/12/2025 25:61")
 
 
+class BadFields(NamedTuple):
+    """Where a record shape keeps what a bad message breaks (``None``: it has no such field)."""
+
+    required: tuple[str, ...] = REQUIRED_FIELDS
+    amount: str = "amount"
+    currency: str | None = "currency"
+    timestamp: str = "datetime_occurred"
+    bad_timestamps: tuple[str, ...] = BAD_TIMESTAMPS
+    transaction_type: str | None = "transaction_type"
+    unknown_type: str = "teleport"
+
+
+RISKPIPE_FIELDS = BadFields()
+
+
+def kinds_for(fields: BadFields) -> tuple[str, ...]:
+    """The bad kinds that apply to a shape.
+
+    >>> len(kinds_for(BadFields())) == len(BAD_KINDS)
+    True
+    >>> "unknown_currency" in kinds_for(BadFields(currency=None))
+    False
+    """
+    missing = {
+        "unknown_currency": fields.currency is None,
+        "unknown_type": fields.transaction_type is None,
+    }
+    return tuple(k for k in BAD_KINDS if not missing.get(k, False))
+
+
 def _dumps(value) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=True).encode()
 
 
-def corrupt(record: dict, kind: str, rng: random.Random) -> tuple[bytes, dict]:
+def corrupt(
+    record: dict, kind: str, rng: random.Random, fields: BadFields = RISKPIPE_FIELDS
+) -> tuple[bytes, dict]:
     """Breaks a transaction's JSON form in the way ``kind`` names.
+
+    ``fields`` names the record's fields when it is not in riskpipe's shape.
 
     Returns:
         The payload bytes, and the ground-truth details (``bad``, ``transaction_id`` as
@@ -81,30 +120,30 @@ def corrupt(record: dict, kind: str, rng: random.Random) -> tuple[bytes, dict]:
         text = _dumps(record)
         payload = text[: rng.randint(len(text) // 3, len(text) - 2)]
     elif kind == "missing_field":
-        detail["field"] = rng.choice(REQUIRED_FIELDS)
+        detail["field"] = rng.choice(fields.required)
         del record[detail["field"]]
         payload = _dumps(record)
     elif kind == "negative_amount":
-        record["amount"] = -abs(record["amount"]) or -1.0
+        record[fields.amount] = -abs(record[fields.amount]) or -1.0
         payload = _dumps(record)
     elif kind == "nan_amount":
-        record["amount"] = float("nan")
+        record[fields.amount] = float("nan")
         payload = _dumps(record)
-    elif kind == "unknown_currency":
-        record["currency"] = rng.choice(UNKNOWN_CURRENCIES)
+    elif kind == "unknown_currency" and fields.currency:
+        record[fields.currency] = rng.choice(UNKNOWN_CURRENCIES)
         payload = _dumps(record)
     elif kind == "bad_timestamp":
-        record["datetime_occurred"] = rng.choice(BAD_TIMESTAMPS)
+        record[fields.timestamp] = rng.choice(fields.bad_timestamps)
         payload = _dumps(record)
-    elif kind == "unknown_type":
-        record["transaction_type"] = "teleport"
+    elif kind == "unknown_type" and fields.transaction_type:
+        record[fields.transaction_type] = fields.unknown_type
         payload = _dumps(record)
     elif kind == "oversized":
         record["note"] = "x" * OVERSIZED_BYTES
         payload = _dumps(record)
     else:
         raise ValueError(
-            f"corrupt: unknown bad kind {kind!r}; expected one of {BAD_KINDS}"
+            f"corrupt: unknown bad kind {kind!r}; expected one of {kinds_for(fields)}"
         )
     transaction_id = record.get("transaction_id")
     detail.update(

@@ -9,6 +9,8 @@ from typing import NamedTuple
 from pipeline.records import TRANSACTION_TYPES, Account, Transaction
 from simulator import fraud
 from simulator.bad import BAD_KINDS
+from simulator.formats import FORMATS
+from simulator.pace import DEFAULT_TX_PER_ACCOUNT_PER_DAY
 
 __all__ = [
     "DEFAULT_START",
@@ -21,8 +23,9 @@ __all__ = [
 ]
 
 # Seeded runs without --start-time begin here (a Monday, noon UTC: Europe and the Americas
-# awake, Japan's evening), never at now().
-DEFAULT_START = datetime(2026, 1, 5, 12, tzinfo=UTC)
+# awake, Japan's evening), never at now(); far enough in the past that a run of a million
+# transactions at bank pace over 1,000 accounts (about a year) still ends before today.
+DEFAULT_START = datetime(2025, 1, 6, 12, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,10 @@ class SimConfig:
     seed: int = 0
     accounts: int = 1000
     start_time: datetime = DEFAULT_START
-    event_rate: float = 100.0  # transactions per second of event time
+    # Transactions per second of event time, constant; None: bank pace, each account
+    # transacting during its active hours, tx_per_account_per_day a day on average.
+    event_rate: float | None = None
+    tx_per_account_per_day: float = DEFAULT_TX_PER_ACCOUNT_PER_DAY
     fraud_rate: float = 0.005
     # frauds labelled `fraudulent` by the bank; the rest is `unidentified`
     fraud_known_share: float = 0.4
@@ -47,13 +53,24 @@ class SimConfig:
     scenarios: tuple[str, ...] = tuple(fraud.SCENARIOS)
     # also a ground-truth row for every ordinary transaction
     ground_truth_all: bool = False
+    # record shape of the malformed messages (simulator.formats); nothing else depends on it
+    message_format: str = "riskpipe"
 
     def __post_init__(self):
         if self.accounts < 2:
             raise ValueError(f"SimConfig: accounts must be >= 2, got {self.accounts}")
-        if self.event_rate <= 0:
+        if self.event_rate is not None and not self.event_rate > 0:
             raise ValueError(
                 f"SimConfig: event_rate must be > 0, got {self.event_rate}"
+            )
+        if not self.tx_per_account_per_day > 0:
+            raise ValueError(
+                "SimConfig: tx_per_account_per_day must be > 0, got "
+                f"{self.tx_per_account_per_day}"
+            )
+        if self.message_format not in FORMATS:
+            raise ValueError(
+                f"SimConfig: message_format {self.message_format!r} not in {FORMATS}"
             )
         for name in (
             "fraud_rate",
@@ -83,11 +100,15 @@ class SimConfig:
 
 
 class AccountEvent(NamedTuple):
-    """An account to write to Postgres and publish; reason: initial, late, update or new."""
+    """An account to write to Postgres and publish; reason: initial, late, update or new.
+
+    ``currency`` is the account's home currency (its balance's), which the record lacks.
+    """
 
     account: Account
     reason: str
     truth: dict | None = None
+    currency: str = "EUR"
 
 
 class TransactionEvent(NamedTuple):
@@ -127,6 +148,8 @@ class Stats:
     fraud: dict = field(default_factory=lambda: dict.fromkeys(fraud.SCENARIOS, 0))
     episodes: int = 0
     bad: dict = field(default_factory=lambda: dict.fromkeys(BAD_KINDS, 0))
+    first_time: float | None = None  # event time of the first and last transaction
+    last_time: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -140,4 +163,15 @@ class Stats:
                 "by_scenario": dict(self.fraud),
             },
             "bad": {"messages": sum(self.bad.values()), "by_kind": dict(self.bad)},
+            "event_time": self.event_time(),
+        }
+
+    def event_time(self) -> dict:
+        """First and last transaction's event time (ISO) and the days between them."""
+        if self.first_time is None:
+            return {"first": None, "last": None, "days": 0.0}
+        return {
+            "first": datetime.fromtimestamp(self.first_time, UTC).isoformat(),
+            "last": datetime.fromtimestamp(self.last_time, UTC).isoformat(),
+            "days": round((self.last_time - self.first_time) / 86_400, 3),
         }

@@ -9,15 +9,21 @@ and timestamps included. Publishing is :mod:`simulator.publish`'s job.
 >>> kinds.count("TransactionEvent") + kinds.count("BadEvent")
 50
 
-Event time: a virtual clock starts at ``config.start_time`` and advances by exponential
-gaps at ``config.event_rate`` transactions per second (the CLI sets it to ``--tps`` so a
-live run's timestamps track the wall clock). Fraud episodes are scheduled on that clock and
-interleaved, so ``datetime_occurred`` never decreases along the stream.
+Event time: a virtual clock starts at ``config.start_time``. By default it runs at bank
+pace (:mod:`simulator.pace`): each account transacts during its active hours,
+``config.tx_per_account_per_day`` times a day on average, so the bank's rate follows the
+day. With ``config.event_rate`` it advances by exponential gaps at that constant rate (the
+CLI sets it to ``--tps`` for live runs, so their timestamps track the wall clock). Fraud
+episodes are scheduled on that clock and interleaved, so ``datetime_occurred`` never
+decreases along the stream.
 
 Order: all accounts but the *late* ones first; then transactions. A late account is
-yielded right after its ``late_after``-th transaction (1-3), or by :meth:`drain` if the run
-stops before that. Account updates (balance, name or email) and accounts opened by the
-``new_account_large_transfer`` scenario appear mid-stream, before their transactions.
+yielded right after its ``late_after``-th transaction (1-3) or once a minute of event time
+has passed since its first one, whichever comes first, or by :meth:`drain` if the run
+stops before that. Account updates (balance, name or email) and accounts opened by fraud
+episodes appear mid-stream, before their transactions.
+
+The accounts themselves, their roles and counterparties are :class:`simulator.bank.Bank`'s.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from datetime import UTC, datetime
 
 from pipeline.records import TRANSACTION_TYPES, Transaction
 from simulator import fraud
-from simulator.bad import BAD_KINDS, corrupt
+from simulator.bad import corrupt, kinds_for
+from simulator.bank import Bank
 from simulator.events import (
     DEFAULT_START,
     AccountEvent,
@@ -42,14 +49,18 @@ from simulator.events import (
     Stats,
     TransactionEvent,
 )
+from simulator.formats import SHAPES, record_dict
+from simulator.pace import hourly_rates, next_arrival
 from simulator.profiles import (
     CURRENCIES,
     EUR_RATES,
+    TRANSFER_HABIT,
+    WITHDRAWAL_HABIT,
     AccountProfile,
     ProfileFactory,
+    cash,
     new_id,
 )
-from simulator.serialize import transaction_dict
 
 __all__ = [
     "DEFAULT_START",
@@ -63,7 +74,10 @@ __all__ = [
 
 _new_object = object.__new__
 _fromtimestamp = datetime.fromtimestamp
-MAX_EPISODE_LENGTH = 40  # longer than any scenario's episode
+MAX_EPISODE_LENGTH = fraud.MAX_LENGTH
+# A late account is published at most this long (event time) after its first transaction,
+# well within the time a joining pipeline waits for an account.
+LATE_MAX_DELAY_S = 60.0
 
 
 class BankSimulator:
@@ -73,22 +87,25 @@ class BankSimulator:
         self.config = config
         self.stats = Stats()
         self._rng = rng = random.Random(config.seed)
-        self._factory = ProfileFactory(random.Random(rng.getrandbits(64)))
+        self.bank = bank = Bank(
+            config, rng, ProfileFactory(random.Random(rng.getrandbits(64)))
+        )
+        self._profiles = bank.profiles
         start = config.start_time.timestamp()
         self._t = self._next_t = start
-        self._profiles = [
-            self._factory.create(i, config.start_time) for i in range(config.accounts)
-        ]
-        self._assign_roles(rng, start)
         self._published: list[AccountProfile] = []
-        self._established = [
-            p for p in self._profiles if not p.is_mule and not p.late_after
-        ]
-        self._business = [
-            p.account_id for p in self._profiles if p.account.account_type == "business"
-        ] or [self._profiles[0].account_id]
+        self._business = bank.business
         self._pools = [self._pool(h) for h in range(24)]
+        if config.event_rate is None:
+            self.rates = hourly_rates(
+                ((p.weight, p.active_hours) for p in self._profiles),
+                config.tx_per_account_per_day,
+            )
+        else:
+            self.rates = (config.event_rate,) * 24
+        self._constant_rate = config.event_rate
         self._heap: list = []
+        self._late_due: list = []  # (deadline, seq, profile) of late accounts under way
         self._seq = 0
         weights = [fraud.WEIGHTS[s] for s in config.scenarios]
         self._scenario_cum = tuple(
@@ -106,33 +123,16 @@ class BankSimulator:
         self._not_completed = config.pending_rate + config.failed_rate
         self._unidentified_rate = config.unidentified_rate
         self._truth_all = config.ground_truth_all
+        shape = SHAPES[config.message_format]
+        self._bad_fields, self._bad_kinds = (
+            shape.bad_fields,
+            kinds_for(shape.bad_fields),
+        )
 
-    def _assign_roles(self, rng: random.Random, start: float) -> None:
-        """Regular payees for everyone; a few mule accounts; the late accounts."""
-        for p in self._profiles:
-            p.payees = rng.sample(
-                range(self.config.accounts),
-                min(rng.randint(1, 5), self.config.accounts - 1),
-            )
-            if p.index in p.payees:
-                p.payees.remove(p.index)
-        n_mules = min(
-            self.config.accounts - 1,
-            max(1, round(self.config.accounts * self.config.mule_rate)),
-        )
-        self._mules = rng.sample(self._profiles, n_mules)
-        for p in self._mules:
-            p.is_mule = True
-        honest = [p for p in self._profiles if not p.is_mule]
-        n_late = min(
-            len(honest) - 1, round(self.config.accounts * self.config.late_account_rate)
-        )
-        # Late accounts are taken among those awake at the start, so they do transact early.
-        start_hour = int(start // 3600) % 24
-        awake = [p for p in honest if p.active_hours[start_hour]]
-        candidates = awake if len(awake) > n_late else honest
-        for p in rng.sample(candidates, n_late):
-            p.late_after = rng.randint(1, 3)
+    @property
+    def mean_rate(self) -> float:
+        """Transactions per second of event time, averaged over a day."""
+        return math.fsum(self.rates) / 24
 
     def _pool(self, hour: int) -> tuple[list[AccountProfile], tuple[float, ...]]:
         pool = [p for p in self._profiles if p.active_hours[hour]] or self._profiles
@@ -141,26 +141,6 @@ class BankSimulator:
             total += p.weight
             cum.append(total)
         return pool, tuple(cum)
-
-    # fraud.Context
-    def pick_established(self, rng):
-        return rng.choice(self._established)
-
-    def pick_mule(self, rng):
-        return rng.choice(self._mules)
-
-    def pick_any(self, rng):
-        return rng.choice(self._profiles)
-
-    def open_account(self, t):
-        p = self._factory.create(
-            len(self._profiles),
-            datetime.fromtimestamp(t, UTC),
-            brand_new=True,
-            account_type="checking",
-        )
-        self._profiles.append(p)
-        return p
 
     def events(self, count: int | None = None) -> Iterator[Event]:
         """Yields the stream; ``count`` transactions-topic messages (valid + bad), or forever.
@@ -172,8 +152,9 @@ class BankSimulator:
             if not p.late_after:
                 yield self._publish(p, "initial")
         random_ = self._rng.random
-        heap, pools = self._heap, self._pools
-        log, mean_gap = math.log, 1.0 / self.config.event_rate
+        heap, pools, late_due = self._heap, self._pools, self._late_due
+        log, rates = math.log, self.rates
+        mean_gap = 1.0 / self._constant_rate if self._constant_rate else 0.0
         cut_update, cut_episode, cut_bad = (
             self._cut_update,
             self._cut_episode,
@@ -186,14 +167,20 @@ class BankSimulator:
         n = 0
         while n < limit:
             n += 1
-            if heap and (heap[0][0] <= self._next_t or limit - n < len(heap)):
+            fraud_next = heap and (heap[0][0] <= self._next_t or limit - n < len(heap))
+            if late_due:
+                yield from self._due_late(heap[0][0] if fraud_next else self._next_t)
+            if fraud_next:
                 t, _, step = heapq.heappop(heap)
                 self._t = t
                 self._next_t = max(self._next_t, t)
                 yield self._fraud_transaction(t, step)
                 continue
             self._t = t = self._next_t
-            self._next_t = t - log(1.0 - random_()) * mean_gap  # exponential gaps
+            if mean_gap:
+                self._next_t = t - log(1.0 - random_()) * mean_gap  # exponential gaps
+            else:
+                self._next_t = next_arrival(t, -log(1.0 - random_()), rates)
             r = random_()
             if r < cut_bad:
                 if r < cut_update:
@@ -207,38 +194,46 @@ class BankSimulator:
             pool, cum = pools[int(t // 3600) % 24]
             p = pool[bisect(cum, random_() * cum[-1])]
             yield self._transaction(p, t)
-            if p.late_after and not p.published and p.transactions >= p.late_after:
-                yield self._publish(
-                    p,
-                    "late",
-                    {
-                        "kind": "late_account",
-                        "account_id": p.account_id,
-                        "transactions_before": p.transactions,
-                    },
-                )
+            if p.late_after and not p.published:
+                if p.transactions >= p.late_after:
+                    yield self._publish_late(p)
+                elif p.transactions == 1:
+                    self._seq += 1
+                    heapq.heappush(late_due, (t + LATE_MAX_DELAY_S, self._seq, p))
         yield from self.drain()
+
+    def _due_late(self, t: float) -> Iterator[AccountEvent]:
+        """Publishes the late accounts whose delay is over by event time ``t``."""
+        late_due = self._late_due
+        while late_due and late_due[0][0] <= t:
+            p = heapq.heappop(late_due)[2]
+            if not p.published:
+                yield self._publish_late(p)
 
     def drain(self) -> Iterator[AccountEvent]:
         """Yields the late accounts not yet published (call once the stream stops)."""
+        self._late_due.clear()
         for p in self._profiles:
             if p.late_after and not p.published:
-                yield self._publish(
-                    p,
-                    "late",
-                    {
-                        "kind": "late_account",
-                        "account_id": p.account_id,
-                        "transactions_before": p.transactions,
-                    },
-                )
+                yield self._publish_late(p)
+
+    def _publish_late(self, p: AccountProfile) -> AccountEvent:
+        return self._publish(
+            p,
+            "late",
+            {
+                "kind": "late_account",
+                "account_id": p.account_id,
+                "transactions_before": p.transactions,
+            },
+        )
 
     def _publish(self, p: AccountProfile, reason: str, truth: dict | None = None):
         p.published = True
         if reason in ("initial", "late"):
             self._published.append(p)
         self.stats.accounts[reason] += 1
-        return AccountEvent(p.account, reason, truth)
+        return AccountEvent(p.account, reason, truth, p.currency)
 
     def _transaction(self, p: AccountProfile, t: float) -> TransactionEvent:
         random_ = self._rng.random
@@ -249,23 +244,26 @@ class BankSimulator:
         if ttype == "payment":
             if random_() < 0.3:
                 counterparty = self._business[int(random_() * len(self._business))]
+                p.paid.add(counterparty)
             if random_() < self._foreign_rate:
                 currency = CURRENCIES[int(random_() * len(CURRENCIES))]
         elif ttype == "transfer":
-            eur *= 2.2
+            eur *= TRANSFER_HABIT
             if p.payees and random_() < 0.8:
-                cp = p.payees[int(random_() * len(p.payees))]
+                counterparty = self._profiles[
+                    p.payees[int(random_() * len(p.payees))]
+                ].account.account_id
             else:
                 cp = int(random_() * self.config.accounts)
                 if cp == p.index:
                     cp = (cp + 1) % self.config.accounts
-            counterparty = self._profiles[cp].account.account_id
+                counterparty = self._profiles[cp].account.account_id
+                p.paid.add(counterparty)
         elif ttype == "deposit":
             eur *= 15.0  # salaries and savings: a little more than the account spends
         amount = eur * EUR_RATES[currency]
         if ttype == "withdrawal":
-            unit = 1000.0 if currency == "JPY" else 10.0  # cash comes in notes
-            amount = max(2.0, round(amount * 1.6 / unit)) * unit
+            amount = cash(amount * WITHDRAWAL_HABIT, currency)  # cash comes in notes
         r = random_()
         status = (
             "completed"
@@ -290,6 +288,7 @@ class BankSimulator:
                 "scenario": None,
                 "episode": None,
                 "evaluation": evaluation,
+                "bank_labelled": False,
             }
         return TransactionEvent(txn, truth)
 
@@ -302,6 +301,9 @@ class BankSimulator:
             p.balance += amount if ttype == "deposit" else -amount
         p.transactions += 1
         stats = self.stats
+        if stats.first_time is None:
+            stats.first_time = t
+        stats.last_time = t
         stats.transactions += 1
         stats.evaluations[evaluation] += 1
         stats.transaction_types[ttype] += 1
@@ -327,6 +329,8 @@ class BankSimulator:
         known = self._rng.random() < self.config.fraud_known_share
         evaluation = "fraudulent" if known else "unidentified"
         p = step.profile
+        if step.counterparty is not None:
+            p.paid.add(step.counterparty)
         txn = self._make(
             p,
             t,
@@ -348,6 +352,7 @@ class BankSimulator:
                 "scenario": step.scenario,
                 "episode": step.episode,
                 "evaluation": evaluation,
+                "bank_labelled": known,
             },
         )
 
@@ -357,7 +362,9 @@ class BankSimulator:
         name = self.config.scenarios[bisect(cum, rng.random() * cum[-1])]
         self.stats.episodes += 1
         opened = len(self._profiles)
-        for when, step in fraud.build_episode(name, self, rng, t, self.stats.episodes):
+        for when, step in fraud.build_episode(
+            name, self.bank, rng, t, self.stats.episodes
+        ):
             self._seq += 1
             heapq.heappush(self._heap, (when, self._seq, step))
         for p in self._profiles[opened:]:
@@ -405,8 +412,12 @@ class BankSimulator:
             p.account.bank,
             "cleared",
         )
-        kind = BAD_KINDS[int(rng.random() * len(BAD_KINDS))]
-        payload, detail = corrupt(transaction_dict(txn), kind, rng)
+        # The way it breaks draws from its own RNG: the record shape decides which ways
+        # exist, and the rest of the stream must not depend on the shape.
+        own = random.Random(rng.getrandbits(64))
+        kind = self._bad_kinds[int(own.random() * len(self._bad_kinds))]
+        record = record_dict(self.config.message_format, txn, self.bank.parties)
+        payload, detail = corrupt(record, kind, own, self._bad_fields)
         self.stats.bad[kind] += 1
         truth = {
             "kind": "bad",

@@ -27,9 +27,13 @@ __all__ = [
     "CURRENCIES",
     "EUR_RATES",
     "REGIONS",
+    "TRANSFER_HABIT",
+    "WITHDRAWAL_HABIT",
     "AccountProfile",
     "ProfileFactory",
+    "cash",
     "new_id",
+    "round_figure",
 ]
 
 
@@ -88,6 +92,9 @@ TYPE_MIX = {
     "credit": {"payment": 0.90, "withdrawal": 0.10},
 }
 NIGHT_OWL_SHARE = 0.05
+# An account's transfers and withdrawals are larger than its card payments by these factors.
+TRANSFER_HABIT = 2.2
+WITHDRAWAL_HABIT = 1.6
 
 
 def new_id(rng: random.Random) -> str:
@@ -96,6 +103,26 @@ def new_id(rng: random.Random) -> str:
     return (
         f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
     )
+
+
+def cash(amount: float, currency: str) -> float:
+    """A cash amount: whole notes (tens; thousands of yen), at least two of them.
+
+    >>> cash(37.0, "EUR"), cash(2_345.0, "JPY"), cash(3.0, "USD")
+    (40.0, 2000.0, 20.0)
+    """
+    unit = 1000.0 if currency == "JPY" else 10.0
+    return max(2.0, round(amount / unit)) * unit
+
+
+def round_figure(amount: float) -> float:
+    """``amount`` rounded to a round figure: a multiple of half its leading power of ten.
+
+    >>> round_figure(216.0), round_figure(1_080.0), round_figure(32_000.0), round_figure(7.0)
+    (200.0, 1000.0, 30000.0, 7.0)
+    """
+    unit = max(1.0, 10.0 ** math.floor(math.log10(max(amount, 1.0))) / 2)
+    return max(unit, round(amount / unit) * unit)
 
 
 @dataclass(eq=False)
@@ -111,6 +138,7 @@ class AccountProfile:
     weight: float
     type_cum_weights: tuple[float, ...]
     payees: list[int] = field(default_factory=list)
+    paid: set[str] = field(default_factory=set)  # other counterparties it has paid
     late_after: int = 0  # > 0: published only after this many of its own transactions
     published: bool = False
     is_mule: bool = False

@@ -8,9 +8,11 @@ Usage::
     kafka.produce("transactions", b"<account_id>", b"{...}")   # batched, never flushes
     failures = kafka.flush(timeout=30.0)            # waits; delivery failures so far
 
-    pg = AccountWriter("postgresql://...")
+    pg = AccountWriter("postgresql://...")        # every column of an Account
     pg.check(timeout=5.0)
     pg.add(account); pg.flush(); pg.close()
+    pg = AccountWriter(dsn, columns=("account_id", "account_name", ...))
+    pg.add_row(account_id, (account_id, name, ...))  # other shapes: the values of `columns`
 
 Nothing here flushes per message: the producer batches (``linger.ms``, ``batch.size``,
 compression) and reports only failed deliveries through its callback; the Postgres writer
@@ -30,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg2 import sql
 
 from pipeline.records import Account
+from simulator.formats import ACCOUNT_COLUMNS
 from simulator.serialize import dumps
 
 __all__ = [
@@ -54,21 +57,6 @@ PRODUCER_DEFAULTS = {
     "delivery.report.only.error": True,  # the callback runs for failures only: cheap
 }
 MAX_REPORTED_ERRORS = 5
-ACCOUNT_COLUMNS = (
-    "account_id",
-    "account_name",
-    "email",
-    "account_type",
-    "balance",
-    "created_at",
-    "address",
-    "birthdate",
-    "phone_number",
-    "job",
-    "company",
-    "bank",
-    "bank_account",
-)
 
 
 class SimulatorError(Exception):
@@ -193,28 +181,39 @@ class KafkaPublisher:
 
 
 class AccountWriter:
-    """Upserts accounts into ``banking.accounts`` (or ``table``) in batches."""
+    """Upserts accounts into ``banking.accounts`` (or ``table``) in batches.
+
+    ``columns`` (``account_id`` first) are the ones written; others keep their values.
+    """
 
     def __init__(
-        self, dsn: str, table: str = "banking.accounts", batch_size: int = 500
+        self,
+        dsn: str,
+        table: str = "banking.accounts",
+        batch_size: int = 500,
+        columns: tuple[str, ...] = ACCOUNT_COLUMNS,
     ):
+        if not columns or columns[0] != "account_id":
+            raise ValueError(
+                f"AccountWriter: columns must start with account_id, got {columns}"
+            )
         self.dsn = dsn
         self.batch_size = batch_size
         self.written = 0
+        self.columns = columns
         schema, _, name = table.rpartition(".")
         self._table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
         self._table_name = table
-        self._pending: dict[str, Account] = {}
+        self._pending: dict[str, tuple] = {}
         self._conn = None
-        columns = sql.SQL(", ").join(map(sql.Identifier, ACCOUNT_COLUMNS))
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
         updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-            for c in ACCOUNT_COLUMNS[1:]
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in columns[1:]
         )
         self._upsert = sql.SQL(
             "INSERT INTO {table} ({columns}) VALUES %s ON CONFLICT (account_id) "
             "DO UPDATE SET {updates}, updated_at = now()"
-        ).format(table=self._table, columns=columns, updates=updates)
+        ).format(table=self._table, columns=names, updates=updates)
 
     def check(self, timeout: float = 5.0) -> None:
         """Connects; raises UnreachableError (server) or SimulatorError (no table)."""
@@ -239,7 +238,17 @@ class AccountWriter:
 
     def add(self, account: Account) -> None:
         """Queues an upsert; the latest version of an account within a batch wins."""
-        self._pending[account.account_id] = account
+        self.add_row(
+            account.account_id, tuple(getattr(account, c) for c in self.columns)
+        )
+
+    def add_row(self, account_id: str, row: tuple) -> None:
+        """Queues an upsert of ``row``, the values of :attr:`columns`."""
+        if len(row) != len(self.columns):
+            raise ValueError(
+                f"AccountWriter: a row of {len(row)} values for {len(self.columns)} columns"
+            )
+        self._pending[account_id] = row
         if len(self._pending) >= self.batch_size:
             self.flush()
 
@@ -249,10 +258,7 @@ class AccountWriter:
             return
         if self._conn is None:
             self.check()
-        rows = [
-            tuple(getattr(a, c) for c in ACCOUNT_COLUMNS)
-            for a in self._pending.values()
-        ]
+        rows = list(self._pending.values())
         with self._conn.cursor() as cur:
             psycopg2.extras.execute_values(cur, self._upsert, rows, page_size=len(rows))
         self._conn.commit()

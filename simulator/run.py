@@ -12,6 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
+from simulator.formats import (
+    SHAPES,
+    account_encoder,
+    flinksql_pg_row,
+    transaction_encoder,
+)
 from simulator.generator import (
     AccountEvent,
     BadEvent,
@@ -20,7 +26,7 @@ from simulator.generator import (
     TransactionEvent,
 )
 from simulator.publish import AccountWriter, GroundTruthFile, KafkaPublisher
-from simulator.serialize import account_json, dumps, transaction_dict
+from simulator.serialize import dumps, transaction_dict
 
 __all__ = ["Sinks", "Topics", "run"]
 
@@ -32,7 +38,7 @@ FINAL_FLUSH_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Topics:
-    """Kafka topic names; an empty ground_truth disables that topic."""
+    """Kafka topic names; an empty name disables that topic (accounts: not published)."""
 
     accounts: str = "accounts"
     transactions: str = "transactions"
@@ -47,18 +53,27 @@ class Sinks:
     postgres: AccountWriter | None = None
     ground_truth_file: GroundTruthFile | None = None
     topics: Topics = field(default_factory=Topics)
+    format: str = "riskpipe"  # record shape of the messages (simulator.formats)
 
 
 class _Dispatcher:
-    """Sends each event to its sinks; counts transactions-topic messages."""
+    """Sends each event to its sinks in the sinks' record shape; counts transactions-topic
+    messages."""
 
-    def __init__(self, sinks: Sinks):
+    def __init__(self, sinks: Sinks, sim: BankSimulator):
         self.sinks = sinks
         self.sent = 0
+        shape = SHAPES[sinks.format]
         kafka = sinks.kafka
         self._produce = kafka.produce if kafka else (lambda topic, key, value: None)
+        self._keyed = shape.keyed
         self._tx_topic = sinks.topics.transactions
         self._gt_topic = sinks.topics.ground_truth if kafka else ""
+        self._accounts_topic = sinks.topics.accounts if shape.accounts_topic else ""
+        self._fast = shape.name == "riskpipe"
+        self._encode = transaction_encoder(shape.name, sim.bank.parties)
+        self._encode_account = account_encoder(shape.name)
+        self._pg_row = flinksql_pg_row if shape.name == "flinksql" else None
         self._initial_flushed = False
 
     def send(self, ev: Event) -> bool:
@@ -66,15 +81,20 @@ class _Dispatcher:
         cls = type(ev)
         if cls is TransactionEvent:
             txn = ev.transaction
-            self._produce(
-                self._tx_topic, txn.account_id.encode(), dumps(transaction_dict(txn))
-            )
+            if self._fast:  # riskpipe's shape: the hot path, inlined
+                self._produce(
+                    self._tx_topic,
+                    txn.account_id.encode(),
+                    dumps(transaction_dict(txn)),
+                )
+            else:
+                key = txn.account_id.encode() if self._keyed else None
+                self._produce(self._tx_topic, key, self._encode(txn))
             if ev.truth:
                 self.truth(ev.truth, txn.account_id)
         elif cls is BadEvent:
-            self._produce(
-                self._tx_topic, ev.key.encode() if ev.key else None, ev.payload
-            )
+            key = ev.key.encode() if ev.key and self._keyed else None
+            self._produce(self._tx_topic, key, ev.payload)
             self.truth(ev.truth, ev.key)
         else:
             self.account(ev)
@@ -94,11 +114,17 @@ class _Dispatcher:
 
     def account(self, ev: AccountEvent) -> None:
         a = ev.account
-        if self.sinks.postgres:
-            self.sinks.postgres.add(a)
-        self._produce(
-            self.sinks.topics.accounts, a.account_id.encode(), account_json(a)
-        )
+        pg = self.sinks.postgres
+        if pg:
+            if self._pg_row:
+                pg.add_row(a.account_id, self._pg_row(a, ev.currency))
+            else:
+                pg.add(a)
+        if self._accounts_topic:
+            key = a.account_id.encode() if self._keyed else None
+            self._produce(
+                self._accounts_topic, key, self._encode_account(a, ev.currency)
+            )
         if ev.truth:
             self.truth(ev.truth, a.account_id)
 
@@ -126,7 +152,7 @@ def run(
     """
     if count is None and duration is None:
         raise ValueError("run: give a count or a duration")
-    out = _Dispatcher(sinks)
+    out = _Dispatcher(sinks, sim)
     kafka, pg = sinks.kafka, sinks.postgres
     check_every = max(1, min(1000, int(tps / 50))) if tps > 0 else CHECK_EVERY_UNLIMITED
     started = time.monotonic()
@@ -161,7 +187,9 @@ def run(
     elapsed = time.monotonic() - started
     summary = {
         "seed": sim.config.seed,
+        "format": sinks.format,
         "start_time": sim.config.start_time.isoformat(),
+        "event_rate": round(sim.mean_rate, 6),
         **sim.stats.as_dict(),
         "messages": {
             "transactions": out.sent,

@@ -9,6 +9,7 @@ orjson when it is installed (~0.3 µs) and the standard library otherwise (~5 µ
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from pipeline.records import Account, Transaction
 
@@ -18,7 +19,10 @@ __all__ = [
     "dumps",
     "transaction_dict",
     "transaction_json",
+    "zoneless",
 ]
+
+ZONELESS = "%Y-%m-%d %H:%M:%S"
 
 try:
     import orjson
@@ -62,3 +66,14 @@ def transaction_json(t: Transaction) -> bytes:
 def account_json(a: Account) -> bytes:
     """The Kafka value of an account (accounts are rare enough for ``to_dict``)."""
     return dumps(a.to_dict())
+
+
+def zoneless(value: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, without a zone (fractions of a second dropped), as
+    the older systems wrote timestamps.
+
+    >>> from datetime import timedelta, timezone
+    >>> zoneless(datetime(2026, 1, 5, 13, 4, 5, 678000, tzinfo=timezone(timedelta(hours=1))))
+    '2026-01-05 12:04:05'
+    """
+    return value.astimezone(UTC).strftime(ZONELESS)

@@ -1,4 +1,8 @@
-"""Command line of the local stack: ``python -m stack {install,up,down,status,urls} [service ...]``."""
+"""Command line of the local stack: ``python -m stack {install,up,down,status,urls,supervise}``.
+
+``up`` with a supervised service (worker pool, Flink, validator) also starts the supervisor;
+``supervise`` is the supervisor itself, in the foreground (``stack/supervisor.py``).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,18 @@ from stack.errors import StackError
 
 
 def print_table(rows: list[Status]) -> None:
-    """Prints service, status, address and log as aligned columns."""
-    table = [("SERVICE", "STATUS", "ADDRESS", "LOG")]
+    """Prints service, status, address, restarts (by the supervisor) and log as columns."""
+    table = [("SERVICE", "STATUS", "ADDRESS", "RESTARTS", "LOG")]
     for row in rows:
         state = f"{row.state} ({row.detail})" if row.detail else row.state
-        table.append((row.service, state, row.address, str(row.log)))
-    widths = [max(len(line[i]) for line in table) for i in range(3)]
+        restarts = row.restarts.describe() if row.restarts is not None else "-"
+        table.append((row.service, state, row.address, restarts, str(row.log)))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
     for line in table:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(line, widths))
             + "  "
-            + line[3]
+            + line[4]
         )
 
 
@@ -60,7 +65,9 @@ def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stack", description=stack.__doc__.splitlines()[0]
     )
-    parser.add_argument("command", choices=["install", "up", "down", "status", "urls"])
+    parser.add_argument(
+        "command", choices=["install", "up", "down", "status", "urls", "supervise"]
+    )
     parser.add_argument(
         "services",
         nargs="*",
@@ -75,12 +82,19 @@ def _main(argv: list[str] | None) -> int:
         stream=sys.stderr,
     )
     started = time.monotonic()
+    if args.command == "supervise":
+        from stack import supervisor
+
+        return supervisor.main()
     if args.command == "urls":
         print_urls()
         return 0
     if args.command == "install":
         stack.install(args.services)
     elif args.command == "up":
+        from stack.services import with_supervisor
+
+        args.services = with_supervisor(args.services)
         stack.up(args.services)
     elif args.command == "down":
         stack.down(args.services)

@@ -10,6 +10,11 @@ fills in a few hooks:
 - ``after_start``                 idempotent setup needing a live server (topics, bucket,
                                   migrations); also runs on every ``up`` of a running service;
 - ``endpoints``                   what clients need: addresses, DSNs, credentials.
+
+``supervised = True`` puts a service's process under the supervisor (``stack/supervisor.py``):
+``up`` marks it wanted (``<name>.wanted`` beside its pid file), ``down`` unmarks it before
+stopping it, and the supervisor restarts a wanted process that died. Both hold the service's
+lock, so a restart never races a ``down``.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import contextlib
 import fcntl
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import config, process
+from stack import config, process, supervision
 from stack.errors import StackError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ class Status:
     log: Path
     detail: str = ""
     pid: int | None = None
+    restarts: supervision.Restarts | None = None  # None: not supervised
 
     @property
     def healthy(self) -> bool:
@@ -47,11 +54,12 @@ class Service:
     """A server run as a detached local process; subclass and fill in the hooks."""
 
     name: str = ""
-    port_name: str = ""  # key of config.DEFAULT_PORTS
+    port_name: str = ""  # key of config.DEFAULT_PORTS; empty for a service without a port
     start_timeout_s: float = 90.0
     stop_signal: int = signal.SIGTERM
     stop_timeout_s: float = 30.0
     run_as: str | None = None  # system user to run as, when root
+    supervised: bool = False  # the supervisor restarts it when its process dies
 
     # -- hooks -----------------------------------------------------------------------------
     def is_installed(self) -> bool:
@@ -87,7 +95,16 @@ class Service:
 
     @property
     def address(self) -> str:
-        return f"{config.HOST}:{self.port}"
+        return f"{config.HOST}:{self.port}" if self.port_name else "-"
+
+    @property
+    def unit(self) -> str:
+        """The process's name in the supervisor's records (a service may run several)."""
+        return self.name
+
+    def supervised_units(self) -> list[Service]:
+        """The processes of this service the supervisor watches."""
+        return [self] if self.supervised else []
 
     @property
     def state_dir(self) -> Path:
@@ -104,6 +121,23 @@ class Service:
     @property
     def pid_path(self) -> Path:
         return self.state_dir / f"{self.name}.pid"
+
+    @property
+    def wanted_path(self) -> Path:
+        """Present from ``up`` to ``down``: the process should run (its content: when)."""
+        return self.pid_path.with_suffix(".wanted")
+
+    def mark_wanted(self) -> None:
+        """Marks the process wanted (``up`` does): the supervisor restarts it if it dies."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.wanted_path.write_text(f"{time.time_ns()}\n")
+
+    def wanted_since(self) -> str | None:
+        """The mark ``up`` left, None after ``down`` (a new mark means a new ``up``)."""
+        try:
+            return self.wanted_path.read_text().strip()
+        except OSError:
+            return None
 
     def say(self, message: str, *args) -> None:
         """A progress line, e.g. ``[kafka] fetching jars with mvn…``."""
@@ -130,31 +164,52 @@ class Service:
     def up(self) -> str:
         """Installs, starts and waits for the service; returns "started" or "running"."""
         with self._lock():
+            if self.supervised:
+                self.mark_wanted()
             pid = process.read_pid(self.pid_path)
             if pid is not None and self.check() is None:
                 self.after_start()
                 return "running"
-            if pid is None and process.port_taken(config.HOST, self.port):
-                raise StackError(
-                    f"[{self.name}] port {self.port} is already taken by a process the stack did "
-                    f"not start; stop it or set RISKPIPE_{self.port_name}_PORT"
-                )
-            if pid is None:
-                if not self.is_installed():
-                    self.install()
-                self.prepare()
-                self.say("starting (log: %s)", self.log_path)
-                pid = process.start_detached(
-                    self.command(),
-                    log_path=self.log_path,
-                    pid_path=self.pid_path,
-                    env=self.environment(),
-                    cwd=self.state_dir,
-                    user=self.run_as,
-                )
-            self._wait_healthy(pid)
-            self.after_start()
+            self._start_locked(pid)
             return "started"
+
+    def revive(self, why: str) -> int | None:
+        """Starts the process again if it is wanted and not running (the supervisor's call).
+
+        Writes ``why`` to the service's log first. Returns the new pid, None when there was
+        nothing to do (``down`` unmarked it, or it runs); raises StackError if it fails.
+        """
+        with self._lock():
+            if self.wanted_since() is None or process.read_pid(self.pid_path) is not None:
+                return None
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "a") as log:
+                log.write(f"\n--- {time.strftime('%F %T')} supervisor: {why}\n")
+            return self._start_locked(None)
+
+    def _start_locked(self, pid: int | None) -> int:
+        """Starts (unless ``pid`` runs) and waits until healthy; the caller holds the lock."""
+        if pid is None and self.port_name and process.port_taken(config.HOST, self.port):
+            raise StackError(
+                f"[{self.name}] port {self.port} is already taken by a process the stack did "
+                f"not start; stop it or set RISKPIPE_{self.port_name}_PORT"
+            )
+        if pid is None:
+            if not self.is_installed():
+                self.install()
+            self.prepare()
+            self.say("starting (log: %s)", self.log_path)
+            pid = process.start_detached(
+                self.command(),
+                log_path=self.log_path,
+                pid_path=self.pid_path,
+                env=self.environment(),
+                cwd=self.state_dir,
+                user=self.run_as,
+            )
+        self._wait_healthy(pid)
+        self.after_start()
+        return pid
 
     def _wait_healthy(self, pid: int) -> None:
         last_error = ["not checked yet"]
@@ -180,8 +235,9 @@ class Service:
             ) from None
 
     def down(self) -> bool:
-        """Stops the service; True if it was running."""
+        """Stops the service (and its supervision); True if it was running."""
         with self._lock():
+            self.wanted_path.unlink(missing_ok=True)
             stopped = process.stop(
                 self.pid_path, sig=self.stop_signal, timeout=self.stop_timeout_s
             )
@@ -198,4 +254,14 @@ class Service:
             state, detail = "stopped", ""
         else:
             state, detail = "unhealthy", problem
-        return Status(self.name, state, self.address, self.log_path, detail, pid)
+        return Status(
+            self.name, state, self.address, self.log_path, detail, pid, self.restarts()
+        )
+
+    def restarts(self) -> supervision.Restarts | None:
+        """What the supervisor did to this service's processes; None if it is not supervised."""
+        units = self.supervised_units()
+        if not units:
+            return None
+        record = supervision.load()
+        return supervision.combined([record.get(unit.unit) for unit in units])

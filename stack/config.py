@@ -7,7 +7,8 @@ can run side by side:
   one sub-folder per service;
 - ``RISKPIPE_CACHE_DIR``  downloads that survive a fresh clone (default ``~/.cache/riskpipe``);
 - ``RISKPIPE_<NAME>_PORT`` one port per service (see ``DEFAULT_PORTS``);
-- ``RISKPIPE_PG_USER/PASSWORD/DB`` and ``RISKPIPE_S3_*`` credentials (local-only defaults).
+- ``RISKPIPE_PG_USER/PASSWORD/DB``, ``RISKPIPE_S3_*`` and ``RISKPIPE_VALIDATOR_API_KEY``
+  credentials (local-only defaults; the validator's is the job's default key too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.local_defaults import LOCAL_VALIDATOR_API_KEY
 from stack.errors import StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +122,8 @@ def s3_region() -> str:
 
 def s3_bucket() -> str:
     return env("S3_BUCKET", "riskpipe")
+
+
+def validator_api_key() -> str:
+    """The key the stack's validator requires (empty: none), the job's default key."""
+    return env("VALIDATOR_API_KEY", LOCAL_VALIDATOR_API_KEY)

@@ -312,6 +312,10 @@ class _FlinkProcess(Service):
     def say(self, message: str, *args) -> None:
         super().say(f"{self.role}: {message}", *args)
 
+    @property
+    def unit(self) -> str:
+        return f"{self.name}-{self.role}"
+
     def prepare(self) -> None:
         metrics_port = config.port(self.metrics_port_name)
         if process.port_taken(config.HOST, metrics_port):
@@ -359,7 +363,10 @@ class _JobManager(_FlinkProcess):
 
 class _TaskManager(_FlinkProcess):
     """Started with a fresh ``taskmanager.resource-id`` each time, so that health means *this*
-    TaskManager registered (a killed one stays listed until its heartbeat times out)."""
+    TaskManager registered (a killed one stays listed until its heartbeat times out).
+    Supervised: the supervisor starts a new one when it dies."""
+
+    supervised = True
 
     def __init__(self):
         super().__init__(
@@ -451,9 +458,13 @@ class Flink(Service):
     def probe(self) -> None:
         self.taskmanager.probe()
 
+    def supervised_units(self) -> list[Service]:
+        return self.taskmanager.supervised_units()
+
     def up(self) -> str:
         with self._lock():
             if self._pids_alive() and self.check() is None:
+                self.taskmanager.mark_wanted()
                 return "running"
             if not self.is_installed():
                 self.install()
@@ -503,7 +514,9 @@ class Flink(Service):
             detail = problem
             if missing and "not running" not in problem:
                 detail = f"{' and '.join(missing)} not running; {problem}"
-        return Status(self.name, state, self.address, self.log_path, detail, jm_pid)
+        return Status(
+            self.name, state, self.address, self.log_path, detail, jm_pid, self.restarts()
+        )
 
     def endpoints(self) -> dict:
         return {

@@ -1,5 +1,8 @@
 """The registry: every service the stack can run, in start order (``down`` stops in reverse).
 
+The supervisor comes last: it restarts the supervised ones (worker pool, TaskManager,
+validator) when they die, and ``down`` stops it first.
+
 To add a service (flink, mongo, validator...), write ``stack/<name>.py`` with a ``Service``
 subclass (see ``stack/base.py`` and ``stack/s3.py`` for a short example) and list it here.
 """
@@ -14,6 +17,7 @@ from stack.mongo import Mongo
 from stack.postgres import Postgres
 from stack.prometheus import Prometheus
 from stack.s3 import s3_server
+from stack.supervisor import Supervisor
 from stack.validator import Validator
 from stack.workerpool import WorkerPool
 
@@ -28,6 +32,8 @@ SERVICES: dict[str, Service] = {
         WorkerPool(),
         Flink(),
         Validator(),
+        # Last: `up` starts it once the rest runs, `down` stops it before the rest.
+        Supervisor(),
     )
 }
 
@@ -42,3 +48,18 @@ def select(names: list[str] | tuple[str, ...] | None) -> list[Service]:
             f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"
         )
     return [service for name, service in SERVICES.items() if name in names]
+
+
+def with_supervisor(names: list[str] | None) -> list[str] | None:
+    """``names`` plus the supervisor when one of them is supervised (None: all, which has it).
+
+    >>> with_supervisor(["kafka", "validator"])
+    ['kafka', 'validator', 'supervisor']
+    >>> with_supervisor(["kafka"]), with_supervisor(None)
+    (['kafka'], None)
+    """
+    if not names or "supervisor" in names:
+        return names
+    if any(service.supervised_units() for service in select(names)):
+        return [*names, "supervisor"]
+    return list(names)

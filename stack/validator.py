@@ -1,9 +1,11 @@
 """The fraud validator (``validator/``, FastAPI under uvicorn) as a stack service.
 
 ``python -m validator --host 127.0.0.1 --port $RISKPIPE_VALIDATOR_PORT`` (default 8000) with the
-project venv, cwd the repo root. It reads ``RISKPIPE_VALIDATOR_API_KEY`` and
-``RISKPIPE_VALIDATOR_CONFIG`` from the environment, like the CLI. Health: ``GET /health``.
-Prometheus (``stack/prometheus.py``) scrapes its ``/metrics``.
+project venv, cwd the repo root. It requires an API key: ``RISKPIPE_VALIDATOR_API_KEY``, else
+the local-only default the job also sends (``stack.config.validator_api_key``); it reaches the
+server through the environment, never the command line (``ps`` shows that). It reads
+``RISKPIPE_VALIDATOR_CONFIG`` like the CLI. Health: ``GET /health`` (open, like ``/metrics``,
+which Prometheus, ``stack/prometheus.py``, scrapes).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class Validator(Service):
     name = "validator"
     port_name = "VALIDATOR"
     start_timeout_s = 60.0
+    supervised = True
 
     @property
     def url(self) -> str:
@@ -47,6 +50,7 @@ class Validator(Service):
             filter(None, [str(config.REPO_ROOT), env.get("PYTHONPATH")])
         )
         env["PYTHONUNBUFFERED"] = "1"
+        env["RISKPIPE_VALIDATOR_API_KEY"] = config.validator_api_key()
         return env
 
     def probe(self) -> None:

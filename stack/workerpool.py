@@ -26,6 +26,7 @@ class WorkerPool(Service):
     name = "workerpool"
     port_name = "WORKER_POOL"
     start_timeout_s = 60.0
+    supervised = True
     # SIGINT: the pool stops its server and its atexit hook ends the workers.
     stop_signal = signal.SIGINT
     stop_timeout_s = 15.0

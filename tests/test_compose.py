@@ -47,6 +47,8 @@ COUNTERPARTS = {
     "worker-pool": ("beam-worker-pool",),
     "workerpool": ("beam-worker-pool",),
     "beam-worker-pool": ("beam-worker-pool",),
+    # Compose restarts containers itself (`restart: unless-stopped`, checked below).
+    "supervisor": (),
 }
 REQUIRED = (
     "kafka",
@@ -90,6 +92,7 @@ LOCAL_ENV = (
     "RISKPIPE_S3_ACCESS_KEY",
     "RISKPIPE_S3_SECRET_KEY",
     "RISKPIPE_S3_BUCKET",
+    "RISKPIPE_VALIDATOR_API_KEY",
 )
 
 _VARIABLE = re.compile(
@@ -230,6 +233,17 @@ def test_every_local_service_has_a_compose_counterpart(services):
             assert counterpart in services, (
                 f"compose lacks {counterpart!r} (local {name!r})"
             )
+
+
+def test_what_the_supervisor_restarts_compose_restarts(services):
+    from stack.services import SERVICES
+
+    supervised = {
+        unit.unit: unit for service in SERVICES.values() for unit in service.supervised_units()
+    }
+    assert set(supervised) == {"workerpool", "validator", "flink-taskmanager"}
+    for counterpart in ("beam-worker-pool", "validator", "taskmanager"):
+        assert services[counterpart]["restart"] == "unless-stopped", counterpart
 
 
 def test_local_services_publish_their_port_in_compose(services):
@@ -530,6 +544,17 @@ def test_pipeline_endpoints_point_at_compose_hostnames(services):
         assert urlsplit(env["RISKPIPE_MONGO_URI"]).hostname == "mongo"
         assert urlsplit(env["RISKPIPE_VALIDATOR_URL"]).netloc == "validator:8000"
     assert f"EXTERNAL://{local['RISKPIPE_KAFKA_BOOTSTRAP']}" in advertised
+
+
+def test_validator_and_submitter_share_the_local_key(services):
+    from pipeline.options import ValidatorOptions
+
+    key = config.validator_api_key()
+    assert key and key == ValidatorOptions([]).validator_api_key
+    for name in ("validator", "submitter"):
+        assert environment(services[name])["RISKPIPE_VALIDATOR_API_KEY"] == key, name
+    for name in ("simulator", "beam-worker-pool"):  # the key travels inside the job
+        assert "RISKPIPE_VALIDATOR_API_KEY" not in environment(services[name]), name
 
 
 def test_submitter_runs_the_job_on_the_flink_cluster(services, monkeypatch):

@@ -4,12 +4,12 @@
         --transactions_topic=P.transactions
 
 One confluent-kafka consumer reads the accounts and transactions topics to the end
-offsets seen at start (like the bounded DirectRunner run); every message goes through
-the same parser (:mod:`pipeline.transforms.parse`), an in-memory join (a dict of the
-latest account per id, a Postgres lookup for an account not seen on the topic, a buffer
-for transactions whose account arrives later), the same scorer
-(:mod:`pipeline.domain.scoring`) and routing, and the same upsert into
-banking.attributed_transactions (:data:`pipeline.io.postgres.UPSERT_SQL`, execute_values).
+offsets seen at start (like the bounded DirectRunner run); every message goes through the
+job's own per-record code: the parser (:mod:`pipeline.domain.shapes`, ``auto``), one
+:class:`~pipeline.domain.attribution.AccountHistory` per account in a dict (join, features,
+score and corrections, as the job's stateful step), a Postgres lookup for an account not
+seen on the topic, a buffer for transactions whose account arrives later, the routing, and
+the same upsert into banking.attributed_transactions (:func:`pipeline.io.postgres.copy_rows`).
 
 Left out, on purpose: the validator calls for ``unidentified`` transactions, the fraud
 results (Mongo, S3, Kafka) and the dead-letter topic. They concern a few percent of the
@@ -24,18 +24,19 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
-from psycopg2.extras import execute_values
 
-from pipeline.domain.scoring import AccountFeatures, score_transaction, update
+from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
+from pipeline.domain.scoring import is_suspicious
+from pipeline.domain.shapes import account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
-from pipeline.io.postgres import UPSERT_SQL, PostgresAccountLookup, attributed_row
+from pipeline.io.postgres import PostgresAccountLookup, attributed_row, copy_rows
 from pipeline.local_defaults import LOCAL_KAFKA_BOOTSTRAP, LOCAL_PG_DSN
 from pipeline.options import env
 from pipeline.records import AttributedTransaction
-from pipeline.domain.parsing import parse_account, parse_transaction
 from pipeline.transforms.route import route
 
 __all__ = ["run_baseline"]
@@ -75,35 +76,45 @@ def run_baseline(
     })
     conn = psycopg2.connect(dsn, connect_timeout=5)
     lookup = PostgresAccountLookup(dsn)
-    accounts: dict = {}
-    waiting: dict[str, list] = defaultdict(list)  # account_id -> transactions
-    features: dict[str, AccountFeatures] = {}
+    # The parsers of the job's parse step, with its default --input_format.
+    parse_account, parse_transaction = account_parser("auto"), transaction_parser("auto")
+    histories: dict[str, AccountHistory] = {}
+    waiting: dict[str, list] = defaultdict(list)  # account_id -> [(produced, transaction)]
     batch: dict[str, tuple] = {}
     counts = dict.fromkeys(
-        ("kafka_records_read", "parsed", "dead_lettered", "joined", "unjoined",
+        ("kafka_records_read", "parsed", "dead_lettered", "joined", "unjoined", "corrected",
          "postgres_rows_written", "high_risk"), 0)
+    processed_at = datetime.now(UTC)
 
     def flush():
         if batch:
             with conn.cursor() as cursor:
-                execute_values(cursor, UPSERT_SQL, list(batch.values()), page_size=len(batch))
+                copy_rows(cursor, list(batch.values()))
             conn.commit()
             counts["postgres_rows_written"] += len(batch)
             batch.clear()
 
-    def emit(txn, account):
-        state = features.get(txn.account_id) or AccountFeatures()
-        score, reasons = score_transaction(txn, account, state)
-        features[txn.account_id] = update(state, txn)
-        counts["high_risk"] += score >= 50
-        _, record = route(AttributedTransaction(
-            transaction=txn,
-            account_name=account.account_name if account is not None else None,
-            risk_score=score, risk_reasons=reasons,
-        ))
-        batch[record.transaction_id] = attributed_row(record)
+    def emit(rows: list[Scored], joined: bool):
+        if rows:
+            counts["joined" if joined else "unjoined"] += 1
+            counts["high_risk"] += is_suspicious(rows[0].risk_score)
+            counts["corrected"] += len(rows) - 1
+        for row in rows:
+            _, record = route(AttributedTransaction(
+                transaction=row.transaction,
+                account_name=row.account.account_name if row.account is not None else None,
+                risk_score=row.risk_score, risk_reasons=row.risk_reasons,
+                processed_at=processed_at, account=row.account,
+            ))
+            batch[record.transaction_id] = attributed_row(record)
         if len(batch) >= batch_size:
             flush()
+
+    def history_of(account_id: str) -> AccountHistory:
+        history = histories.get(account_id)
+        if history is None:
+            history = histories[account_id] = AccountHistory()
+        return history
 
     try:
         ends = _end_offsets(consumer, [accounts_topic, transactions_topic])
@@ -119,39 +130,37 @@ def run_baseline(
                 if message.offset() + 1 >= remaining[key]:
                     del remaining[key]
                 counts["kafka_records_read"] += 1
+                is_account = message.topic() == accounts_topic
                 try:
-                    if message.topic() == accounts_topic:
-                        account = parse_account(message.value())
-                    else:
-                        txn = parse_transaction(message.value())
+                    record = (parse_account if is_account else parse_transaction)(message.value())
                 except InvalidRecord:
                     counts["dead_lettered"] += 1
                     continue
                 counts["parsed"] += 1
-                if message.topic() == accounts_topic:
-                    accounts[account.account_id] = account
-                    for txn in waiting.pop(account.account_id, ()):
-                        counts["joined"] += 1
-                        emit(txn, account)
+                produced = message.timestamp()[1] * 1000
+                history = history_of(record.account_id)
+                if is_account:
+                    emit(history.add_version(produced, record), joined=True)
+                    for item in waiting.pop(record.account_id, ()):
+                        emit(history.add_transaction(*item), joined=True)
                     continue
-                account = accounts.get(txn.account_id)
-                if account is None and txn.account_id not in waiting:
-                    account = lookup([txn.account_id]).get(txn.account_id)
+                if not history.has_account and record.account_id not in waiting:
+                    account = lookup([record.account_id]).get(record.account_id)
                     if account is not None:
-                        accounts[account.account_id] = account
-                if account is None:
-                    waiting[txn.account_id].append(txn)
+                        history.add_version(BEGINNING, account)
+                if history.has_account:
+                    emit(history.add_transaction(produced, record), joined=True)
                 else:
-                    counts["joined"] += 1
-                    emit(txn, account)
+                    waiting[record.account_id].append((produced, record))
         # End of the bounded slice: a last lookup, then a LEFT JOIN for what still waits.
         if waiting:
             found = lookup(list(waiting))
-            for account_id, txns in waiting.items():
-                account = found.get(account_id)
-                for txn in txns:
-                    counts["joined" if account is not None else "unjoined"] += 1
-                    emit(txn, account)
+            for account_id, items in waiting.items():
+                history = history_of(account_id)
+                if account_id in found:
+                    history.add_version(BEGINNING, found[account_id])
+                for item in items:
+                    emit(history.add_transaction(*item), joined=account_id in found)
             waiting.clear()
         flush()
     finally:

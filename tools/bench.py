@@ -41,17 +41,17 @@ from confluent_kafka.admin import AdminClient
 import stack
 from pipeline.io.kafka import ReadFromKafka
 from pipeline.io.postgres import lookup_factory
-from pipeline.main import JOB_NAME, _key_by_account, build, summary
+from pipeline.main import JOB_NAME, build, summary
 from pipeline.options import RunOptions
 from pipeline.runners.flags import with_runner_defaults
-from pipeline.transforms.join import JoinWithAccounts
-from pipeline.transforms.parse import ParseAccounts, ParseTransactions
+from pipeline.transforms.attribute import AttributeTransactions
+from pipeline.transforms.parse import ParseAccounts, ParseTransactions, ReadRecords
 from stack.kafka import ensure_topics
 from tools.baseline import run_baseline
 
 logger = logging.getLogger(__name__)
 SERVICES = ["kafka", "postgres", "mongo", "s3", "validator"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Bench:
@@ -139,21 +139,23 @@ class Bench:
         }
 
     def run_join_only(self, group: str, *extra: str) -> dict:
-        """Read → parse → join → count: the join's cost without scoring and sinks."""
+        """Read → parse → join and score → count: the stateful step without decisions and sinks."""
         options = PipelineOptions(self.args(group, *extra))
         p = beam.Pipeline(options=options)
 
-        def read(topic):
-            return ReadFromKafka(self.bootstrap, [topic], f"{self.prefix}{group}",
-                                 start="earliest", bounded=True)
+        def read(topic, parse):
+            return ReadRecords(
+                ReadFromKafka(self.bootstrap, [topic], f"{self.prefix}{group}",
+                              start="earliest", bounded=True),
+                parse,
+            )
 
-        accounts = p | "ReadAccounts" >> read(self.topics["accounts"]) | "PA" >> ParseAccounts()
-        transactions = (p | "ReadTransactions" >> read(self.topics["transactions"])
-                        | "PT" >> ParseTransactions())
+        accounts = p | "ReadAccounts" >> read(self.topics["accounts"], ParseAccounts())
+        transactions = p | "ReadTransactions" >> read(
+            self.topics["transactions"], ParseTransactions())
         (
-            (accounts.records | "KA" >> beam.Map(_key_by_account),
-             transactions.records | "KT" >> beam.Map(_key_by_account))
-            | "Join" >> JoinWithAccounts(lookup_factory(self.dsn))
+            (accounts.records, transactions.records)
+            | "AttributeTransactions" >> AttributeTransactions(lookup_factory(self.dsn))
             | "Count" >> beam.combiners.Count.Globally()
         )
         started = time.perf_counter()

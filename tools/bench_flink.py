@@ -44,13 +44,13 @@ from tools.bench import Bench
 
 logger = logging.getLogger(__name__)
 SERVICES = ["kafka", "postgres", "mongo", "s3", "workerpool", "flink", "validator"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 # Process groups whose CPU is sampled from /proc while a phase runs: (name, cmdline parts),
 # first match wins.
 PROCESS_GROUPS = (
     ("simulator", ("-m simulator",)),
-    ("beam_sdk_workers", ("SdkHarness",)),
+    ("beam_sdk_workers", ("SdkHarness", "run_worker")),
     ("flink_taskmanager", ("TaskManagerRunner",)),
     ("flink_jobmanager", ("StandaloneSessionClusterEntrypoint",)),
     ("kafka", ("kafka.Kafka",)),

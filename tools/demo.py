@@ -26,7 +26,7 @@ from pathlib import Path
 import stack
 from stack import flink_rest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 JOB_NAME = "transaction-attribution"
 INTERVAL_S = 5.0
 LATEST_SQL = (

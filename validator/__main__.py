@@ -15,16 +15,17 @@ import uvicorn
 
 from validator.app import DEFAULT_MAX_BATCH_SIZE, create_app
 from validator.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from validator.guard import DEFAULT_MAX_BODY_BYTES
 
 logger = logging.getLogger("validator")
 
 
-def _default_port() -> int:
-    value = os.environ.get("RISKPIPE_VALIDATOR_PORT", "8000")
+def _int_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
     try:
         return int(value)
     except ValueError:
-        raise SystemExit(f"validator: RISKPIPE_VALIDATOR_PORT must be an integer, got {value!r}")
+        raise SystemExit(f"validator: {name} must be an integer, got {value!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=int,
-        default=_default_port(),
+        default=_int_from_env("RISKPIPE_VALIDATOR_PORT", 8000),
         help="Port to bind (default: $RISKPIPE_VALIDATOR_PORT or 8000; now %(default)s).",
     )
     parser.add_argument(
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Most transactions per /validate/batch call (default: %(default)s).",
     )
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_int_from_env("RISKPIPE_VALIDATOR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        help="Largest request body of a validation call, else 413; checked before the body "
+        "is read (default: $RISKPIPE_VALIDATOR_MAX_BODY_BYTES or %(default)s).",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=("critical", "error", "warning", "info", "debug"),
@@ -85,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parses the command line, checks the rules and serves until interrupted."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if args.workers < 1 or args.max_batch_size < 1:
-        print("validator: --workers and --max-batch-size must be >= 1", file=sys.stderr)
+    if args.workers < 1 or args.max_batch_size < 1 or args.max_body_bytes < 1:
+        print(
+            "validator: --workers, --max-batch-size and --max-body-bytes must be >= 1",
+            file=sys.stderr,
+        )
         return 2
     try:
         config = load_config(args.config)
@@ -100,20 +111,27 @@ def main(argv: list[str] | None = None) -> int:
         "access_log": args.access_log,
     }
     logger.info(
-        "serving on http://%s:%d (rules %s, API key %s, %d worker(s))",
+        "serving on http://%s:%d (rules %s, API key %s, bodies up to %d bytes, %d worker(s))",
         args.host,
         args.port,
         args.config,
         "on" if args.api_key else "off",
+        args.max_body_bytes,
         args.workers,
     )
     if args.workers == 1:
-        app = create_app(config, api_key=args.api_key, max_batch_size=args.max_batch_size)
+        app = create_app(
+            config,
+            api_key=args.api_key,
+            max_batch_size=args.max_batch_size,
+            max_body_bytes=args.max_body_bytes,
+        )
         uvicorn.run(app, **options)
     else:
         # Worker processes import the app themselves, so the settings travel by env.
         os.environ["RISKPIPE_VALIDATOR_CONFIG"] = args.config
         os.environ["RISKPIPE_VALIDATOR_MAX_BATCH"] = str(args.max_batch_size)
+        os.environ["RISKPIPE_VALIDATOR_MAX_BODY_BYTES"] = str(args.max_body_bytes)
         if args.api_key:
             os.environ["RISKPIPE_VALIDATOR_API_KEY"] = args.api_key
         uvicorn.run(

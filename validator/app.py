@@ -4,7 +4,9 @@ Endpoints: ``POST /validate`` (one transaction, the old PoC's contract),
 ``POST /validate/batch`` (many, in order), ``GET /health``, ``GET /metrics``
 (Prometheus) and the OpenAPI docs at ``/docs``. When an API key is configured, the two
 validation endpoints need it in the ``X-API-Key`` header; health, metrics and docs
-stay open so that probes, scrapers and people can reach them.
+stay open so that probes, scrapers and people can reach them. The key and the body size
+(``max_body_bytes``) are checked by :class:`validator.guard.RequestGuard` before the body
+is read, so a caller without the key cannot make the service read or parse anything.
 
 >>> from fastapi.testclient import TestClient
 >>> from validator.config import load_config
@@ -15,12 +17,11 @@ stay open so that probes, scrapers and people can reach them.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -29,6 +30,7 @@ from pydantic_core import to_json
 from starlette.exceptions import HTTPException
 
 from validator.config import ModelConfig, load_config
+from validator.guard import API_KEY_HEADER, DEFAULT_MAX_BODY_BYTES, RequestGuard
 from validator.metrics import MetricsMiddleware, ValidatorMetrics
 from validator.model import FraudModel, Verdict
 from validator.schemas import (
@@ -41,14 +43,15 @@ from validator.schemas import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MAX_BATCH_SIZE", "create_app", "create_app_from_env"]
+__all__ = ["DEFAULT_MAX_BATCH_SIZE", "DEFAULT_MAX_BODY_BYTES", "create_app", "create_app_from_env"]
 
 DEFAULT_MAX_BATCH_SIZE = 1000
-API_KEY_HEADER = "X-API-Key"
+VALIDATION_PATHS = frozenset({"/validate", "/validate/batch"})
 # Past this many field errors the 422 message says "and N more" (the detail has all).
 _MAX_ERRORS_IN_MESSAGE = 5
 _ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key."},
+    413: {"model": ErrorResponse, "description": "Request body larger than the limit."},
     422: {"model": ErrorResponse, "description": "Invalid request; the message names the field."},
 }
 
@@ -96,24 +99,17 @@ def _result(request: ValidationRequest, verdict: Verdict) -> dict:
     }
 
 
-def _api_key_check(api_key: str | None):
-    """A dependency that enforces ``api_key`` (constant-time), or lets all in when None."""
+def _documents_the_key() -> list:
+    """Declares ``X-API-Key`` in the OpenAPI schema (``/docs`` can send it); RequestGuard checks it."""
     header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="Validator API key")
-    expected = api_key.encode() if api_key else None
-
-    async def check(given: str | None = Security(header)) -> None:
-        if expected is None:
-            return
-        if given is None or not hmac.compare_digest(given.encode(), expected):
-            raise HTTPException(401, f"missing or invalid {API_KEY_HEADER} header")
-
-    return check
+    return [Security(header)]
 
 
 def create_app(
     config: ModelConfig,
     api_key: str | None = None,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """Builds the validator app around one rules configuration.
 
@@ -121,9 +117,12 @@ def create_app(
         config: the checked rules (see :func:`validator.config.load_config`).
         api_key: when set, required in the ``X-API-Key`` header of validation calls.
         max_batch_size: the most transactions one ``/validate/batch`` call may carry.
+        max_body_bytes: the largest request body of a validation call (else 413).
     """
     if max_batch_size < 1:
         raise ValueError(f"create_app: max_batch_size must be >= 1, got {max_batch_size}")
+    if max_body_bytes < 1:
+        raise ValueError(f"create_app: max_body_bytes must be >= 1, got {max_body_bytes}")
     model = FraudModel(config)
     metrics = ValidatorMetrics()
     app = FastAPI(
@@ -135,10 +134,12 @@ def create_app(
     app.state.metrics = metrics
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    # The last added runs first: metrics see every answer, the guard's 401/413 included.
     app.add_middleware(
-        MetricsMiddleware, metrics=metrics, endpoints=frozenset({"/validate", "/validate/batch"})
+        RequestGuard, paths=VALIDATION_PATHS, api_key=api_key, max_body_bytes=max_body_bytes
     )
-    guarded = [Depends(_api_key_check(api_key))]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=VALIDATION_PATHS)
+    guarded = _documents_the_key()
 
     @app.post(
         "/validate",
@@ -158,7 +159,11 @@ def create_app(
         dependencies=guarded,
         responses={
             **_ERRORS,
-            413: {"model": ErrorResponse, "description": f"More than {max_batch_size} items."},
+            413: {
+                "model": ErrorResponse,
+                "description": f"More than {max_batch_size} items, or a body over "
+                f"{max_body_bytes} bytes.",
+            },
         },
         summary=f"Validate up to {max_batch_size} transactions, answered in order",
     )
@@ -184,6 +189,7 @@ def create_app(
             "rules_version": config.version,
             "threshold": config.threshold,
             "max_batch_size": max_batch_size,
+            "max_body_bytes": max_body_bytes,
             "api_key_required": api_key is not None,
         }
 
@@ -198,10 +204,14 @@ def create_app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` / multi-worker runs.
 
     Reads ``RISKPIPE_VALIDATOR_CONFIG`` (rules file; the shipped one when unset),
-    ``RISKPIPE_VALIDATOR_API_KEY`` and ``RISKPIPE_VALIDATOR_MAX_BATCH``.
+    ``RISKPIPE_VALIDATOR_API_KEY``, ``RISKPIPE_VALIDATOR_MAX_BATCH`` and
+    ``RISKPIPE_VALIDATOR_MAX_BODY_BYTES``.
     """
     return create_app(
         load_config(os.environ.get("RISKPIPE_VALIDATOR_CONFIG") or None),
         api_key=os.environ.get("RISKPIPE_VALIDATOR_API_KEY") or None,
         max_batch_size=int(os.environ.get("RISKPIPE_VALIDATOR_MAX_BATCH", DEFAULT_MAX_BATCH_SIZE)),
+        max_body_bytes=int(
+            os.environ.get("RISKPIPE_VALIDATOR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+        ),
     )

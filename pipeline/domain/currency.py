@@ -4,12 +4,14 @@ Parsing rejects any currency not listed here, and scoring normalises every amoun
 EUR with the same rates, so thresholds are comparable across currencies.
 
 The rates are fixed reference rates (approximate, early 2026), not live quotes: risk
-scoring needs amounts on one scale, not exact conversions.
+scoring needs amounts on one scale, not exact conversions. Besides the usual European and
+major currencies the table holds the common Asian, Middle-Eastern and Latin-American ones
+(the Flink SQL system's producers write ``VND`` amounts).
 
 >>> to_eur(100.0, "USD")
 92.0
->>> "EUR" in CURRENCIES
-True
+>>> "EUR" in CURRENCIES, "VND" in CURRENCIES
+(True, True)
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ RATES_TO_EUR: Mapping[str, float] = MappingProxyType(
         "SGD": 0.68,
         "HKD": 0.118,
         "KRW": 0.00068,
+        "VND": 0.000036,
+        "THB": 0.026,
+        "IDR": 0.000058,
+        "MYR": 0.20,
+        "PHP": 0.016,
+        "TWD": 0.029,
+        "AED": 0.25,
+        "SAR": 0.245,
+        "ILS": 0.25,
+        "TRY": 0.027,
+        "ISK": 0.0067,
+        "CLP": 0.00098,
+        "COP": 0.00023,
     }
 )
 CURRENCIES = frozenset(RATES_TO_EUR)

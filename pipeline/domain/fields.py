@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -36,6 +35,7 @@ __all__ = [
     "MAX_TEXT_LENGTH",
     "calendar_date",
     "choice",
+    "code",
     "identifier",
     "number",
     "show",
@@ -49,7 +49,10 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(days=1)
 _SHOWN_CHARS = 40
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-_MISSING = object()
+# Unicode category Cc is exactly these two ranges (C0 and DEL + C1).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Ids that pass every identifier rule at a glance: printable ASCII without spaces.
+_PLAIN_ID = re.compile(f"[!-~]{{1,{MAX_ID_LENGTH}}}")
 
 
 def show(value: Any) -> str:
@@ -58,22 +61,18 @@ def show(value: Any) -> str:
     return shown if len(shown) <= _SHOWN_CHARS else shown[: _SHOWN_CHARS - 3] + "..."
 
 
-def _get(obj: dict, name: str, required: bool) -> Any:
-    value = obj.get(name, _MISSING)
-    if value is _MISSING or value is None:
+def _string(obj: dict, name: str, required: bool) -> str | None:
+    """The field as a string, None when absent (or null) and optional; else invalid."""
+    value = obj.get(name)
+    if value is None:
         if required:
             raise InvalidRecord(f"{name}: missing")
         return None
-    return value
-
-
-def _string(obj: dict, name: str, required: bool) -> str | None:
-    """The field as a string, None when absent and optional; anything else is invalid."""
-    value = _get(obj, name, required)
-    if value is not None and not isinstance(value, str):
+    if not isinstance(value, str):
         raise InvalidRecord(f"{name}: not a string ({type(value).__name__})")
-    if value is not None and not _is_utf8(value):
-        # JSON may escape a lone surrogate ("\udfd9"); no sink can store one.
+    # Only a non-ASCII string can hold a lone surrogate: JSON may escape one ("\udfd9"),
+    # and no sink can store it.
+    if not value.isascii() and not _is_utf8(value):
         raise InvalidRecord(f"{name}: lone surrogate, not valid unicode ({show(value)})")
     return value
 
@@ -86,20 +85,19 @@ def _is_utf8(value: str) -> bool:
     return True
 
 
-def _has_control_chars(value: str) -> bool:
-    return any(unicodedata.category(char) == "Cc" for char in value)
-
-
 def identifier(obj: dict, name: str, required: bool = True) -> str | None:
     """A non-empty id string of at most MAX_ID_LENGTH characters, no control characters."""
+    value = obj.get(name)
+    if value.__class__ is str and _PLAIN_ID.fullmatch(value):
+        return value  # the usual id: printable ASCII, no space, short enough
     value = _string(obj, name, required)
     if value is None:
         return None
-    if not value.strip():
+    if not value or value.isspace():
         raise InvalidRecord(f"{name}: empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidRecord(f"{name}: too long ({len(value)} chars)")
-    if _has_control_chars(value):
+    if _CONTROL.search(value):
         raise InvalidRecord(f"{name}: control characters ({show(value)})")
     return value
 
@@ -109,7 +107,7 @@ def text(obj: dict, name: str, required: bool = False) -> str | None:
     value = _string(obj, name, required)
     if value is None:
         return None
-    if required and not value.strip():
+    if required and (not value or value.isspace()):
         raise InvalidRecord(f"{name}: empty")
     if len(value) > MAX_TEXT_LENGTH:
         raise InvalidRecord(f"{name}: too long ({len(value)} chars)")
@@ -121,24 +119,55 @@ def text(obj: dict, name: str, required: bool = False) -> str | None:
 
 def number(obj: dict, name: str, required: bool = True) -> float | None:
     """A finite float from a JSON number or a plain decimal string (never a bool)."""
-    value = _get(obj, name, required)
+    value = obj.get(name)
     if value is None:
+        if required:
+            raise InvalidRecord(f"{name}: missing")
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InvalidRecord(f"{name}: not a number ({type(value).__name__})")
-    if isinstance(value, str) and not _DECIMAL.fullmatch(value):
-        raise InvalidRecord(f"{name}: not a number ({show(value)})")
-    try:
+    kind = value.__class__
+    if kind is float:
+        result = value
+    elif kind is int:
+        try:
+            result = float(value)
+        except OverflowError:
+            result = math.inf
+    elif kind is str:
+        if not _DECIMAL.fullmatch(value):
+            raise InvalidRecord(f"{name}: not a number ({show(value)})")
         result = float(value)
-    except OverflowError:
-        result = math.inf
+    else:
+        raise InvalidRecord(f"{name}: not a number ({kind.__name__})")
     if not math.isfinite(result):
         raise InvalidRecord(f"{name}: not a finite number ({show(result)})")
     return result
 
 
-def choice(obj: dict, name: str, allowed: Iterable[str], required: bool = True) -> str | None:
-    """One of ``allowed``, matched exactly (case-sensitive)."""
+def choice(
+    obj: dict, name: str, vocabulary: Mapping[str, str], required: bool = True
+) -> str | None:
+    """The canonical value of a vocabulary word, matched without regard to ASCII case.
+
+    ``vocabulary`` maps each accepted spelling, in lower case, to the value a record
+    keeps (see :mod:`pipeline.domain.vocabularies`).
+
+    >>> choice({"status": "Completed"}, "status", {"completed": "completed"})
+    'completed'
+    """
+    value = _string(obj, name, required)
+    if value is None:
+        return None
+    canonical = vocabulary.get(value)
+    if canonical is None and value.isascii():
+        # ASCII only: str.lower() folds some other letters into ASCII ones (KELVIN SIGN -> k).
+        canonical = vocabulary.get(value.lower())
+    if canonical is None:
+        raise InvalidRecord(f"{name}: unknown ({show(value)})")
+    return canonical
+
+
+def code(obj: dict, name: str, allowed: Iterable[str], required: bool = True) -> str | None:
+    """One of ``allowed``, matched exactly (case-sensitive), e.g. an ISO 4217 currency code."""
     value = _string(obj, name, required)
     if value is None:
         return None
@@ -148,7 +177,10 @@ def choice(obj: dict, name: str, allowed: Iterable[str], required: bool = True) 
 
 
 def timestamp(obj: dict, name: str, now: datetime, required: bool = True) -> datetime | None:
-    """An ISO-8601 string between EARLIEST and ``now + MAX_FUTURE``; naive means UTC."""
+    """An ISO-8601 string between EARLIEST and ``now + MAX_FUTURE``; naive means UTC.
+
+    ``T`` or a space may separate date and time (``"2026-01-02 03:04:05"``).
+    """
     value = _string(obj, name, required)
     if value is None:
         return None
@@ -156,12 +188,14 @@ def timestamp(obj: dict, name: str, now: datetime, required: bool = True) -> dat
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidRecord(f"{name}: not an ISO-8601 timestamp ({show(value)})") from None
-    if parsed.tzinfo is None:
+    zone = parsed.tzinfo
+    if zone is None:
         parsed = parsed.replace(tzinfo=UTC)
-    try:
-        parsed = parsed.astimezone(UTC)
-    except OverflowError:
-        raise InvalidRecord(f"{name}: out of range ({show(value)})") from None
+    elif zone is not UTC:
+        try:
+            parsed = parsed.astimezone(UTC)
+        except OverflowError:
+            raise InvalidRecord(f"{name}: out of range ({show(value)})") from None
     if parsed < EARLIEST:
         raise InvalidRecord(f"{name}: before {EARLIEST.year} ({show(value)})")
     if parsed > now + MAX_FUTURE:

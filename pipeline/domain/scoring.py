@@ -30,9 +30,9 @@ transactions. Each signal that fires adds its weight from :data:`WEIGHTS` and on
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -43,6 +43,8 @@ __all__ = [
     "THRESHOLD",
     "WEIGHTS",
     "AccountFeatures",
+    "amount_cents",
+    "facts",
     "is_suspicious",
     "score_transaction",
     "update",
@@ -75,7 +77,7 @@ VELOCITY_COUNT = 5  # transactions in the window, the scored one included
 BURST_COUNT = 10
 VELOCITY_RATIO = 4.0  # ...and this many times the account's own rate
 RATE_MIN_SPAN = timedelta(hours=1)  # a rate is never estimated over less history
-MAX_RECENT = 32  # timestamps kept for velocity; enough to see a burst
+MAX_RECENT = 32  # newest timestamps kept for velocity; enough to see a burst
 MIN_HISTORY = 5  # earlier (non-failed) transactions before an amount outlier can fire
 OUTLIER_Z = 3.0
 OUTLIER_RATIO = 3.0  # ...and at least this multiple of the mean
@@ -88,39 +90,141 @@ NEW_ACCOUNT_AGE = timedelta(days=7)
 NIGHT_HOURS = range(5)  # 00:00–04:59 UTC
 LARGE_AMOUNT_EUR = 10_000.0
 VERY_LARGE_AMOUNT_EUR = 100_000.0
+_WINDOW_S = VELOCITY_WINDOW.total_seconds()
+_WINDOW_MINUTES = int(_WINDOW_S // 60)
 
 
-@dataclass(frozen=True)
+def amount_cents(txn: Transaction) -> int:
+    """The transaction's amount in EUR cents, rounded: the unit of the amount history.
+
+    >>> amount_cents(Transaction("t", "a", None, "payment", 12.345, "EUR", "completed",
+    ...              datetime(2026, 1, 1, tzinfo=UTC), None, "cleared"))
+    1234
+    """
+    return round(to_eur(txn.amount, txn.currency) * 100)
+
+
+def facts(txn: Transaction) -> tuple[float, int, int | None]:
+    """What the features keep of a transaction: epoch seconds, UTC hour, and the amount in EUR
+    cents (None for a failed transaction, which does not count towards the amounts).
+
+    >>> facts(Transaction("t", "a", None, "payment", 12.5, "EUR", "failed",
+    ...                   datetime(2026, 1, 1, 7, 30, tzinfo=UTC), None, "cleared"))
+    (1767252600.0, 7, None)
+    """
+    seen = txn.datetime_occurred.timestamp()
+    cents = None if txn.transaction_status == "failed" else amount_cents(txn)
+    return seen, int(seen // 3600 % 24), cents
+
+
 class AccountFeatures:
-    """Rolling features of one account's transaction history (immutable).
+    """Rolling features of one account's transaction history, folded in place by :meth:`add`.
+
+    Every aggregate is exact and commutative (integers, counts, min/max, the newest
+    timestamps), so the features of a set of transactions do not depend on the order in
+    which they were added: a replay that reads them in another order scores the same.
 
     Attributes:
-      recent: epoch seconds of the latest transactions (ascending, at most MAX_RECENT,
-        none older than VELOCITY_WINDOW before ``last_seen``).
-      count, mean_eur, m2_eur: Welford's running count, mean and sum of squared
-        deviations of the EUR amounts of non-failed transactions.
-      seen, first_seen, last_seen: how many transactions (failed ones included) over
-        which span, in epoch seconds; together they give the account's usual rate.
+      recent: epoch seconds of the newest MAX_RECENT transactions, ascending.
+      count, sum_cents, sumsq_cents: how many non-failed transactions, and the sum and sum of
+        squares of their amounts in EUR cents.
+      seen, first_seen, last_seen: how many transactions (failed ones included) over which
+        span, in epoch seconds; together they give the account's usual rate.
       hours: how many of those transactions happened in each UTC hour of the day.
     """
 
-    recent: tuple[float, ...] = ()
-    count: int = 0
-    mean_eur: float = 0.0
-    m2_eur: float = 0.0
-    seen: int = 0
-    first_seen: float | None = None
-    last_seen: float | None = None
-    hours: tuple[int, ...] = (0,) * 24
+    __slots__ = ("count", "first_seen", "hours", "last_seen", "recent", "seen", "sum_cents",
+                 "sumsq_cents")
+
+    def __init__(self) -> None:
+        self.recent: list[float] = []
+        self.count = 0
+        self.sum_cents = 0
+        self.sumsq_cents = 0
+        self.seen = 0
+        self.first_seen: float | None = None
+        self.last_seen: float | None = None
+        self.hours = [0] * 24
+
+    def add(self, txn: Transaction) -> None:
+        """Folds one transaction in (in place).
+
+        >>> f = AccountFeatures()
+        >>> f.add(Transaction("t1", "a1", None, "payment", 10.0, "EUR", "completed",
+        ...                   datetime(2026, 1, 1, tzinfo=UTC), None, "cleared"))
+        >>> (f.count, f.mean_eur, len(f.recent), f.hours[0])
+        (1, 10.0, 1, 1)
+        """
+        self.add_facts(*facts(txn))
+
+    def add_facts(self, seen: float, hour: int, cents: int | None) -> None:
+        """Folds in one transaction given as its :func:`facts`."""
+        recent = self.recent
+        if not recent or seen >= recent[-1]:
+            recent.append(seen)
+        else:
+            bisect.insort(recent, seen)
+        if len(recent) > MAX_RECENT:
+            del recent[0]
+        self.seen += 1
+        if self.first_seen is None or seen < self.first_seen:
+            self.first_seen = seen
+        if self.last_seen is None or seen > self.last_seen:
+            self.last_seen = seen
+        self.hours[hour] += 1
+        if cents is not None:
+            self.count += 1
+            self.sum_cents += cents
+            self.sumsq_cents += cents * cents
+
+    def copy(self) -> "AccountFeatures":
+        """An independent copy."""
+        other = AccountFeatures.__new__(AccountFeatures)
+        other.recent = list(self.recent)
+        other.count, other.sum_cents, other.sumsq_cents = self.count, self.sum_cents, self.sumsq_cents
+        other.seen, other.first_seen, other.last_seen = self.seen, self.first_seen, self.last_seen
+        other.hours = list(self.hours)
+        return other
+
+    def to_tuple(self) -> tuple:
+        """The features as a tuple of primitives (for a state coder); see :meth:`from_tuple`."""
+        return (tuple(self.recent), self.count, self.sum_cents, self.sumsq_cents, self.seen,
+                self.first_seen, self.last_seen, tuple(self.hours))
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "AccountFeatures":
+        """Inverse of :meth:`to_tuple`."""
+        features = cls.__new__(cls)
+        (recent, features.count, features.sum_cents, features.sumsq_cents, features.seen,
+         features.first_seen, features.last_seen, hours) = values
+        features.recent, features.hours = list(recent), list(hours)
+        return features
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, AccountFeatures) and self.to_tuple() == other.to_tuple()
+
+    def __repr__(self) -> str:
+        return f"AccountFeatures(seen={self.seen}, count={self.count}, mean_eur={self.mean_eur:.2f})"
+
+    @property
+    def mean_eur(self) -> float:
+        """Mean EUR amount of the non-failed transactions (0 without any)."""
+        return self.sum_cents / self.count / 100 if self.count else 0.0
 
     @property
     def std_eur(self) -> float:
         """Sample standard deviation of the EUR amounts (0 below two transactions)."""
-        return math.sqrt(self.m2_eur / (self.count - 1)) if self.count > 1 else 0.0
+        if self.count < 2:
+            return 0.0
+        # Exact in integers, then one rounding: the same history gives the same float.
+        variance_cents = (self.count * self.sumsq_cents - self.sum_cents**2) / (
+            self.count * (self.count - 1)
+        )
+        return math.sqrt(max(variance_cents, 0.0)) / 100
 
     def count_between(self, start: float, end: float) -> int:
         """How many recent transactions happened in ``(start, end]`` (epoch seconds)."""
-        return sum(1 for seen in self.recent if start < seen <= end)
+        return bisect.bisect_right(self.recent, end) - bisect.bisect_right(self.recent, start)
 
     def usual_in_window(self) -> float:
         """How many transactions the account's own rate predicts in VELOCITY_WINDOW."""
@@ -130,43 +234,28 @@ class AccountFeatures:
         return self.seen / span * VELOCITY_WINDOW.total_seconds()
 
 
-def _welford(features: AccountFeatures, txn: Transaction) -> tuple[int, float, float]:
-    count, mean, m2 = features.count, features.mean_eur, features.m2_eur
-    if txn.transaction_status == "failed":
-        return count, mean, m2
-    amount = to_eur(txn.amount, txn.currency)
-    count += 1
-    delta = amount - mean
-    mean += delta / count
-    return count, mean, m2 + delta * (amount - mean)
-
-
 def update(features: AccountFeatures, txn: Transaction) -> AccountFeatures:
-    """Folds ``txn`` into ``features``; order-insensitive for velocity.
+    """A copy of ``features`` with ``txn`` folded in; the result does not depend on the order
+    of the updates that built it.
 
     >>> f = update(AccountFeatures(), Transaction("t1", "a1", None, "payment", 10.0, "EUR",
     ...            "completed", datetime(2026, 1, 1, tzinfo=UTC), None, "cleared"))
-    >>> (f.count, f.mean_eur, len(f.recent), f.hours[0])
-    (1, 10.0, 1, 1)
+    >>> (f.count, f.mean_eur)
+    (1, 10.0)
     """
-    at = txn.datetime_occurred.astimezone(UTC)
-    seen = at.timestamp()
-    first_seen = seen if features.first_seen is None else min(features.first_seen, seen)
-    last_seen = seen if features.last_seen is None else max(features.last_seen, seen)
-    horizon = last_seen - VELOCITY_WINDOW.total_seconds()
-    recent = tuple(sorted(t for t in (*features.recent, seen) if t > horizon))[-MAX_RECENT:]
-    hours = tuple(n + (hour == at.hour) for hour, n in enumerate(features.hours))
-    count, mean, m2 = _welford(features, txn)
-    return AccountFeatures(recent, count, mean, m2, features.seen + 1, first_seen, last_seen, hours)
+    updated = features.copy()
+    updated.add(txn)
+    return updated
 
 
 def _velocity(features: AccountFeatures, at: float) -> tuple[str, str] | None:
-    count = features.count_between(at - VELOCITY_WINDOW.total_seconds(), at) + 1
+    if len(features.recent) < VELOCITY_COUNT - 1:
+        return None
+    count = features.count_between(at - _WINDOW_S, at) + 1
     if count < VELOCITY_COUNT or count < VELOCITY_RATIO * features.usual_in_window():
         return None
     signal = "velocity_burst" if count >= BURST_COUNT else "velocity"
-    minutes = int(VELOCITY_WINDOW.total_seconds() // 60)
-    return signal, f"{count} transactions in {minutes} min"
+    return signal, f"{count} transactions in {_WINDOW_MINUTES} min"
 
 
 def _amount_outlier(features: AccountFeatures, amount_eur: float) -> tuple[str, str] | None:
@@ -181,11 +270,11 @@ def _amount_outlier(features: AccountFeatures, amount_eur: float) -> tuple[str, 
     return signal, f"{amount_eur:.0f} EUR is {amount_eur / mean:.1f}x the mean of {mean:.0f} EUR"
 
 
-def _unusual_hour(features: AccountFeatures, at: datetime) -> tuple[str, str] | None:
+def _unusual_hour(features: AccountFeatures, hour: int) -> tuple[str, str] | None:
     if features.seen < HOUR_HISTORY:
         return None
-    hour = at.astimezone(UTC).hour
-    nearby = sum(features.hours[(hour + shift) % 24] for shift in (-1, 0, 1))
+    hours = features.hours
+    nearby = hours[(hour - 1) % 24] + hours[hour] + hours[(hour + 1) % 24]
     if nearby >= UNUSUAL_HOUR_SHARE * features.seen:
         return None
     return "unusual_hour", f"{nearby} of {features.seen} earlier transactions near {hour:02d}h UTC"
@@ -240,21 +329,23 @@ def score_transaction(
     """
     at = now or txn.datetime_occurred
     amount_eur = to_eur(txn.amount, txn.currency)
+    occurred = txn.datetime_occurred.astimezone(UTC)
     found = [
         _velocity(features, at.timestamp()),
         _amount_outlier(features, amount_eur),
         _size(amount_eur),
-        _unusual_hour(features, txn.datetime_occurred),
+        _unusual_hour(features, occurred.hour),
         *_account_signals(account, txn, at),
     ]
     if txn.transaction_status == "failed":
         found.append(("failed_status", "the transaction failed"))
     if txn.transaction_type == "withdrawal":
         found.append(("withdrawal", "cash leaves the bank"))
-    hour = txn.datetime_occurred.astimezone(UTC)
-    if hour.hour in NIGHT_HOURS:
-        found.append(("night", f"{hour:%H:%M} UTC"))
+    if occurred.hour in NIGHT_HOURS:
+        found.append(("night", f"{occurred:%H:%M} UTC"))
     fired = dict(signal for signal in found if signal)
+    if not fired:
+        return 0, ()
     signals = [name for name in WEIGHTS if name in fired]
     reasons = tuple(f"{name}: {fired[name]} (+{WEIGHTS[name]})" for name in signals)
     return min(100, sum(WEIGHTS[name] for name in signals)), reasons

@@ -4,20 +4,27 @@ A concrete sink subclasses :class:`BatchingWriteFn` and implements three methods
 ``open_client`` (called before the first write, and again after a retryable error),
 ``write_batch`` (one idempotent write of a list of elements) and ``close_client`` (called in
 ``teardown``). The client opens lazily, inside the retry loop, so a worker that starts while
-the sink's server is down waits for it instead of failing (and restarting the job). This base buffers
-elements, flushes when ``batch_size`` is reached and at the end of every bundle, and
-retries a failed write ``MAX_ATTEMPTS`` times with exponential backoff on the sink's
-``RETRYABLE_ERRORS``. When every attempt fails the error propagates, the runner retries
-the bundle (from the last checkpoint on Flink): a dependency outage slows the pipeline
-down, it never drops data. Because every write is an upsert on a natural key, a replayed
-bundle changes nothing.
+the sink's server is down waits for it instead of failing (and restarting the job).
+
+This base buffers elements and hands a batch to its writer thread when ``batch_size`` is
+reached or the oldest buffered element has waited ``max_wait_s``, so rows leave while a long
+bundle still runs and the step goes on with the next elements while the database works.
+Batches are written one after another, in order (a later version of a row always lands
+after the earlier one). ``finish_bundle`` writes what is left and waits for every batch of
+the bundle: a bundle only completes, and a checkpoint only covers it, once its rows are
+written. A failed write is retried ``MAX_ATTEMPTS`` times with exponential backoff on the
+sink's ``RETRYABLE_ERRORS``; when every attempt fails the error fails the bundle, and the
+runner retries it (from the last checkpoint on Flink): a dependency outage slows the
+pipeline down, it never drops data. Because every write is an upsert on a natural key, a
+replayed bundle changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, ClassVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar, NamedTuple
 
 import apache_beam as beam
 
@@ -32,6 +39,17 @@ __all__ = ["BatchingWriteFn"]
 MAX_ATTEMPTS = 8
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+# How long an element may wait in the buffer before its batch is written, bundle or not.
+DEFAULT_MAX_WAIT_S = 0.1
+
+
+class _Written(NamedTuple):
+    """What the writer thread reports of one batch (metrics are recorded on the bundle's
+    thread: Beam attributes a metric to the thread's current step)."""
+
+    rows: int
+    elapsed_ms: int
+    retries: int
 
 
 class BatchingWriteFn(beam.DoFn):
@@ -45,11 +63,17 @@ class BatchingWriteFn(beam.DoFn):
     SINK: ClassVar[str] = "sink"
     RETRYABLE_ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
 
-    def __init__(self, batch_size: int = 500):
+    def __init__(self, batch_size: int = 500, max_wait_s: float = DEFAULT_MAX_WAIT_S):
         if batch_size < 1:
             raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
+        if not max_wait_s > 0:
+            raise ValueError(f"{type(self).__name__}: max_wait_s must be > 0, got {max_wait_s}")
         self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
         self._buffer: list[Any] = []
+        self._oldest = 0.0
+        self._pending: list[Future] = []
+        self._writer: ThreadPoolExecutor | None = None
         self._client: Any = None
         self.written = metrics.counter(f"{self.SINK}_rows_written")
         self.retries = metrics.counter(f"{self.SINK}_write_retries")
@@ -82,30 +106,61 @@ class BatchingWriteFn(beam.DoFn):
     # -- DoFn lifecycle -------------------------------------------------------------
     def setup(self):
         self._client = None  # opened by the first write, under the retry loop
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"riskpipe-{self.SINK}-writer")
 
     def start_bundle(self):
         self._buffer = []
+        self._pending = []
         self.written.inc(0)  # a series from the first bundle on, for dashboards
         self.retries.inc(0)
 
     def process(self, element):
+        if not self._buffer:
+            self._oldest = time.monotonic()
         self._buffer.append(element)
-        if len(self._buffer) >= self.batch_size:
-            self._flush()
+        if (len(self._buffer) >= self.batch_size
+                or time.monotonic() - self._oldest >= self.max_wait_s):
+            self._submit()
 
     def finish_bundle(self):
-        self._flush()
+        self._submit()
+        pending, self._pending = self._pending, []
+        failure = None
+        for future in pending:  # every batch, even after a failure: none is left running
+            try:
+                self._record(future.result())
+            except Exception as error:  # noqa: BLE001 - re-raised below, the first one
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
     def teardown(self):
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         if self._client is not None:
             self.close_client(self._client)
             self._client = None
 
     # -- internals ------------------------------------------------------------------
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        batch, self._buffer = self._buffer, []
+    def _submit(self) -> None:
+        """Hands the buffer to the writer thread; records batches already written."""
+        if self._buffer:
+            batch, self._buffer = self._buffer, []
+            self._pending.append(self._writer.submit(self._write_with_retries, batch))
+        while self._pending and self._pending[0].done() and not self._pending[0].exception():
+            self._record(self._pending.pop(0).result())
+
+    def _record(self, written: _Written) -> None:
+        self.write_ms.inc(written.elapsed_ms)
+        self.writes.inc()
+        self.last_latency_ms.set(written.elapsed_ms)
+        self.written.inc(written.rows)
+        if written.retries:
+            self.retries.inc(written.retries)
+
+    def _write_with_retries(self, batch: list[Any]) -> _Written:
+        """Runs on the writer thread: writes one batch, retrying the sink's retryable errors."""
         backoff = INITIAL_BACKOFF_S
         for attempt in range(1, MAX_ATTEMPTS + 1):
             started = time.monotonic()
@@ -120,17 +175,12 @@ class BatchingWriteFn(beam.DoFn):
                     "%s: write of %d rows failed (attempt %d/%d), retrying in %.1fs: %s",
                     self.SINK, len(batch), attempt, MAX_ATTEMPTS, backoff, error,
                 )
-                self.retries.inc()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 self._client = self._reopen()
                 continue
-            elapsed_ms = int((time.monotonic() - started) * 1000)
-            self.write_ms.inc(elapsed_ms)
-            self.writes.inc()
-            self.last_latency_ms.set(elapsed_ms)
-            self.written.inc(len(batch))
-            return
+            return _Written(len(batch), int((time.monotonic() - started) * 1000), attempt - 1)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _reopen(self) -> Any:
         """Reopens the client; a failure here is left for the next attempt to meet."""

@@ -16,6 +16,8 @@ with a message that says which migration to run.
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import time
 from collections import OrderedDict
@@ -25,8 +27,8 @@ import apache_beam as beam
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-from psycopg2.extras import execute_values
 
+from pipeline.domain.vocabularies import account_type_word
 from pipeline.errors import ConfigurationError, LookupUnavailable
 from pipeline.io.batching import BatchingWriteFn
 from pipeline.records import Account, AttributedTransaction
@@ -43,11 +45,23 @@ ATTRIBUTED_COLUMNS = (
     "amount", "currency", "transaction_status", "datetime_occurred", "sender_bank",
     "evaluation", "account_name", "risk_score", "risk_reasons", "is_fraudulent",
     "validated_by", "processed_at",
+    # the account's fields the Flink SQL job's table carried (migration 003)
+    "email", "account_type", "balance",
 )
 
+# A batch is copied into a temporary table (COPY, CSV), then upserted from it in one statement.
+_STAGE = "riskpipe_attributed_stage"
+STAGE_SQL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGE} "
+    f"(LIKE banking.attributed_transactions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+COPY_SQL = (
+    f"COPY {_STAGE} ({', '.join(ATTRIBUTED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
+)
 UPSERT_SQL = (
     f"INSERT INTO banking.attributed_transactions ({', '.join(ATTRIBUTED_COLUMNS)}) "
-    "VALUES %s ON CONFLICT (transaction_id) DO UPDATE SET "
+    f"SELECT {', '.join(ATTRIBUTED_COLUMNS)} FROM {_STAGE} "
+    "ON CONFLICT (transaction_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in ATTRIBUTED_COLUMNS[1:])
 )
 
@@ -93,19 +107,74 @@ def _redact(dsn: str) -> str:
     )
 
 
+def _array_literal(values) -> str:
+    """A PostgreSQL array literal of text values.
+
+    >>> _array_literal(['a "b"', "c\\\\d", ""])
+    '{"a \\\\"b\\\\"","c\\\\\\\\d",""}'
+    """
+    return "{" + ",".join(
+        '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values
+    ) + "}"
+
+
+class _Null:
+    """Written as an unquoted empty CSV field (a NULL): the csv module leaves anything that
+    converts to a number unquoted, and quotes every other field under QUOTE_NONNUMERIC."""
+
+    def __float__(self) -> float:
+        return 0.0
+
+    def __str__(self) -> str:
+        return ""
+
+
+_NULL = _Null()
+
+
+def copy_rows(cursor, rows: list[tuple]) -> None:
+    """Upserts ``rows`` (tuples in ATTRIBUTED_COLUMNS order, one per transaction id) with one
+    COPY into a temporary table and one INSERT … ON CONFLICT from it.
+
+    CSV with every string quoted: an unquoted empty field is NULL, a quoted one an empty
+    string, so the two never mix up.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    for row in rows:
+        writer.writerow([
+            _NULL if v is None else _array_literal(v) if type(v) is list else v for v in row
+        ])
+    buffer.seek(0)
+    cursor.execute(STAGE_SQL)
+    cursor.copy_expert(COPY_SQL, buffer)
+    cursor.execute(UPSERT_SQL)
+
+
 def attributed_row(record: AttributedTransaction) -> tuple:
-    """The row of banking.attributed_transactions for one record."""
+    """The row of banking.attributed_transactions for one record.
+
+    The account's email, type and balance come from the account the join found, else from
+    the transaction's own message (the fraud PoC's transfers describe their sender); NULL
+    when neither is known.
+    """
     t = record.transaction
+    account = record.known_account
+    email, account_type, balance = (
+        (None, None, None) if account is None
+        else (account.email, account.account_type, account.balance)
+    )
     return (
         t.transaction_id, t.account_id, t.counterparty_account_id, t.transaction_type,
         t.amount, t.currency, t.transaction_status, t.datetime_occurred, t.sender_bank,
         t.evaluation, record.account_name, record.risk_score, list(record.risk_reasons),
         record.is_fraudulent, record.validated_by, record.processed_at,
+        email, account_type, balance,
     )
 
 
 class _UpsertAttributedFn(BatchingWriteFn):
-    """Upserts AttributedTransactions in one multi-row statement per batch."""
+    """Upserts AttributedTransactions, one COPY and one upsert statement per batch."""
 
     SINK = "postgres"
     RETRYABLE_ERRORS = RETRYABLE_ERRORS
@@ -126,7 +195,7 @@ class _UpsertAttributedFn(BatchingWriteFn):
         rows = [attributed_row(record) for record in latest.values()]
         try:
             with client.cursor() as cursor:
-                execute_values(cursor, UPSERT_SQL, rows, page_size=len(rows))
+                copy_rows(cursor, rows)
             client.commit()
         except (psycopg2.errors.UndefinedTable, psycopg2.errors.UndefinedColumn) as error:
             client.rollback()
@@ -216,7 +285,7 @@ class PostgresAccountLookup:
                     cursor.execute(LOOKUP_SQL, (account_ids,))
                     rows = cursor.fetchall()
                 self._conn.rollback()  # end the read-only transaction
-                return [Account(**dict(zip(ACCOUNT_COLUMNS, _plain(row)))) for row in rows]
+                return [_account(row) for row in rows]
             except RETRYABLE_ERRORS as error:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
                 self.close()
@@ -225,6 +294,14 @@ class PostgresAccountLookup:
                 if self.patience_s > 0:
                     time.sleep(backoff)
                     backoff = min(backoff * 2, LOOKUP_MAX_BACKOFF_S)
+
+
+def _account(row: tuple) -> Account:
+    """The Account of a banking.accounts row, its type in riskpipe's words (the Flink SQL
+    system's producers filled the table with theirs: ``Personal`` is ``checking``)."""
+    values = dict(zip(ACCOUNT_COLUMNS, _plain(row)))
+    values["account_type"] = account_type_word(values["account_type"])
+    return Account(**values)
 
 
 def _plain(row: tuple) -> tuple:

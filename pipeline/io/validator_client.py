@@ -3,25 +3,29 @@
 The pipeline's validation step builds one request per suspicious transaction and sends
 them in batches::
 
-    client = ValidatorClient("http://127.0.0.1:8000", api_key=key,
-                             breaker=CircuitBreaker(failure_threshold=5, reset_timeout_s=30))
+    client = ValidatorClient("http://127.0.0.1:8000", api_key=key)
     payloads = [build_validation_request(t, receiver=acct) for t, acct in pending]
     results = client.validate_batch(payloads)   # one ValidationResult per payload, in order
 
-Contract with the caller: :meth:`ValidatorClient.validate_batch` either returns exactly
-one well-formed result per request, in order, or raises :class:`ValidatorUnavailable`
-(or a subclass). It never returns defaults or a partial list. On an error the caller
-keeps the transactions and tries again later; it never drops them or marks them
-cleared. Validation is deterministic on the server, so asking twice is harmless.
+Contract with the caller: :meth:`ValidatorClient.validate_batch` makes one HTTP attempt per
+chunk and either returns exactly one well-formed result per request, in order, or raises:
+
+- :class:`ValidatorUnavailable` (no answer, a timeout, 5xx, 408, 429, or an answer that is not
+  a valid result): nothing is wrong with the request; the caller keeps the transactions and
+  tries again later. The client never retries by itself: the caller owns the one retry
+  mechanism (the validation step keeps transactions in state and retries on a timer).
+- :class:`ValidatorRejected` (any other 4xx: bad key, invalid payload, body too large): asking
+  again will not help; the caller decides those transactions by its own policy.
+
+It never returns defaults or a partial list. Validation is deterministic on the server, so
+asking twice is harmless.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple, Self
 
@@ -29,46 +33,58 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from pipeline.errors import RiskpipeError
-from pipeline.io.breaker import CircuitBreaker
 from pipeline.records import Account, AttributedTransaction
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CircuitBreaker",
-    "CircuitOpen",
     "ValidationResult",
     "ValidatorClient",
+    "ValidatorError",
     "ValidatorProtocolError",
     "ValidatorRejected",
     "ValidatorUnavailable",
     "build_validation_request",
 ]
 
-# Statuses worth another attempt besides every 5xx: the server timed out or sheds load.
+# 4xx statuses that mean "busy", not "wrong request": the server timed out or sheds load.
 RETRYABLE_4XX = frozenset({408, 429})
 # The server's default /validate/batch limit; larger batches are sent in chunks.
 DEFAULT_MAX_BATCH_SIZE = 1000
+# How much of the validator's error message a ValidatorRejected keeps.
+MAX_MESSAGE_CHARS = 200
 
 
-class ValidatorUnavailable(RiskpipeError):
+class ValidatorError(RiskpipeError):
+    """Base class of the validator client's errors."""
+
+
+class ValidatorUnavailable(ValidatorError):
     """No trustworthy answer from the validator; keep the transactions and retry later."""
-
-
-class CircuitOpen(ValidatorUnavailable):
-    """The breaker is open: recent calls failed, so this one was not even attempted."""
 
 
 class ValidatorProtocolError(ValidatorUnavailable):
     """The validator answered, but with something that is not a valid batch result."""
 
 
-class ValidatorRejected(ValidatorUnavailable):
-    """The validator refused the request (4xx: bad key, bad payload, batch too large)."""
+class ValidatorRejected(ValidatorError):
+    """The validator refused the request (a 4xx other than 408/429): retrying will not help.
+
+    >>> str(ValidatorRejected(401, "missing or invalid X-API-Key header"))
+    'validator rejected the request (HTTP 401: missing or invalid X-API-Key header)'
+    """
 
     def __init__(self, status_code: int, message: str):
-        super().__init__(f"validator rejected the request with HTTP {status_code}: {message}")
         self.status_code = status_code
+        self.message = message[:MAX_MESSAGE_CHARS]
+        super().__init__(
+            f"validator rejected the request (HTTP {status_code}: {self.message})"
+        )
+
+    @property
+    def rejects_the_caller(self) -> bool:
+        """401/403: the caller's key is refused, whatever the request carries."""
+        return self.status_code in (401, 403)
 
 
 class ValidationResult(NamedTuple):
@@ -87,18 +103,13 @@ def _json_default(value: Any) -> str:
 
 
 class ValidatorClient:
-    """Sends validation batches over a pooled keep-alive session, with retries and a breaker.
+    """Sends validation batches over a pooled keep-alive session, one attempt per call.
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``X-API-Key`` when set.
         timeout_s: connect and read timeout of one HTTP attempt.
-        max_retries: extra attempts after a connection error, timeout or retryable status.
-        backoff_s: first delay between attempts; doubles each time (with jitter).
-        breaker: shared :class:`CircuitBreaker`; a fresh default one when None.
-        max_backoff_s: cap of one delay.
         max_batch_size: larger batches are sent in chunks of this size.
-        sleep, rng: injectable for tests.
     """
 
     def __init__(
@@ -106,30 +117,18 @@ class ValidatorClient:
         base_url: str,
         api_key: str | None = None,
         timeout_s: float = 5.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.2,
-        breaker: CircuitBreaker | None = None,
-        max_backoff_s: float = 10.0,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
     ):
-        if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or max_batch_size < 1:
+        if timeout_s <= 0 or max_batch_size < 1:
             raise ValueError(
-                "ValidatorClient: need timeout_s > 0, max_retries >= 0, backoff_s >= 0, "
-                f"max_batch_size >= 1; got {timeout_s}, {max_retries}, {backoff_s}, {max_batch_size}"
+                "ValidatorClient: need timeout_s > 0 and max_batch_size >= 1; "
+                f"got {timeout_s}, {max_batch_size}"
             )
         self.url = base_url.rstrip("/") + "/validate/batch"
         self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.max_batch_size = max_batch_size
-        self.breaker = breaker or CircuitBreaker()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self.session = requests.Session()
-        # Our own retry loop decides; urllib3 must not retry behind our back.
+        # One attempt: urllib3 must not retry behind the caller's back.
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -138,7 +137,7 @@ class ValidatorClient:
             self.session.headers["X-API-Key"] = api_key
 
     def validate_batch(self, requests_: Sequence[Mapping[str, Any]]) -> list[ValidationResult]:
-        """One result per request, in order; raises :class:`ValidatorUnavailable` otherwise."""
+        """One result per request, in order; raises :class:`ValidatorError` otherwise."""
         results: list[ValidationResult] = []
         for start in range(0, len(requests_), self.max_batch_size):
             results.extend(self._validate_chunk(requests_[start : start + self.max_batch_size]))
@@ -155,55 +154,19 @@ class ValidatorClient:
         self.close()
 
     def _validate_chunk(self, chunk: Sequence[Mapping[str, Any]]) -> list[ValidationResult]:
-        if not self.breaker.allow():
-            raise CircuitOpen(
-                f"validator circuit open after repeated failures; next try in "
-                f"{self.breaker.retry_after_s():.1f}s ({self.url})"
-            )
         body = json.dumps({"transactions": list(chunk)}, default=_json_default).encode()
         try:
-            response = self._post_with_retries(body)
-            if 400 <= response.status_code < 500:
-                raise ValidatorRejected(response.status_code, _error_message(response))
-            results = _parse_results(response, chunk)
-        except ValidatorRejected:
-            self.breaker.record_success()  # the service is up; the request is what is wrong
-            raise
-        except ValidatorUnavailable:
-            self.breaker.record_failure()
-            raise
-        self.breaker.record_success()
-        return results
-
-    def _post_with_retries(self, body: bytes) -> requests.Response:
-        attempts = self.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                response = self.session.post(self.url, data=body, timeout=self.timeout_s)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 500 and response.status_code not in RETRYABLE_4XX:
-                    return response
-                problem = f"HTTP {response.status_code}"
-            if attempt + 1 < attempts:
-                delay = self._backoff(attempt)
-                logger.warning(
-                    "validator attempt %d/%d failed (%s); retrying in %.2fs",
-                    attempt + 1,
-                    attempts,
-                    problem,
-                    delay,
-                )
-                self._sleep(delay)
-        raise ValidatorUnavailable(
-            f"validator {self.url} failed {attempts} attempt(s); last: {problem}"
-        )
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with "equal jitter": between half and all of the step."""
-        step = min(self.max_backoff_s, self.backoff_s * (2**attempt))
-        return step / 2 + self._rng.uniform(0, step / 2)
+            response = self.session.post(self.url, data=body, timeout=self.timeout_s)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ValidatorUnavailable(
+                f"validator {self.url} did not answer: {type(exc).__name__}: {exc}"
+            ) from None
+        status = response.status_code
+        if status >= 500 or status in RETRYABLE_4XX:
+            raise ValidatorUnavailable(f"validator {self.url} answered HTTP {status}")
+        if 400 <= status < 500:
+            raise ValidatorRejected(status, _error_message(response))
+        return _parse_results(response, chunk)
 
 
 def _error_message(response: requests.Response) -> str:

@@ -20,7 +20,11 @@ import functools
 import os
 from pathlib import Path
 
-from pipeline.local_defaults import LOCAL_S3_ACCESS_KEY, LOCAL_S3_ENDPOINT, LOCAL_S3_SECRET_KEY
+from pipeline.local_defaults import (
+    LOCAL_S3_ACCESS_KEY,
+    LOCAL_S3_ENDPOINT,
+    LOCAL_S3_SECRET_KEY,
+)
 
 __all__ = [
     "CHECKPOINT_INTERVAL_MS",

@@ -2,13 +2,17 @@
 
 ``python -m pipeline.runners.worker_pool --service_port=50000`` serves Flink's EXTERNAL
 environment (``--environment_type=EXTERNAL --environment_config=127.0.0.1:50000``) like
-Beam's ``apache_beam.runners.worker.worker_pool_main``, with two differences:
+Beam's ``apache_beam.runners.worker.worker_pool_main``, with these differences:
 
 - Beam's pool starts each worker with its stdout on a pipe that nobody reads: once a worker
   has written 64 KiB there it blocks for good, and the job stalls with no error (Beam
   issue 21589). Here workers write to the pool's own stdout (its log file).
 - Beam's pool gives workers no state cache; here it is ``--state_cache_mb`` (default 100),
   as ``--max_cache_memory_usage_mb`` does for other runners.
+- Workers weigh state-cache values without walking every module's globals, commit a
+  bundle's state writes pipelined with every answer checked (``--no_pipelined_commits``
+  turns that off), and send their output at least every ``--data_buffer_ms`` while a
+  bundle runs, cut between elements (:mod:`pipeline.runners.sdk_worker` says why).
 
 Workers run this interpreter (not whatever ``python`` is first on PATH).
 """
@@ -23,23 +27,29 @@ import sys
 import threading
 
 from apache_beam.portability.api import beam_fn_api_pb2
+from apache_beam.runners.worker.sdk_worker import SdkHarness
 from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+
+from pipeline.runners import sdk_worker
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_CACHE_MB = 100
+DEFAULT_DATA_BUFFER_MS = 20
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _WorkerPoolServicer(BeamFnExternalWorkerPoolServicer):
     """Starts each SDK worker as a process of this interpreter, stdout not captured."""
 
+    pipelined_commits = True
+
     def StartWorker(self, start_worker_request, unused_context):
         harness = (
-            "from apache_beam.runners.worker.sdk_worker import SdkHarness; "
-            f"SdkHarness({start_worker_request.control_endpoint.url!r}, "
-            f"worker_id={start_worker_request.worker_id!r}, "
-            f"state_cache_size={self._state_cache_size}, "
-            f"data_buffer_time_limit_ms={self._data_buffer_time_limit_ms}).run()"
+            "from pipeline.runners.worker_pool import run_worker; "
+            f"run_worker({start_worker_request.control_endpoint.url!r}, "
+            f"{start_worker_request.worker_id!r}, {self._state_cache_size}, "
+            f"{self._data_buffer_time_limit_ms}, {self.pipelined_commits})"
         )
         try:
             worker = subprocess.Popen([sys.executable, "-c", harness], close_fds=True)
@@ -50,6 +60,17 @@ class _WorkerPoolServicer(BeamFnExternalWorkerPoolServicer):
         return beam_fn_api_pb2.StartWorkerResponse()
 
 
+def run_worker(
+    control_url: str, worker_id: str, state_cache_bytes: int, data_buffer_ms: int,
+    pipelined_commits: bool,
+) -> None:
+    """One SDK worker process: Beam's SdkHarness, with pipelined state commits if asked."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # Not Beam's data_buffer_time_limit_ms: its timer thread can cut an element in two.
+    sdk_worker.install(pipelined_commits=pipelined_commits, output_interval_ms=data_buffer_ms)
+    SdkHarness(control_url, worker_id=worker_id, state_cache_size=state_cache_bytes).run()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.runners.worker_pool",
                                      description=__doc__.splitlines()[0])
@@ -57,11 +78,18 @@ def main(argv=None) -> None:
                         help="Port of the pool's gRPC service (it listens on all interfaces).")
     parser.add_argument("--state_cache_mb", type=int, default=DEFAULT_STATE_CACHE_MB,
                         help="State cache of each SDK worker, in MiB (0 turns it off).")
+    parser.add_argument("--data_buffer_ms", type=int, default=DEFAULT_DATA_BUFFER_MS,
+                        help="How often a worker sends the output it has to the runner while a "
+                        "bundle runs, in ms (0: only at the end of the bundle or every 10 MB).")
+    parser.add_argument("--no_pipelined_commits", action="store_true",
+                        help="Commit state one cell at a time, waiting for each (Beam's own way).")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _WorkerPoolServicer.pipelined_commits = not args.no_pipelined_commits
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     address, server = _WorkerPoolServicer.start(
         use_process=True, port=args.service_port,
         state_cache_size=args.state_cache_mb << 20,
+        data_buffer_time_limit_ms=args.data_buffer_ms,  # handed to run_worker
     )
     logger.info("worker pool listening at %s", address)
     stop = threading.Event()

@@ -1,12 +1,17 @@
 """Parsing Kafka records into accounts and transactions, bad ones to a dead-letter output.
 
 The PTransforms :class:`ParseTransactions` and :class:`ParseAccounts` apply the pure parsers
-of :mod:`pipeline.domain.parsing` to :class:`~pipeline.records.KafkaRecord` s and split the
-result into the records and a ``dead_letters`` output::
+of :mod:`pipeline.domain.shapes` (riskpipe's own shape or those of the systems it replaces,
+``input_format``) to :class:`~pipeline.records.KafkaRecord` s and split the result into the
+records and a ``dead_letters`` output::
 
-    parsed = kafka_records | "ParseTransactions" >> ParseTransactions()
+    parsed = kafka_records | "ParseTransactions" >> ParseTransactions(input_format="auto")
     parsed.records        # PCollection[Transaction]
+    parsed.accounts       # PCollection[Account]: the users a transfer message carried
     parsed.dead_letters   # PCollection[DeadLetter]
+
+The Kafka key plays no part: records are keyed by their ``account_id`` after parsing, so
+unkeyed messages (both older systems wrote them) are read like keyed ones.
 """
 
 from __future__ import annotations
@@ -19,26 +24,38 @@ from typing import Any
 import apache_beam as beam
 from apache_beam import pvalue
 
-from pipeline.domain.parsing import parse_account, parse_transaction
+from pipeline.domain.shapes import INPUT_FORMATS, account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
 from pipeline.metrics import Counters
 from pipeline.records import Account, DeadLetter, KafkaRecord, Transaction
 
-__all__ = ["DEAD_LETTERS", "ParseAccounts", "ParseTransactions"]
+__all__ = ["ACCOUNTS", "DEAD_LETTERS", "ParseAccounts", "ParseTransactions", "ReadRecords"]
 
 logger = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
+ACCOUNTS = "accounts"
 
 
 class _ParseFn(beam.DoFn):
-    """Applies a parser to each KafkaRecord; failures go to the dead-letter output."""
+    """Applies a parser to each KafkaRecord; failures go to the dead-letter output.
 
-    def __init__(self, parser: Callable[..., Any], step: str, clock: Callable[[], datetime]):
+    With ``emit_parties`` the accounts a transaction's message described (its
+    ``account_details`` and ``counterparty_details``) also go to the ``accounts`` output.
+    """
+
+    def __init__(
+        self,
+        parser: Callable[..., Any],
+        step: str,
+        clock: Callable[[], datetime],
+        emit_parties: bool = False,
+    ):
         self._parser = parser
         self._step = step
         self._clock = clock
-        self._counters = Counters("parsed", "dead_lettered")
+        self._emit_parties = emit_parties
+        self._counters = Counters("parsed", "dead_lettered", "accounts_from_transactions")
 
     def start_bundle(self):
         self._counters.report_zero()
@@ -70,6 +87,17 @@ class _ParseFn(beam.DoFn):
             return
         self._counters.inc("parsed")
         yield parsed
+        if self._emit_parties:
+            yield from self._parties(parsed)
+
+    def _parties(self, transaction: Transaction):
+        sender, receiver = transaction.account_details, transaction.counterparty_details
+        if sender is not None:
+            self._counters.inc("accounts_from_transactions")
+            yield pvalue.TaggedOutput(ACCOUNTS, sender)
+        if receiver is not None and (sender is None or receiver.account_id != sender.account_id):
+            self._counters.inc("accounts_from_transactions")
+            yield pvalue.TaggedOutput(ACCOUNTS, receiver)
 
 
 def _utcnow() -> datetime:
@@ -79,33 +107,54 @@ def _utcnow() -> datetime:
 class _ParseRecords(beam.PTransform):
     """KafkaRecords → a DoOutputsTuple of ``records`` and ``dead_letters``."""
 
-    _parser: Callable[..., Any]
     _record_type: type
 
-    def __init__(self, clock: Callable[[], datetime] | None = None):
+    def __init__(self, clock: Callable[[], datetime] | None = None, input_format: str = "auto"):
         super().__init__()
         if clock is not None and not callable(clock):
             raise ValueError(f"clock must be callable, got {clock!r}")
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(
+                f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}"
+            )
         self._clock = clock or _utcnow
+        self._input_format = input_format
 
-    def expand(self, records):
-        # The applied label ("ParseTransactions") names the step in dead letters.
-        return records | "Parse" >> beam.ParDo(
-            _ParseFn(type(self)._parser, self.label, self._clock)
-        ).with_input_types(KafkaRecord).with_output_types(
+    def _fn(self) -> _ParseFn:
+        raise NotImplementedError
+
+    def _outputs(self, pardo):
+        return pardo.with_output_types(
             self._record_type, **{DEAD_LETTERS: DeadLetter}
         ).with_outputs(DEAD_LETTERS, main="records")
 
+    def expand(self, records):
+        return records | "Parse" >> self._outputs(
+            beam.ParDo(self._fn()).with_input_types(KafkaRecord)
+        )
+
 
 class ParseTransactions(_ParseRecords):
-    """KafkaRecords of the transactions topic → ``records`` (Transaction) + ``dead_letters``.
+    """KafkaRecords of the transactions topic → ``records`` (Transaction), ``accounts``
+    (Account: both users of each transfer in the fraud PoC's shape) + ``dead_letters``.
 
     Args:
       clock: returns "now" for the future-timestamp check; defaults to the UTC clock.
+      input_format: ``auto`` (each message recognised by its keys), ``riskpipe``,
+        ``flinksql`` or ``poc`` (see :mod:`pipeline.domain.shapes`).
     """
 
-    _parser = staticmethod(parse_transaction)
     _record_type = Transaction
+
+    def _fn(self) -> _ParseFn:
+        # The applied label ("ParseTransactions") names the step in dead letters.
+        parser = transaction_parser(self._input_format)
+        return _ParseFn(parser, self.label, self._clock, emit_parties=True)
+
+    def _outputs(self, pardo):
+        return pardo.with_output_types(
+            Transaction, **{DEAD_LETTERS: DeadLetter, ACCOUNTS: Account}
+        ).with_outputs(DEAD_LETTERS, ACCOUNTS, main="records")
 
 
 class ParseAccounts(_ParseRecords):
@@ -113,7 +162,31 @@ class ParseAccounts(_ParseRecords):
 
     Args:
       clock: returns "now" for the future-timestamp check; defaults to the UTC clock.
+      input_format: ``auto``, ``riskpipe``, ``flinksql`` or ``poc`` (a PoC user record).
     """
 
-    _parser = staticmethod(parse_account)
     _record_type = Account
+
+    def _fn(self) -> _ParseFn:
+        return _ParseFn(account_parser(self._input_format), self.label, self._clock)
+
+
+class ReadRecords(beam.PTransform):
+    """A read of KafkaRecords and its parse, as one step: ``records`` + ``dead_letters``.
+
+    >>> ReadRecords(beam.Create([]), ParseAccounts()).label
+    'ReadRecords'
+    """
+
+    def __init__(self, read: beam.PTransform, parse: _ParseRecords):
+        super().__init__()
+        if not isinstance(parse, _ParseRecords):
+            raise ValueError(
+                f"ReadRecords: parse must be ParseAccounts or ParseTransactions, got {parse!r}"
+            )
+        self._read = read
+        self._parse = parse
+
+    def expand(self, pbegin):
+        # The parse keeps its own name (ParseTransactions): dead letters carry it as their step.
+        return pbegin | "Read" >> self._read | type(self._parse).__name__ >> self._parse

@@ -18,8 +18,9 @@ What goes where:
   ``<db>.transactions``: one :func:`fraud_result` per fraudulent transaction (its fields,
   ``sender_id``, ``receiver_id``, the risk score and reasons, who decided).
 - topic ``users``, keyed by account id, and Mongo ``<db>.users``: one :func:`user_document`
-  per sender and per receiver, from banking.accounts (a receiver that is no known account
-  appears with its id only).
+  per sender and per receiver: the user as the transaction's message described them (the
+  fraud PoC's transfers do), else from banking.accounts (a receiver that is no known
+  account appears with its id only).
 - The topics are keyed and compacted (``stack/kafka.py``): a consumer keeping the latest
   record per key, and in time the broker, hold one record per transaction and per user.
 - Mongo documents carry ``_id`` (the transaction or account id); ``WriteToMongo`` replaces
@@ -29,12 +30,19 @@ What goes where:
   fraudulent transaction involving them), merged into what the object holds
   (``pipeline.io.s3.WriteEventTimeJson``): one line per id, a transaction's latest version
   (by ``processed_at``) winning.
+
+Both documents also carry the fraud PoC's field names, so that system's consumers read
+them unchanged (``docs/input-formats.md`` lists each name and where it differs):
+``sender_bank_account``, ``sender_details``, ``receiver_bank_account``,
+``receiver_details``, ``status``, ``transfer_date``, ``is_fraudulent_transaction`` beside
+riskpipe's names in a result; ``id`` and ``name`` in a user.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import apache_beam as beam
@@ -45,14 +53,42 @@ from pipeline.io.mongo import WriteToMongo
 from pipeline.io.s3 import DEFAULT_FLUSH_S, WriteEventTimeJson
 from pipeline.records import Account, AttributedTransaction
 
-__all__ = ["WriteFraudResults", "fraud_result", "user_document", "with_mongo_id"]
+__all__ = [
+    "WriteFraudResults",
+    "fraud_result",
+    "poc_user",
+    "user_document",
+    "with_mongo_id",
+]
 
 # User fields published on `users`; `balance` is account state, not a user detail.
 USER_FIELDS = tuple(f for f in Account.__dataclass_fields__ if f != "balance")
+# The fraud PoC's user fields riskpipe keeps, under the PoC's names (see pipeline.domain.poc).
+POC_USER_FIELDS = (
+    ("id", "account_id"), ("name", "account_name"), ("address", "address"),
+    ("email", "email"), ("birthdate", "birthdate"), ("phone_number", "phone_number"),
+    ("job", "job"), ("company", "company"), ("bank_account", "bank_account"),
+)
+POC_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the PoC's transfer_date: UTC, no zone
+
+
+def poc_user(account: Account | None) -> dict | None:
+    """An account as the fraud PoC described a user (its ``sender_details`` shape).
+
+    >>> poc_user(Account("u1", "Ann", email="ann@x", bank_account="DE01"))["name"]
+    'Ann'
+    """
+    if account is None:
+        return None
+    data = account.to_dict()
+    return {poc_name: data[name] for poc_name, name in POC_USER_FIELDS}
 
 
 def fraud_result(record: AttributedTransaction) -> dict:
     """The `fraudulent-transactions-result` document of one fraudulent transaction.
+
+    The sender's details are the account the join found, else the transaction message's;
+    the receiver's are the message's (None when it named only an id).
 
     >>> from pipeline.records import Transaction
     >>> from datetime import datetime, timezone
@@ -61,25 +97,46 @@ def fraud_result(record: AttributedTransaction) -> dict:
     >>> doc = fraud_result(AttributedTransaction(t, "Ann", 80, ("night",), True, "bank"))
     >>> doc["sender_id"], doc["receiver_id"], doc["validated_by"], doc["risk_reasons"]
     ('a1', 'a2', 'bank', ['night'])
+    >>> doc["transfer_date"], doc["status"], doc["is_fraudulent_transaction"]
+    ('2026-01-01 00:00:00', 'completed', True)
     """
+    t = record.transaction
+    sender, receiver = record.known_account, t.counterparty_details
     doc = record.to_dict()
+    doc.pop("account_details", None)
+    doc.pop("counterparty_details", None)
     doc["sender_id"] = record.account_id
-    doc["receiver_id"] = record.transaction.counterparty_account_id
+    doc["receiver_id"] = t.counterparty_account_id
+    doc.update(
+        sender_bank_account=sender.bank_account if sender is not None else None,
+        sender_details=poc_user(sender),
+        receiver_bank_account=receiver.bank_account if receiver is not None else None,
+        receiver_details=poc_user(receiver),
+        status=t.transaction_status,
+        transfer_date=t.datetime_occurred.astimezone(UTC).strftime(POC_TIME_FORMAT),
+        is_fraudulent_transaction=record.is_fraudulent,
+    )
     return doc
 
 
 def user_document(account_id: str, account: Account | None) -> dict:
-    """The `users` document of one account; only ``account_id`` when the account is unknown.
+    """The `users` document of one account; only its id when the account is unknown.
+
+    ``id`` and ``name`` repeat ``account_id`` and ``account_name`` under the fraud PoC's
+    names.
 
     >>> user_document("a9", None)
-    {'account_id': 'a9'}
-    >>> user_document("a1", Account("a1", "Ann", email="ann@x"))["email"]
-    'ann@x'
+    {'account_id': 'a9', 'id': 'a9'}
+    >>> doc = user_document("a1", Account("a1", "Ann", email="ann@x"))
+    >>> doc["email"], doc["id"], doc["name"]
+    ('ann@x', 'a1', 'Ann')
     """
     if account is None:
-        return {"account_id": account_id}
+        return {"account_id": account_id, "id": account_id}
     data = account.to_dict()
-    return {name: data[name] for name in USER_FIELDS}
+    doc = {name: data[name] for name in USER_FIELDS}
+    doc.update(id=account.account_id, name=account.account_name)
+    return doc
 
 
 def with_mongo_id(key: str) -> Callable[[dict], dict]:
@@ -104,7 +161,7 @@ class _UsersFn(beam.DoFn):
     """Emits ``(event time, user document)`` for the sender and the receiver of a fraudulent
     transaction; the event time is the transaction's (it names the user's S3 object).
 
-    The lookup (see ``pipeline.transforms.join``) is built once per instance in ``setup``
+    The lookup (see ``pipeline.transforms.attribute``) is built once per instance in ``setup``
     and caches accounts; an unreachable store fails the bundle, which the runner retries:
     emitting id-only documents instead would overwrite full ones in Mongo.
     """
@@ -122,9 +179,15 @@ class _UsersFn(beam.DoFn):
             close()
 
     def process(self, record: AttributedTransaction):
-        ids = [record.account_id, record.transaction.counterparty_account_id]
-        ids = [i for i in dict.fromkeys(ids) if i]
-        found = self.lookup(ids)
+        t = record.transaction
+        ids = [i for i in dict.fromkeys((record.account_id, t.counterparty_account_id)) if i]
+        # The users a transfer message described (the fraud PoC's) need no lookup.
+        found = {
+            a.account_id: a for a in (t.counterparty_details, t.account_details) if a is not None
+        }
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update(self.lookup(missing))
         for account_id in ids:
             account = found.get(account_id)
             if account is None:

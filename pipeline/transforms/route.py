@@ -41,6 +41,8 @@ def route(record: AttributedTransaction) -> tuple[str, AttributedTransaction]:
         return DECIDED, dataclasses.replace(record, is_fraudulent=True, validated_by="bank")
     if evaluation == UNIDENTIFIED:
         return UNIDENTIFIED, record
+    if not record.is_fraudulent and record.validated_by == "none":
+        return DECIDED, record  # cleared already: no copy
     return DECIDED, dataclasses.replace(record, is_fraudulent=False, validated_by="none")
 
 

@@ -4,23 +4,39 @@ Usage::
 
     routed = scored | "RouteByEvaluation" >> RouteByEvaluation()
     validated = routed.unidentified | "ValidateUnidentified" >> ValidateUnidentified(
-        validator_url, api_key, batch_size=200, max_wait_s=1.0, timeout_s=5.0,
+        validator_url, api_key, batch_size=200, timeout_s=5.0,
         lookup_factory=lookup_factory(dsn),
-    )  # AttributedTransactions with is_fraudulent set and validated_by="validator"
+    )
+    validated.records        # AttributedTransactions with their verdict
+    validated.dead_letters   # DeadLetters of transactions the validator refused to judge
 
-How: each transaction is keyed by a stable shard (crc32 of its id modulo ``num_shards``)
-and buffered in the state of :class:`_ValidateFn`. A batch goes to the validator when
-the buffer reaches ``batch_size`` or ``max_wait_s`` after its first transaction
-(a processing-time timer). While the validator is down (connection errors, timeouts,
-5xx, circuit breaker open) the transactions stay in state and the timer is set again
-with exponential backoff: they are validated when the service returns, never dropped
-and never cleared by default.
+How: each transaction is keyed by a stable shard (crc32 of its id modulo :data:`NUM_SHARDS`)
+and buffered in the state of :class:`_ValidateFn`. A batch goes to the validator when the
+buffer reaches ``batch_size`` or ``max_wait_s`` after its first transaction (a processing-time
+timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
+
+- the validator is *unavailable* (no answer, timeout, 5xx, 408, 429, a garbled answer): the
+  transactions stay in state and the same timer fires again after a capped exponential
+  backoff (:func:`pipeline.domain.validation.retry_delay_s`, 0.5 s doubling up to 30 s). They
+  are validated when the service returns; never dropped, never cleared by default.
+- the validator *rejects* the request (any other 4xx): the transactions are decided by the
+  policy of :mod:`pipeline.domain.validation`: ``is_fraudulent=False``,
+  ``validated_by="none"``, a ``"review: validator rejected the request (HTTP …: …)"`` reason,
+  a dead letter with the validator's message, and the counter ``validator_rejected``. A 401
+  or 403 refuses the caller, so the whole batch is decided at once; any other rejection
+  (422 invalid, 413 too large, 400) may come from one transaction, so the batch is sent again
+  once, one transaction per request, and only the refused ones are decided by the policy.
 
 End of input (the watermark passing the window's end: a bounded run, or a drain) fires an
-event-time timer that flushes what is left. If the validator is still down then, it
-retries for ``drain_timeout_s`` and then fails the bundle loudly with
-:class:`~pipeline.io.validator_client.ValidatorUnavailable`: a bounded run never finishes
-"successfully" with transactions that were not validated.
+event-time timer. Neither runner waits for a processing-time timer then: the FnApiRunner ends
+its loop when nothing is ready and fails with "time-pending bundles did not execute", and
+Flink fires pending processing-time timers at once when the operator closes and fails if any
+remain (docs/flink-notes.md). So
+the end-of-input timer makes the last attempt itself: at once, or, when a retry is already
+scheduled, at that retry's time (a wait of at most :data:`END_WAIT_CAP_S`). If the validator
+still does not answer, it raises :class:`~pipeline.io.validator_client.ValidatorUnavailable`
+naming the step, the count and the cause: a bounded run never finishes "successfully" with
+transactions that were not validated.
 """
 
 from __future__ import annotations
@@ -33,8 +49,8 @@ from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
-from apache_beam.metrics import Metrics
+from apache_beam import pvalue
+from apache_beam.coders import FastPrimitivesCoder, TupleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -45,29 +61,41 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from pipeline import metrics
+from pipeline.domain.validation import (
+    MAX_BACKOFF_S,
+    decide_rejected,
+    rejection_dead_letter,
+    retry_delay_s,
+)
 from pipeline.errors import LookupUnavailable
-from pipeline.io.breaker import CircuitBreaker
 from pipeline.io.validator_client import (
     ValidatorClient,
+    ValidatorRejected,
     ValidatorUnavailable,
     build_validation_request,
 )
-from pipeline.records import AttributedTransaction
+from pipeline.records import AttributedTransaction, DeadLetter
 
-__all__ = ["ValidateUnidentified", "shard_of"]
+__all__ = ["DEAD_LETTERS", "NUM_SHARDS", "ValidateUnidentified", "shard_of"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SHARDS = 4
-# Delay before the first retry while the validator is down; doubles per failed attempt.
-INITIAL_BACKOFF_S = 0.5
-# HTTP attempts inside one call (the client's own quick retries); the step retries the rest.
-CLIENT_RETRIES = 2
+DEAD_LETTERS = "dead_letters"
+RECORDS = "records"
+# Keys the batches are spread over: the parallelism of the step.
+NUM_SHARDS = 4
+# The longest the end-of-input attempt waits for a retry that is already scheduled.
+END_WAIT_CAP_S = MAX_BACKOFF_S
+# The step's name in dead letters (main.py applies it under this label).
+STEP = "ValidateUnidentified"
 
 LookupFactory = Callable[[], Any]
+# A buffered transaction: (event timestamp in micros, the transaction).
+Pending = tuple[int, AttributedTransaction]
 
 
-def shard_of(transaction_id: str, num_shards: int) -> int:
+def shard_of(transaction_id: str, num_shards: int = NUM_SHARDS) -> int:
     """A shard that is the same in every process (unlike ``hash()``, salted per process).
 
     >>> shard_of("t-1", 4) == shard_of("t-1", 4)
@@ -79,6 +107,9 @@ def shard_of(transaction_id: str, num_shards: int) -> int:
 class ValidateUnidentified(beam.PTransform):
     """Asks the fraud validator about each transaction, in batches bounded by size and time.
 
+    Returns a DoOutputsTuple: ``records`` (AttributedTransaction) and ``dead_letters``
+    (DeadLetter).
+
     Args:
         validator_url: base URL of the validator, e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``X-API-Key`` (None: no key).
@@ -86,13 +117,8 @@ class ValidateUnidentified(beam.PTransform):
         max_wait_s: how long a transaction waits for its batch to fill.
         timeout_s: connect and read timeout of one HTTP attempt.
         lookup_factory: optional picklable zero-argument callable returning an account
-            lookup (``ids -> {id: Account}``, see ``pipeline.transforms.join``); with it the
+            lookup (``ids -> {id: Account}``, see ``pipeline.transforms.attribute``); with it the
             request carries the sender's and receiver's details.
-        num_shards: keys the batches are spread over (parallelism of the step).
-        max_backoff_s: cap of the delay between attempts while the validator is down.
-        drain_timeout_s: how long the end-of-input flush keeps retrying before it fails.
-        breaker_threshold, breaker_reset_s: the circuit breaker's failure threshold and
-            how long it stays open.
     """
 
     def __init__(
@@ -103,49 +129,30 @@ class ValidateUnidentified(beam.PTransform):
         max_wait_s: float = 1.0,
         timeout_s: float = 5.0,
         lookup_factory: LookupFactory | None = None,
-        num_shards: int = DEFAULT_SHARDS,
-        max_backoff_s: float = 30.0,
-        drain_timeout_s: float = 300.0,
-        breaker_threshold: int = 5,
-        breaker_reset_s: float = 10.0,
     ):
         super().__init__()
         if not validator_url:
             raise ValueError("ValidateUnidentified: validator_url must not be empty")
-        for name, value in (("batch_size", batch_size), ("num_shards", num_shards)):
-            if value < 1:
-                raise ValueError(f"ValidateUnidentified: {name} must be >= 1, got {value}")
-        for name, value in (
-            ("max_wait_s", max_wait_s),
-            ("timeout_s", timeout_s),
-            ("max_backoff_s", max_backoff_s),
-            ("drain_timeout_s", drain_timeout_s),
-        ):
+        if batch_size < 1:
+            raise ValueError(f"ValidateUnidentified: batch_size must be >= 1, got {batch_size}")
+        for name, value in (("max_wait_s", max_wait_s), ("timeout_s", timeout_s)):
             if value <= 0:
                 raise ValueError(f"ValidateUnidentified: {name} must be > 0, got {value}")
-        self.num_shards = num_shards
         self.fn = _ValidateFn(
-            validator_url=validator_url,
-            api_key=api_key,
-            batch_size=batch_size,
-            max_wait_s=max_wait_s,
-            timeout_s=timeout_s,
-            lookup_factory=lookup_factory,
-            max_backoff_s=max_backoff_s,
-            drain_timeout_s=drain_timeout_s,
-            breaker_threshold=breaker_threshold,
-            breaker_reset_s=breaker_reset_s,
+            validator_url, api_key, batch_size, max_wait_s, timeout_s, lookup_factory
         )
 
     def expand(self, unidentified):
-        shards = self.num_shards
         return (
             unidentified
             | "KeyByShard"
-            >> beam.Map(lambda r: (shard_of(r.transaction_id, shards), r)).with_output_types(
+            >> beam.Map(lambda r: (shard_of(r.transaction_id), r)).with_output_types(
                 tuple[int, AttributedTransaction]
             )
-            | "CallValidator" >> beam.ParDo(self.fn).with_output_types(AttributedTransaction)
+            | "CallValidator"
+            >> beam.ParDo(self.fn)
+            .with_output_types(AttributedTransaction, **{DEAD_LETTERS: DeadLetter})
+            .with_outputs(DEAD_LETTERS, main=RECORDS)
         )
 
 
@@ -155,68 +162,51 @@ class _ValidateFn(beam.DoFn):
     State and timers, per shard key (and window):
 
     - ``BUFFER``: bag of ``(timestamp_micros, AttributedTransaction)`` waiting for a verdict.
+      FastPrimitivesCoder pickles the dataclass (a few hundred bytes per transaction).
     - ``COUNT``: how many are in ``BUFFER`` (read without reading the bag).
-    - ``FAILURES``: consecutive failed calls; sets the backoff, 0 when the last call worked.
+    - ``RETRY``: ``(consecutive failures, micros by which every runner has fired the scheduled
+      retry)`` while the validator is unavailable; cleared when a call works.
     - ``FLUSH``: processing-time timer: ``max_wait_s`` after the first buffered element, or
-      the next retry while the validator is down.
-    - ``END``: event-time timer at the window's end: flushes what is left at end of input.
+      the next retry while the validator is unavailable.
+    - ``END``: event-time timer at the window's end: the last attempt at end of input.
     """
 
-    BUFFER = BagStateSpec("buffer", PickleCoder())
+    BUFFER = BagStateSpec("buffer", TupleCoder((VarIntCoder(), FastPrimitivesCoder())))
     COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
-    FAILURES = ReadModifyWriteStateSpec("failures", VarIntCoder())
+    RETRY = ReadModifyWriteStateSpec("retry", TupleCoder((VarIntCoder(), VarIntCoder())))
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
-    def __init__(
-        self,
-        validator_url,
-        api_key,
-        batch_size,
-        max_wait_s,
-        timeout_s,
-        lookup_factory,
-        max_backoff_s,
-        drain_timeout_s,
-        breaker_threshold,
-        breaker_reset_s,
-    ):
+    def __init__(self, validator_url, api_key, batch_size, max_wait_s, timeout_s, lookup_factory):
         self.validator_url = validator_url
         self.api_key = api_key
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.timeout_s = timeout_s
         self.lookup_factory = lookup_factory
-        self.max_backoff_s = max_backoff_s
-        self.drain_timeout_s = drain_timeout_s
-        self.breaker_threshold = breaker_threshold
-        self.breaker_reset_s = breaker_reset_s
         self.client: ValidatorClient | None = None
         self.lookup = None
-        self.calls = Metrics.counter("riskpipe", "validator_calls")
-        self.failures = Metrics.counter("riskpipe", "validator_failures")
-        self.retries = Metrics.counter("riskpipe", "validator_retries")
-        self.fraudulent = Metrics.counter("riskpipe", "validated_fraudulent")
-        self.clean = Metrics.counter("riskpipe", "validated_clean")
-        self.waiting = Metrics.gauge("riskpipe", "validator_waiting")
+        self.counters = metrics.Counters(
+            "validator_calls",
+            "validator_failures",
+            "validator_retries",
+            "validator_rejected",
+            "validated_fraudulent",
+            "validated_clean",
+        )
+        self.waiting = metrics.gauge("validator_waiting")
 
     def setup(self):
-        breaker = CircuitBreaker(self.breaker_threshold, self.breaker_reset_s)
         self.client = ValidatorClient(
             self.validator_url,
             api_key=self.api_key,
             timeout_s=self.timeout_s,
-            max_retries=CLIENT_RETRIES,
-            breaker=breaker,
             max_batch_size=self.batch_size,
         )
         self.lookup = self.lookup_factory() if self.lookup_factory is not None else None
 
     def start_bundle(self):
-        # Report every counter from the first bundle on (at 0), so dashboards and
-        # alerts see a zero instead of no series before the first event.
-        for counter in (self.calls, self.failures, self.retries, self.fraudulent, self.clean):
-            counter.inc(0)
+        self.counters.report_zero()
 
     def teardown(self):
         if self.client is not None:
@@ -232,7 +222,7 @@ class _ValidateFn(beam.DoFn):
         window=beam.DoFn.WindowParam,
         buffer=beam.DoFn.StateParam(BUFFER),
         count=beam.DoFn.StateParam(COUNT),
-        failures=beam.DoFn.StateParam(FAILURES),
+        retry=beam.DoFn.StateParam(RETRY),
         flush=beam.DoFn.TimerParam(FLUSH),
         end=beam.DoFn.TimerParam(END),
     ):
@@ -244,86 +234,144 @@ class _ValidateFn(beam.DoFn):
         if size == 1:
             flush.set(Timestamp.now() + self.max_wait_s)
             end.set(window.max_timestamp())
-        # While the validator is down the FLUSH timer paces the retries, not new arrivals.
-        if size >= self.batch_size and not failures.read():
-            yield from self._flush(buffer, count, failures, flush)
+        # While the validator is unavailable the FLUSH timer paces the retries, not arrivals.
+        if size >= self.batch_size and not retry.read():
+            yield from self._flush(buffer, count, retry, flush, timestamp)
 
     @on_timer(FLUSH)
     def on_flush(
         self,
+        timestamp=beam.DoFn.TimestampParam,
         buffer=beam.DoFn.StateParam(BUFFER),
         count=beam.DoFn.StateParam(COUNT),
-        failures=beam.DoFn.StateParam(FAILURES),
+        retry=beam.DoFn.StateParam(RETRY),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        yield from self._flush(buffer, count, failures, flush)
+        yield from self._flush(buffer, count, retry, flush, timestamp)
 
     @on_timer(END)
     def on_end(
         self,
+        timestamp=beam.DoFn.TimestampParam,
         buffer=beam.DoFn.StateParam(BUFFER),
         count=beam.DoFn.StateParam(COUNT),
-        failures=beam.DoFn.StateParam(FAILURES),
+        retry=beam.DoFn.StateParam(RETRY),
         flush=beam.DoFn.TimerParam(FLUSH),
     ):
-        """End of input: retry until the validator answers or drain_timeout_s, then fail."""
-        deadline = time.monotonic() + self.drain_timeout_s
-        while count.read():
-            yield from self._flush(buffer, count, failures, flush, rearm=False)
-            if not count.read():
-                break
-            if time.monotonic() > deadline:
-                raise ValidatorUnavailable(
-                    f"ValidateUnidentified: the validator at {self.validator_url} was still "
-                    f"unavailable {self.drain_timeout_s:.0f}s after the end of input; "
-                    f"{count.read()} transactions are not validated. Failing instead of "
-                    "dropping or clearing them; rerun when the validator is back."
-                )
-            time.sleep(self._backoff(failures.read() or 1))
-        flush.clear()
+        """End of input: the last attempt, no earlier than a retry already scheduled."""
+        scheduled = retry.read()
+        if scheduled and count.read():
+            wait_s = (scheduled[1] - Timestamp.now().micros) / 1e6
+            time.sleep(min(max(wait_s, 0.0), END_WAIT_CAP_S))
+        yield from self._flush(buffer, count, retry, flush, timestamp, final=True)
 
-    def _flush(self, buffer, count, failures, flush, rearm=True):
-        """Validates the whole buffer in batches; keeps what the validator did not answer."""
-        pending = sorted(buffer.read(), key=lambda item: item[0])
+    def _flush(self, buffer, count, retry, flush, timestamp, final=False):
+        """Decides the whole buffer in batches; keeps what the validator did not answer."""
+        pending: list[Pending] = sorted(buffer.read(), key=lambda item: item[0])
         if not pending:
+            retry.clear()
             return
-        if failures.read():
-            self.retries.inc()
-        done = 0
-        try:
-            for start in range(0, len(pending), self.batch_size):
-                chunk = pending[start : start + self.batch_size]
-                verdicts = self._call([record for _, record in chunk])
-                for (micros, record), verdict in zip(chunk, verdicts):
-                    (self.fraudulent if verdict else self.clean).inc()
-                    validated = dataclasses.replace(
-                        record, is_fraudulent=verdict, validated_by="validator"
-                    )
-                    yield TimestampedValue(validated, Timestamp(micros=micros))
-                done += len(chunk)
-        except ValidatorUnavailable as error:
-            attempt = (failures.read() or 0) + 1
-            failures.write(attempt)
-            delay = self._backoff(attempt)
-            logger.warning(
-                "validator unavailable (attempt %d); %d transactions wait, next try in %.1fs: %s",
-                attempt,
-                len(pending) - done,
-                delay,
-                error,
+        scheduled = retry.read()
+        if scheduled:
+            self.counters.inc("validator_retries")
+        outputs, waiting, error = self._decide_all(pending)
+        if error is not None and final:
+            raise ValidatorUnavailable(
+                f"{STEP}: end of input with {len(waiting)} transactions not validated: the "
+                f"validator at {self.validator_url} did not answer ({error}). Failing the run "
+                "instead of finishing without them; rerun when the validator is back."
             )
-            if rearm:
-                flush.set(Timestamp.now() + delay)
-        else:
-            failures.clear()
+        yield from outputs
         buffer.clear()
-        for item in pending[done:]:
+        for item in waiting:
             buffer.add(item)
-        count.write(len(pending) - done)
-        self.waiting.set(len(pending) - done)
+        count.write(len(waiting))
+        self.waiting.set(len(waiting))
+        if error is None:
+            retry.clear()
+            return
+        attempt = (scheduled[0] if scheduled else 0) + 1
+        due = Timestamp.now() + retry_delay_s(attempt)
+        flush.set(due)
+        # The FnApiRunner also holds a processing-time timer until the timestamp of the input
+        # that set it (a timer's, or an element's): on_end waits for the later of the two.
+        retry.write((attempt, max(due.micros, timestamp.micros)))
+        logger.warning(
+            "%s: validator unavailable (attempt %d); %d transactions wait, next try in %.1fs: %s",
+            STEP,
+            attempt,
+            len(waiting),
+            retry_delay_s(attempt),
+            error,
+        )
+
+    def _decide_all(self, pending: list[Pending]):
+        """``(outputs, still waiting, error)``: batch after batch until the validator fails."""
+        outputs: list = []
+        for start in range(0, len(pending), self.batch_size):
+            decided, rest, error = self._decide(pending[start : start + self.batch_size])
+            outputs.extend(decided)
+            if error is not None:
+                return outputs, rest + pending[start + self.batch_size :], error
+        return outputs, [], None
+
+    def _decide(self, items: list[Pending]):
+        """``(outputs, still waiting, error)`` for one batch: verdicts, or the rejection policy
+        (split once into single requests unless the caller itself was refused), or nothing
+        decided and the ValidatorUnavailable that stopped it."""
+        try:
+            verdicts = self._call([record for _, record in items])
+        except ValidatorRejected as rejection:
+            if rejection.rejects_the_caller or len(items) == 1:
+                return self._rejected(items, rejection), [], None
+            logger.warning(
+                "%s: %s for a batch of %d; sending them one by one",
+                STEP,
+                rejection,
+                len(items),
+            )
+            return self._decide_one_by_one(items)
+        except ValidatorUnavailable as error:
+            return [], items, error
+        return self._validated(items, verdicts), [], None
+
+    def _decide_one_by_one(self, items: list[Pending]):
+        outputs: list = []
+        for index, item in enumerate(items):
+            try:
+                verdicts = self._call([item[1]])
+            except ValidatorRejected as rejection:
+                outputs.extend(self._rejected([item], rejection))
+            except ValidatorUnavailable as error:
+                return outputs, items[index:], error
+            else:
+                outputs.extend(self._validated([item], verdicts))
+        return outputs, [], None
+
+    def _validated(self, items: list[Pending], verdicts: list[bool]) -> list:
+        outputs = []
+        for (micros, record), verdict in zip(items, verdicts):
+            self.counters.inc("validated_fraudulent" if verdict else "validated_clean")
+            validated = dataclasses.replace(
+                record, is_fraudulent=verdict, validated_by="validator"
+            )
+            outputs.append(TimestampedValue(validated, Timestamp(micros=micros)))
+        return outputs
+
+    def _rejected(self, items: list[Pending], rejection: ValidatorRejected) -> list:
+        reason = str(rejection)
+        logger.warning("%s: %s; %d transactions go to review", STEP, reason, len(items))
+        self.counters.inc("validator_rejected", len(items))
+        outputs = []
+        for micros, record in items:
+            at = Timestamp(micros=micros)
+            outputs.append(TimestampedValue(decide_rejected(record, reason), at))
+            letter = rejection_dead_letter(record, reason, STEP)
+            outputs.append(pvalue.TaggedOutput(DEAD_LETTERS, TimestampedValue(letter, at)))
+        return outputs
 
     def _call(self, records: list[AttributedTransaction]) -> list[bool]:
-        """One validator call; raises ValidatorUnavailable (or CircuitOpen) on failure."""
+        """One validator call; raises ValidatorUnavailable or ValidatorRejected."""
         accounts = self._accounts(records)
         requests = [
             build_validation_request(
@@ -333,11 +381,11 @@ class _ValidateFn(beam.DoFn):
             )
             for record in records
         ]
-        self.calls.inc()
+        self.counters.inc("validator_calls")
         try:
             results = self.client.validate_batch(requests)
         except ValidatorUnavailable:
-            self.failures.inc()
+            self.counters.inc("validator_failures")
             raise
         return [result.is_fraudulent for result in results]
 
@@ -353,8 +401,3 @@ class _ValidateFn(beam.DoFn):
         except LookupUnavailable as error:
             logger.warning("account lookup unavailable, validating without details: %s", error)
             return {}
-
-    def _backoff(self, attempt: int) -> float:
-        """Delay before the next attempt: exponential, capped, never before the breaker opens."""
-        delay = min(self.max_backoff_s, INITIAL_BACKOFF_S * 2 ** (attempt - 1))
-        return max(delay, self.client.breaker.retry_after_s())

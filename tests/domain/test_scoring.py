@@ -191,7 +191,7 @@ def test_the_score_is_capped_at_100():
 def test_failed_transactions_do_not_move_the_amount_history():
     features = history([40.0] * 5)
     after = update(features, transaction(amount=9999.0, transaction_status="failed"))
-    assert (after.count, after.mean_eur, after.m2_eur) == (5, 40.0, 0.0)
+    assert (after.count, after.mean_eur, after.std_eur) == (5, 40.0, 0.0)
 
 
 amounts = st.floats(min_value=0.01, max_value=1e6, allow_nan=False)
@@ -199,10 +199,11 @@ amounts = st.floats(min_value=0.01, max_value=1e6, allow_nan=False)
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(amounts, min_size=2, max_size=40))
-def test_welford_matches_mean_and_stdev(values):
+def test_mean_and_stdev_match_the_statistics_module(values):
     features = history(values)
-    assert features.mean_eur == pytest.approx(statistics.mean(values), rel=1e-9)
-    assert features.std_eur == pytest.approx(statistics.stdev(values), rel=1e-6, abs=1e-6)
+    cents = [round(v * 100) / 100 for v in values]  # the history keeps EUR cents
+    assert features.mean_eur == pytest.approx(statistics.mean(cents), rel=1e-9)
+    assert features.std_eur == pytest.approx(statistics.stdev(cents), rel=1e-6, abs=1e-6)
 
 
 @settings(max_examples=200, deadline=None)
@@ -215,6 +216,25 @@ def test_recent_timestamps_do_not_depend_on_arrival_order(offsets, rng):
     for a, b in zip(txns, shuffled):
         in_order, out_of_order = update(in_order, a), update(out_of_order, b)
     assert in_order.recent == out_of_order.recent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30 * 86400), amounts, st.booleans()), max_size=60),
+       st.randoms())
+def test_features_do_not_depend_on_the_order_of_the_updates(history_, rng):
+    txns = [
+        transaction(transaction_id=f"t{i}", datetime_occurred=T0 + timedelta(seconds=s),
+                    amount=amount, transaction_status="failed" if failed else "completed")
+        for i, (s, amount, failed) in enumerate(history_)
+    ]
+    shuffled = list(txns)
+    rng.shuffle(shuffled)
+    in_order, out_of_order = AccountFeatures(), AccountFeatures()
+    for a, b in zip(txns, shuffled):
+        in_order.add(a)
+        out_of_order.add(b)
+    assert in_order == out_of_order
+    assert (in_order.mean_eur, in_order.std_eur) == (out_of_order.mean_eur, out_of_order.std_eur)
 
 
 scored_inputs = st.fixed_dictionaries(
@@ -274,7 +294,8 @@ def test_more_recent_transactions_never_lower_the_score(inputs, amount, extra):
     busier = features
     for i in range(extra):
         seen = txn.datetime_occurred.timestamp() - 10 * (i + 1)
-        busier = dataclasses.replace(busier, recent=tuple(sorted((*busier.recent, seen)))[-32:])
+        busier = busier.copy()
+        busier.recent = sorted((*busier.recent, seen))[-32:]
     assert score_transaction(txn, acct, busier)[0] >= score
 
 

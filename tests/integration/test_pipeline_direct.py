@@ -87,7 +87,7 @@ class Run:
         done = _python(
             "-m", "simulator", "--seed", str(SEED), "--count", str(COUNT),
             "--accounts", str(ACCOUNTS), "--bad-rate", str(BAD_RATE),
-            "--late-account-rate", "0.05", "--update-rate", "0",
+            "--late-account-rate", "0.05", "--update-rate", "0", "--fraud-rate", "0.03",
             "--topic-prefix", self.prefix, "--bootstrap-servers", self.bootstrap,
             "--postgres-dsn", self.dsn, "--ground-truth-all",
             "--ground-truth-file", str(self.ground_truth_file), "--quiet",

@@ -15,8 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.io.validator_client import (
-    CircuitBreaker,
-    CircuitOpen,
+    MAX_MESSAGE_CHARS,
     ValidationResult,
     ValidatorClient,
     ValidatorProtocolError,
@@ -137,16 +136,7 @@ def validator_server():
         yield server
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_client(url, **kwargs) -> ValidatorClient:
-    kwargs.setdefault("sleep", lambda seconds: None)
     kwargs.setdefault("timeout_s", 2.0)
     return ValidatorClient(url, **kwargs)
 
@@ -178,16 +168,22 @@ def test_large_batches_are_chunked(validator_server):
     assert [r.transaction_id for r in results] == list(range(45))
 
 
-def test_wrong_key_is_rejected_and_does_not_open_the_breaker(validator_server):
-    breaker = CircuitBreaker(failure_threshold=1)
-    client = make_client(validator_server.url, api_key="wrong", breaker=breaker)
+def test_wrong_key_is_rejected_not_unavailable(validator_server):
+    client = make_client(validator_server.url, api_key="wrong")
     with pytest.raises(
-        ValidatorRejected, match="HTTP 401: missing or invalid X-API-Key"
+        ValidatorRejected, match=r"HTTP 401: missing or invalid X-API-Key header"
     ) as error:
         client.validate_batch([payload("a")])
-    assert error.value.status_code == 401
-    assert isinstance(error.value, ValidatorUnavailable)  # the caller catches one type
-    assert breaker.state == "closed"
+    assert error.value.status_code == 401 and error.value.rejects_the_caller
+    assert not isinstance(error.value, ValidatorUnavailable)  # not retried by the caller
+
+
+def test_invalid_payload_is_rejected_naming_the_field(validator_server):
+    client = make_client(validator_server.url, api_key=API_KEY)
+    with pytest.raises(ValidatorRejected) as error:
+        client.validate_batch([payload("a"), payload("b", currency="EURO")])
+    assert error.value.status_code == 422 and not error.value.rejects_the_caller
+    assert error.value.message.startswith("invalid request: transactions[1].currency")
 
 
 def test_batch_over_server_limit_is_rejected(validator_server):
@@ -196,75 +192,52 @@ def test_batch_over_server_limit_is_rejected(validator_server):
         client.validate_batch([payload(i) for i in range(21)])
 
 
-def test_retries_until_the_server_comes_up():
-    port = free_port()
-    server = ValidatorProcess(api_key=API_KEY, port=port)
-    sleeps = []
-
-    def start_server_on_first_backoff(seconds):
-        sleeps.append(seconds)
-        if len(sleeps) == 2:  # two refused connections, then the service is back
-            server.start()
-
-    client = make_client(
-        server.url,
-        api_key=API_KEY,
-        max_retries=3,
-        backoff_s=0.1,
-        sleep=start_server_on_first_backoff,
-    )
-    try:
-        results = client.validate_batch([payload("late")])
-    finally:
-        server.stop()
-    assert results[0].transaction_id == "late"
-    assert len(sleeps) == 2
-    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2  # exponential, jittered
+def test_long_messages_are_cut(scripted):
+    server = scripted((400, {"message": "m" * 1000}))
+    with pytest.raises(ValidatorRejected) as error:
+        make_client(server.url).validate_batch([payload("x")])
+    assert error.value.message == "m" * MAX_MESSAGE_CHARS
 
 
-# -- against scripted servers ----------------------------------------------------------------
-def test_retries_503_then_succeeds(scripted):
-    server = scripted((503, "busy"), (502, {"message": "proxy"}))
-    sleeps = []
-    client = make_client(
-        server.url, api_key="k", max_retries=2, backoff_s=1.0, sleep=sleeps.append
-    )
-    assert [r.transaction_id for r in client.validate_batch([payload("x")])] == ["x"]
-    assert len(server.requests) == 3
+# -- one attempt per call: the caller owns the retries ----------------------------------------
+@pytest.mark.parametrize("status", [500, 502, 503, 408, 429])
+def test_busy_or_failing_server_is_unavailable_after_one_attempt(scripted, status):
+    server = scripted((status, {"message": "busy"}))
+    client = make_client(server.url, api_key="k")
+    with pytest.raises(ValidatorUnavailable, match=f"answered HTTP {status}") as error:
+        client.validate_batch([payload("x")])
+    assert not isinstance(error.value, ValidatorRejected)
+    assert len(server.requests) == 1
     assert server.requests[0]["headers"]["X-API-Key"] == "k"
-    assert 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
+    assert [r.transaction_id for r in client.validate_batch([payload("y")])] == ["y"]
 
 
-def test_gives_up_after_bounded_retries(scripted):
-    server = scripted(*[(500, "boom")] * 10)
-    client = make_client(server.url, max_retries=2)
-    with pytest.raises(ValidatorUnavailable, match="failed 3 attempt.*HTTP 500"):
-        client.validate_batch([payload("x")])
-    assert len(server.requests) == 3
-
-
-def test_connection_refused_raises_after_retries():
-    client = make_client(f"http://127.0.0.1:{free_port()}", max_retries=1)
-    with pytest.raises(ValidatorUnavailable, match="ConnectionError"):
+def test_connection_refused_is_unavailable():
+    client = make_client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ValidatorUnavailable, match="did not answer: ConnectionError"):
         client.validate_batch([payload("x")])
 
 
-def test_timeout_against_a_slow_server(scripted):
-    server = scripted(("sleep", 3.0), ("sleep", 3.0))
-    client = ValidatorClient(server.url, timeout_s=0.3, max_retries=1, backoff_s=0.01)
+def test_timeout_against_a_slow_server_is_one_attempt(scripted):
+    server = scripted(("sleep", 3.0))
+    client = ValidatorClient(server.url, timeout_s=0.3)
     started = time.monotonic()
     with pytest.raises(ValidatorUnavailable, match="Timeout"):
         client.validate_batch([payload("x")])
     assert time.monotonic() - started < 2.0
-    assert len(server.requests) == 2
+    assert len(server.requests) == 1
 
 
-def test_slow_then_fast_succeeds(scripted):
-    server = scripted(("sleep", 2.0))
-    client = make_client(server.url, timeout_s=0.3, max_retries=1)
-    assert client.validate_batch([payload("x")])[0].transaction_id == "x"
+def test_server_back_after_being_down():
+    server = ValidatorProcess(api_key=API_KEY)
+    client = make_client(server.url, api_key=API_KEY)
+    with pytest.raises(ValidatorUnavailable):
+        client.validate_batch([payload("late")])
+    with server:
+        assert client.validate_batch([payload("late")])[0].transaction_id == "late"
 
 
+# -- against scripted servers ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("answer", "match"),
     [
@@ -314,12 +287,10 @@ def test_slow_then_fast_succeeds(scripted):
 )
 def test_garbage_answers_raise_instead_of_defaulting(scripted, answer, match):
     server = scripted((200, answer))
-    breaker = CircuitBreaker(failure_threshold=5)
-    client = make_client(server.url, breaker=breaker)
+    client = make_client(server.url)
     with pytest.raises(ValidatorProtocolError, match=match):
         client.validate_batch([payload("a"), payload("b")])
-    assert len(server.requests) == 1  # not retried: the server answered, wrongly
-    assert breaker._failures == 1
+    assert len(server.requests) == 1
 
 
 def test_unexpected_success_status_is_garbage(scripted):
@@ -328,71 +299,11 @@ def test_unexpected_success_status_is_garbage(scripted):
         make_client(server.url).validate_batch([payload("a")])
 
 
-# -- the circuit breaker ----------------------------------------------------------------------
-def test_breaker_states_with_a_fake_clock():
-    clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=10, clock=clock)
-    assert breaker.state == "closed" and breaker.allow()
-    breaker.record_failure()
-    assert breaker.state == "closed"
-    breaker.record_success()
-    breaker.record_failure()
-    assert breaker.state == "closed"  # a success in between resets the count
-    breaker.record_failure()
-    assert breaker.state == "open" and not breaker.allow()
-    assert breaker.retry_after_s() == 10
-    clock.now += 9.9
-    assert not breaker.allow()
-    clock.now += 0.1
-    assert breaker.state == "half_open"
-    assert breaker.allow()  # the trial call
-    assert not breaker.allow()  # only one at a time
-    breaker.record_failure()  # the trial failed: open for another timeout
-    assert breaker.state == "open" and not breaker.allow()
-    clock.now += 10
-    assert breaker.allow()
-    breaker.record_success()
-    assert breaker.state == "closed" and breaker.allow() and breaker.allow()
-
-
-def test_breaker_trial_that_never_reports_back_expires():
-    clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=1, reset_timeout_s=5, clock=clock)
-    breaker.record_failure()
-    clock.now += 5
-    assert breaker.allow() and not breaker.allow()
-    clock.now += 5
-    assert breaker.allow()
-
-
-def test_breaker_rejects_bad_settings():
-    with pytest.raises(ValueError, match="failure_threshold"):
-        CircuitBreaker(failure_threshold=0)
-    with pytest.raises(ValueError, match="reset_timeout_s"):
-        CircuitBreaker(reset_timeout_s=-1)
-
-
-def test_client_opens_half_opens_and_closes_the_breaker(scripted):
-    server = scripted(*[(503, "down")] * 4)
-    clock = FakeClock()
-    breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=30, clock=clock)
-    client = make_client(server.url, max_retries=1, breaker=breaker)
-    for _ in range(2):
-        with pytest.raises(ValidatorUnavailable, match="HTTP 503"):
-            client.validate_batch([payload("x")])
-    assert breaker.state == "open" and len(server.requests) == 4
-    with pytest.raises(CircuitOpen, match="next try in 30.0s"):
-        client.validate_batch([payload("x")])
-    assert len(server.requests) == 4  # refused without a call
-    clock.now += 30
-    assert breaker.state == "half_open"
-    assert client.validate_batch([payload("x")])[0].transaction_id == "x"  # the trial
-    assert breaker.state == "closed"
-
-
 def test_invalid_client_settings():
     with pytest.raises(ValueError, match="timeout_s > 0"):
         ValidatorClient("http://127.0.0.1:1", timeout_s=0)
+    with pytest.raises(ValueError, match="max_batch_size >= 1"):
+        ValidatorClient("http://127.0.0.1:1", max_batch_size=0)
 
 
 # -- building requests from records -----------------------------------------------------------

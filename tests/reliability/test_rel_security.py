@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 ALLOWED = {"pipeline/local_defaults.py", "stack/config.py", "docker-compose.yml"}
 CREDENTIALS = (
     re.compile(r"riskpipe-secret"),  # S3 secret key
+    re.compile(r"riskpipe-local-validator-key"),  # the validator's API key
     re.compile(r"://[^\s/:@'\"]+:[^\s/@'\"]+@"),  # a URI with user:password@
 )
 SCANNED_SUFFIXES = {".py", ".yml", ".yaml", ".toml", ".cfg", ".ini", ".sh", ".env", ".json",

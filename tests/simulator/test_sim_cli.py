@@ -47,7 +47,7 @@ def test_dry_run_prints_one_json_summary(capsys, tmp_path):
         str(truth),
     )
     assert status == 0
-    assert summary["seed"] == 5 and summary["start_time"] == "2026-01-05T12:00:00+00:00"
+    assert summary["seed"] == 5 and summary["start_time"] == "2025-01-06T12:00:00+00:00"
     assert summary["messages"]["transactions"] == 3000
     assert summary["transactions"] + summary["bad"]["messages"] == 3000
     assert summary["accounts"]["initial"] + summary["accounts"]["late"] == 100

@@ -95,15 +95,28 @@ def test_another_seed_gives_other_ids():
 
 
 def test_event_time_starts_at_the_configured_start_and_never_decreases(stream):
-    _, events = stream
+    sim, events = stream
     times = [t.datetime_occurred for t in transactions(events)]
-    assert DEFAULT_START <= times[0] < DEFAULT_START + timedelta(minutes=1)
+    assert DEFAULT_START <= times[0] < DEFAULT_START + timedelta(hours=1)
     assert all(a <= b for a, b in itertools.pairwise(times))
-    # ~100 transactions per second of event time by default (the run's very end may jump
-    # ahead: it finishes fraud episodes scheduled later)
+    # Bank pace by default: 3 transactions per account per day (the run's very end may
+    # jump ahead: it finishes fraud episodes scheduled later).
+    n = len(times) * 9 // 10
+    days = (times[n] - times[0]).total_seconds() / 86_400
+    expected = n / (sim.config.accounts * sim.config.tx_per_account_per_day)
+    assert 0.85 * expected < days < 1.15 * expected
+
+
+def test_an_explicit_event_rate_is_constant():
+    _, events = generate(20_000, event_rate=100.0)
+    times = [t.datetime_occurred for t in transactions(events)]
     n = len(times) * 9 // 10
     span = (times[n] - times[0]).total_seconds()
-    assert 0.8 * n / 100 < span < 1.2 * n / 100
+    assert 0.9 * n / 100 < span < 1.1 * n / 100
+    # no daily rhythm: the first and second halves of the span have as many
+    half = times[0] + (times[n] - times[0]) / 2
+    first = sum(t < half for t in times[:n])
+    assert 0.45 < first / n < 0.55
 
 
 def test_start_time_is_honoured():
@@ -304,6 +317,7 @@ def test_fraud_rate_and_labels():
             "scenario": truth["scenario"],
             "episode": truth["episode"],
             "evaluation": t.evaluation,
+            "bank_labelled": t.evaluation == "fraudulent",
         }
     assert sim.stats.as_dict()["fraud"]["transactions"] == len(rows)
     assert not sim._heap  # a counted run finishes every episode it started

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.records import Account, Transaction
 from simulator.__main__ import main
+from simulator.formats import FLINKSQL_COLUMNS, SHAPES
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 60.0
@@ -81,7 +82,7 @@ def sim_run(kafka_bootstrap, postgres_dsn, tmp_path, capsys):
     account_ids: set[str] = set()
     created_topics: list[str] = []
 
-    def run(*argv: str) -> dict:
+    def run(*argv: str, fmt: str = "riskpipe") -> dict:
         prefix = f"simtest-{uuid.uuid4().hex[:8]}."
         truth = tmp_path / f"{prefix}truth.jsonl"
         status = main(
@@ -95,16 +96,21 @@ def sim_run(kafka_bootstrap, postgres_dsn, tmp_path, capsys):
                 "--ground-truth-file",
                 str(truth),
                 "--quiet",
+                "--format",
+                fmt,
                 *argv,
             ]
         )
         out, err = capsys.readouterr()
         summary = json.loads(out.strip().splitlines()[-1])
         accounts = summary["accounts"]
+        shape = SHAPES[fmt]
         topics = {
-            name: prefix + name for name in ("accounts", "transactions", "ground-truth")
+            "accounts": prefix + shape.accounts_topic if shape.accounts_topic else None,
+            "transactions": prefix + shape.transactions_topic,
+            "ground-truth": prefix + "ground-truth",
         }
-        created_topics.extend(topics.values())
+        created_topics.extend(t for t in topics.values() if t)
         result = {
             "status": status,
             "summary": summary,
@@ -113,7 +119,9 @@ def sim_run(kafka_bootstrap, postgres_dsn, tmp_path, capsys):
             "truth": [json.loads(line) for line in truth.read_text().splitlines()],
             "accounts": consume(
                 kafka_bootstrap, topics["accounts"], sum(accounts.values())
-            ),
+            )
+            if topics["accounts"]
+            else [],
             "transactions": consume(
                 kafka_bootstrap,
                 topics["transactions"],
@@ -123,7 +131,12 @@ def sim_run(kafka_bootstrap, postgres_dsn, tmp_path, capsys):
         result["ground_truth"] = consume(
             kafka_bootstrap, topics["ground-truth"], len(result["truth"]) - 1
         )
-        account_ids.update(m.key().decode() for m in result["accounts"])
+        account_ids.update(
+            json.loads(m.value())["account_id"] for m in result["accounts"]
+        )
+        account_ids.update(
+            r["account_id"] for r in result["truth"] if r.get("account_id")
+        )
         return result
 
     yield run
@@ -308,3 +321,73 @@ def test_unreachable_postgres_is_one_clear_line(kafka_bootstrap):
         "simulator: error: cannot reach Postgres at postgresql://riskpipe:***@127.0.0.1:1/"
     )
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flinksql_run_is_unkeyed_and_fills_its_postgres_columns(sim_run, postgres_dsn):
+    out = sim_run(
+        # one version per account: unkeyed updates of an account may land on different
+        # partitions, so no reader can tell their order from the topic alone
+        "--seed", "31", "--count", "1500", "--accounts", "80", "--update-rate", "0",
+        "--bad-rate", "0.02", fmt="flinksql",
+    )  # fmt: skip
+    assert out["status"] == 0 and out["summary"]["delivery_failures"] == 0
+    assert out["topics"]["transactions"].endswith(".bank_transactions")
+    assert all(m.key() is None for m in out["accounts"] + out["transactions"])
+    latest = {}
+    for m in out["accounts"]:
+        a = json.loads(m.value())
+        assert list(a) == list(FLINKSQL_COLUMNS)
+        latest[a["account_id"]] = a
+    bad = {r["payload_sha256"] for r in out["truth"] if r["kind"] == "bad"}
+    good = [
+        json.loads(m.value())
+        for m in out["transactions"]
+        if hashlib.sha256(m.value()).hexdigest() not in bad
+    ]
+    assert len(good) == out["summary"]["transactions"]
+    assert {t["transaction_id"] for t in good} >= {
+        r["transaction_id"] for r in out["truth"] if r["kind"] == "transaction"
+    }
+
+    def rows():
+        with psycopg2.connect(postgres_dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT account_id, account_name, email, account_type, balance, "
+                "created_at, address, bank_account FROM banking.accounts "
+                "WHERE account_id = ANY(%s)",
+                (list(latest),),
+            )
+            found = {r[0]: r for r in cur.fetchall()}
+        conn.close()
+        return found if len(found) == len(latest) else None
+
+    for account_id, row in wait_until(rows, message="flinksql accounts").items():
+        a = latest[account_id]
+        assert row[1:4] == (a["account_name"], a["email"], a["account_type"])
+        assert float(row[4]) == pytest.approx(a["balance"], abs=0.01)
+        assert row[5].strftime("%Y-%m-%d %H:%M:%S") == a["created_at"]
+        assert row[6] is None and row[7] is None  # not in that system's shape
+
+
+def test_poc_run_is_one_topic_and_no_postgres(sim_run, postgres_dsn):
+    out = sim_run(
+        "--seed", "32", "--count", "800", "--accounts", "60", "--ground-truth-all",
+        fmt="poc",
+    )  # fmt: skip
+    assert out["status"] == 0 and out["summary"]["postgres_rows"] == 0
+    assert out["topics"]["accounts"] is None and out["accounts"] == []
+    assert all(m.key() is None for m in out["transactions"])
+    transfers = [json.loads(m.value()) for m in out["transactions"]]
+    assert sorted(t["transaction_id"] for t in transfers) == sorted(
+        r["transaction_id"] for r in out["truth"] if r["kind"] == "transaction"
+    )
+    assert {t["sender_details"]["id"] for t in transfers} <= {
+        r["account_id"] for r in out["truth"] if r["kind"] == "transaction"
+    }
+    with psycopg2.connect(postgres_dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM banking.accounts WHERE account_id = ANY(%s)",
+            (list({t["sender_details"]["id"] for t in transfers}),),
+        )
+        assert cur.fetchone()[0] == 0
+    conn.close()

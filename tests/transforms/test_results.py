@@ -105,7 +105,7 @@ def test_fraud_result_carries_sender_and_receiver_ids():
 def test_user_document_of_a_known_and_an_unknown_account():
     known = user_document("a1", Account("a1", "Ann", email="ann@x", balance=5.0))
     assert known["account_name"] == "Ann" and "balance" not in known
-    assert user_document("zz", None) == {"account_id": "zz"}
+    assert user_document("zz", None) == {"account_id": "zz", "id": "zz"}
 
 
 def test_users_are_looked_up_in_postgres(postgres_dsn, accounts):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi.testclient import TestClient
+
+from validator.app import create_app
+from validator.guard import RequestGuard
 
 
 def test_poc_request_with_receiver_as_json_string(client, make_payload):
@@ -156,6 +160,7 @@ def test_health(keyed_client):
         "rules_version": 1,
         "threshold": 0.5,
         "max_batch_size": 10,
+        "max_body_bytes": 2 * 1024 * 1024,
         "api_key_required": True,
     }
 
@@ -190,3 +195,63 @@ def test_metrics_count_requests_verdicts_and_latency(keyed_client, make_payload,
     ]:
         assert line in text, line
     assert 'endpoint="/health"' not in text
+
+
+def test_key_is_checked_before_the_body_is_parsed(keyed_client):
+    """Without the key, a body that is not even JSON gets 401, not a parse error (422)."""
+    for path in ("/validate", "/validate/batch"):
+        response = keyed_client.post(
+            path, content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 401, path
+        assert response.headers["connection"] == "close"
+
+
+@pytest.fixture
+def small_limit_client(config) -> TestClient:
+    """Requires API_KEY; bodies of at most 300 bytes."""
+    return TestClient(create_app(config, api_key="k", max_body_bytes=300))
+
+
+def test_declared_body_over_the_limit_is_413_before_it_is_parsed(small_limit_client, make_payload):
+    key = {"X-API-Key": "k", "Content-Type": "application/json"}
+    body = json.dumps(make_payload()).encode()
+    assert len(body) <= 300
+    assert small_limit_client.post("/validate", content=body, headers=key).status_code == 200
+    too_big = b"x" * 301  # not JSON either: a 413, not a 422, shows it was never parsed
+    response = small_limit_client.post("/validate/batch", content=too_big, headers=key)
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        "request body of 301 bytes exceeds the limit of 300 bytes; send smaller batches"
+    )
+
+
+def test_chunked_body_over_the_limit_is_413(small_limit_client):
+    chunks = (b"x" * 100 for _ in range(4))  # no Content-Length: sent chunked
+    response = small_limit_client.post("/validate/batch", content=chunks, headers={"X-API-Key": "k"})
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        "request body exceeds the limit of 300 bytes; send smaller batches"
+    )
+
+
+def test_the_limit_leaves_other_paths_alone(small_limit_client):
+    assert small_limit_client.get("/health").json()["max_body_bytes"] == 300
+    assert small_limit_client.get("/metrics").status_code == 200
+
+
+def test_refusals_are_counted(small_limit_client):
+    small_limit_client.post("/validate", content=b"x" * 301, headers={"X-API-Key": "k"})
+    small_limit_client.post("/validate", content=b"{}")
+    text = small_limit_client.get("/metrics").text
+    assert 'riskpipe_validator_requests_total{endpoint="/validate",outcome="too_large"} 1.0' in text
+    assert (
+        'riskpipe_validator_requests_total{endpoint="/validate",outcome="unauthorized"} 1.0' in text
+    )
+
+
+def test_bad_limits_are_rejected(config):
+    with pytest.raises(ValueError, match="max_body_bytes must be >= 1, got 0"):
+        create_app(config, max_body_bytes=0)
+    with pytest.raises(ValueError, match="max_body_bytes must be >= 1, got -5"):
+        RequestGuard(app=None, paths=frozenset(), api_key=None, max_body_bytes=-5)

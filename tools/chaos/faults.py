@@ -22,7 +22,10 @@ from tools.chaos.waiting import say, wait_until
 if TYPE_CHECKING:
     from tools.chaos.runs import Run
 
-__all__ = ["FAULTS", "REFERENCE", "Fault"]
+__all__ = ["FAULTS", "REFERENCE", "WORKERPOOL_BACK_S", "Fault", "kill_workerpool"]
+
+# How long the supervisor may take to bring a killed worker pool back (about 3 s here).
+WORKERPOOL_BACK_S = 120.0
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Fault:
     doc: str
     setup: Callable[[Run], None] | None = None  # before the job is submitted
     fast: bool = False  # also run by `make test` (tests/e2e/test_fast_faults.py), scaled down
+    replays: bool = False  # the job restores a checkpoint and reads part of the input again
     default: bool = True  # in the run without --faults
 
 
@@ -92,6 +96,51 @@ def _taskmanager_kill(run: Run) -> None:
         wait_until("the TaskManager to die", lambda: not process.is_alive(pid), 15, 0.2)
     finally:
         stack.up(["flink"])
+    flink_rest.wait_until_running(run.job_id, timeout=180)
+    history = flink_rest.request("GET", f"/jobs/{run.job_id}/exceptions") or {}
+    failures = len(history.get("exceptionHistory", {}).get("entries", []))
+    run.notes.append(f"job failures recorded: {failures}")
+
+
+def kill_workerpool(timeout_s: float = WORKERPOOL_BACK_S) -> tuple[int, int, float]:
+    """SIGKILLs the stack's worker pool (its process group: the pool and its SDK workers) and
+    waits until the supervisor has a new one healthy; returns (old pid, new pid, seconds)."""
+    import stack
+    from stack import process
+
+    pool = stack.SERVICES["workerpool"]
+    pid = process.read_pid(pool.pid_path)
+    if not pid:
+        raise RuntimeError(f"no worker pool pid in {pool.pid_path}")
+    try:
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    wait_until("the worker pool to die", lambda: not process.is_alive(pid), 15, 0.2)
+    killed = time.monotonic()
+
+    def back() -> int | None:
+        new = process.read_pid(pool.pid_path)
+        return new if new and new != pid and pool.check() is None else None
+
+    new = wait_until("the supervisor to restart the worker pool", back, timeout_s, 0.5)
+    return pid, new, time.monotonic() - killed
+
+
+def _workerpool_kill(run: Run) -> None:
+    import stack
+    from stack import flink_rest
+
+    _wait_cluster_quiet(run)  # every job's SDK workers live in the one pool
+    stack.up(["supervisor"])  # what brings the pool back; `stack up` has started it already
+    say(f"SIGKILL the worker pool (checkpoint #{run.completed_checkpoint()})")
+    try:
+        old, new, seconds = kill_workerpool()
+        run.notes.append(
+            f"supervisor replaced worker pool {old} by {new} {seconds:.1f} s after the kill"
+        )
+    finally:
+        stack.up(["workerpool"])  # for the faults after this one, whatever happened here
     flink_rest.wait_until_running(run.job_id, timeout=180)
     history = flink_rest.request("GET", f"/jobs/{run.job_id}/exceptions") or {}
     failures = len(history.get("exceptionHistory", {}).get("entries", []))
@@ -220,14 +269,18 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "validator answers garbage for 60 s", setup=_with_proxy),
     Fault("job_cancel_resume_checkpoint", _job_cancel_resume_checkpoint,
           "job cancelled, resubmitted from its retained checkpoint (state kept)",
-          setup=_set_committed, fast=True),
+          setup=_set_committed, fast=True, replays=True),
     # Not in the default run: it shows why a restart needs the checkpoint (records held in
     # state when the job was cancelled are lost), it cannot pass.
     Fault("job_cancel_restart", _job_cancel_restart,
           "job cancelled, resubmitted from committed offsets only (loses state; see doc)",
           setup=_set_committed, default=False),
     # last: they hit every job on the shared cluster
-    Fault("taskmanager_kill", _taskmanager_kill, "SIGKILL the TaskManager mid-run"),
+    Fault("workerpool_kill", _workerpool_kill,
+          "SIGKILL the Beam worker pool mid-run; the stack's supervisor restarts it",
+          replays=True),
+    Fault("taskmanager_kill", _taskmanager_kill, "SIGKILL the TaskManager mid-run",
+          replays=True),
     Fault("jobmanager_restart", _jobmanager_restart,
-          "restart the JobManager (no HA: resubmit from the last checkpoint)"),
+          "restart the JobManager (no HA: resubmit from the last checkpoint)", replays=True),
 ]}

@@ -235,29 +235,32 @@ class _ReadPartitionFn(beam.DoFn):
 
     def _claim(self, batch, tracker, watermark_estimator):
         """Claims and emits ``batch`` in order, then moves the watermark to its newest
-        timestamp; returns how many were emitted (fewer if the range ends inside it)."""
-        emitted = 0
+        timestamp; returns how many were emitted (fewer if the range ends inside it).
+
+        A batch that lies wholly inside the range is claimed once, by its last offset (a
+        claim covers every offset up to it); one that crosses the range's end is claimed
+        record by record, up to the end.
+        """
+        if batch[-1].offset() < tracker.current_restriction().stop:
+            claimed = batch if tracker.try_claim(batch[-1].offset()) else []
+        else:
+            claimed = []
+            for msg in batch:
+                if not tracker.try_claim(msg.offset()):
+                    break
+                claimed.append(msg)
         newest = None
-        for msg in batch:
-            if not tracker.try_claim(msg.offset()):
-                break
+        for msg in claimed:
             millis = _millis(msg)
-            newest = millis if newest is None else max(newest, millis)
+            if newest is None or millis > newest:
+                newest = millis
             record = KafkaRecord(
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
-                millis,
-                msg.key(),
-                msg.value(),
+                msg.topic(), msg.partition(), msg.offset(), millis, msg.key(), msg.value()
             )
             yield TimestampedValue(record, Timestamp(micros=millis * 1000))
-            emitted += 1
         if newest is not None:
-            self._advance_watermark(
-                watermark_estimator, Timestamp(micros=newest * 1000)
-            )
-        return emitted
+            self._advance_watermark(watermark_estimator, Timestamp(micros=newest * 1000))
+        return len(claimed)
 
     @staticmethod
     def _caught_up(reader: _PartitionReader) -> bool:

@@ -1,0 +1,229 @@
+"""One account's history: its transactions attributed and scored in event-time order, exactly.
+
+An :class:`AccountHistory` holds what riskpipe knows of one account: the last few versions of
+the account record (with the Kafka timestamp each was produced at), the features of its older
+transactions, and a log of its newest transactions kept whole. It is pure Python; the join's
+DoFn (:mod:`pipeline.transforms.attribute`) keeps one per account in Beam state.
+
+Rows are emitted at once and **corrected**, so that the final row of every transaction is the
+same whatever order the inputs were read in (a replay after a crash, two topics read at
+different speeds, an unkeyed producer whose records of one account sit in several partitions):
+
+- a transaction gets the account version produced at or before it (by Kafka timestamps; the
+  oldest version when all are newer), and its score uses the features of the account's
+  transactions *earlier in event time* (``datetime_occurred``, then ``transaction_id``), never
+  those that merely arrived earlier;
+- when an account version arrives after transactions it applies to, or a transaction arrives
+  after later ones, every logged transaction whose row changes is emitted again.
+
+Exactness holds within the log: the newest :data:`LOG_SIZE` transactions per account. An input
+older than all of them (``late`` in the counters) is scored against what is known and counted.
+
+>>> from datetime import UTC, datetime
+>>> from pipeline.records import Account, Transaction
+>>> def txn(i, minute):
+...     return Transaction(f"t{i}", "a1", None, "payment", 40.0, "EUR", "completed",
+...                        datetime(2026, 3, 2, 14, minute, tzinfo=UTC), None, "cleared")
+>>> history = AccountHistory()
+>>> [row.account for row in history.add_transaction(100, txn(1, 0))]
+[None]
+>>> [(row.transaction.transaction_id, row.account.account_name)
+...  for row in history.add_version(50, Account("a1", "Ada"))]
+[('t1', 'Ada')]
+>>> history.add_version(50, Account("a1", "Ada"))  # a repeat changes nothing
+[]
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from pipeline.domain.scoring import AccountFeatures, facts, score_transaction
+from pipeline.records import Account, Transaction
+
+__all__ = ["LOG_SIZE", "MAX_VERSIONS", "AccountHistory", "Scored", "order_key"]
+
+MAX_VERSIONS = 4  # account versions kept per account (the newest ones)
+LOG_SIZE = 32  # transactions kept whole per account; older ones live on in the features
+BEGINNING = -(2**62)  # the production time of a version from the lookup: valid from the start
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class Scored(NamedTuple):
+    """A transaction, the account version it belongs to (None: unknown) and its score."""
+
+    transaction: Transaction
+    account: Account | None
+    risk_score: int
+    risk_reasons: tuple[str, ...]
+
+
+def order_key(txn: Transaction) -> tuple[int, str]:
+    """Event-time order: ``datetime_occurred`` in microseconds, then the transaction id."""
+    return (txn.datetime_occurred - _EPOCH) // _MICROSECOND, txn.transaction_id
+
+
+def _signature(account: Account | None, score: int, reasons: tuple[str, ...]) -> int:
+    """A stable checksum of what a row shows (not ``hash()``: that is salted per process)."""
+    name = account.account_name if account is not None else ""
+    return zlib.crc32(f"{name}\x1f{score}\x1f{chr(31).join(reasons)}".encode())
+
+
+def _version_order(version: tuple[int, Account]) -> tuple[int, str]:
+    """Versions by production time; of two produced in the same microsecond, the one whose
+    fields sort last counts as the newer (any fixed rule will do: it must not depend on
+    which was read first)."""
+    produced, account = version
+    return produced, repr(account.to_tuple())
+
+
+def _version_at(versions: list, produced: int) -> Account | None:
+    """The newest version produced at or before ``produced``; the oldest one if all are newer."""
+    if not versions:
+        return None
+    chosen = versions[0][1]
+    for at, account in versions:
+        if at > produced:
+            break
+        chosen = account
+    return chosen
+
+
+class _Entry:
+    """A logged transaction: its order key, when it was produced, what the features keep of
+    it (:func:`~pipeline.domain.scoring.facts`) and a signature of the row last emitted."""
+
+    __slots__ = ("emitted", "facts", "key", "produced", "txn")
+
+    def __init__(self, produced: int, txn: Transaction, emitted: int = -1):
+        self.key = order_key(txn)
+        self.produced = produced
+        self.txn = txn
+        self.facts = facts(txn)
+        self.emitted = emitted
+
+
+class AccountHistory:
+    """Account versions, the features of older transactions, and a log of the newest ones.
+
+    Attributes:
+      versions: ``[(produced_micros, Account)]`` by production time, at most MAX_VERSIONS.
+      base: features of the transactions that left the log (all older than the logged ones).
+      log: the newest transactions by event time, at most LOG_SIZE.
+      late: how many inputs arrived too late to be placed exactly (older than the log).
+    """
+
+    __slots__ = ("_total", "base", "late", "log", "versions")
+
+    def __init__(self) -> None:
+        self.versions: list[tuple[int, Account]] = []
+        self.base = AccountFeatures()
+        self.log: list[_Entry] = []
+        self.late = 0
+        self._total: AccountFeatures | None = None
+
+    @property
+    def has_account(self) -> bool:
+        return bool(self.versions)
+
+    def _features(self) -> AccountFeatures:
+        """Features of every transaction known (base and log), kept up to date in place."""
+        if self._total is None:
+            total = self.base.copy()
+            for entry in self.log:
+                total.add_facts(*entry.facts)
+            self._total = total
+        return self._total
+
+    def add_version(self, produced: int, account: Account) -> list[Scored]:
+        """Takes an account version produced at ``produced`` (µs); returns corrected rows."""
+        version = (produced, account)
+        if version in self.versions:
+            return []
+        before = [_version_at(self.versions, entry.produced) for entry in self.log]
+        bisect.insort(self.versions, version, key=_version_order)
+        del self.versions[:-MAX_VERSIONS]
+        changed = {
+            i for i, entry in enumerate(self.log)
+            if _version_at(self.versions, entry.produced) != before[i]
+        }
+        return self._rescore(changed) if changed else []
+
+    def add_transaction(self, produced: int, txn: Transaction) -> list[Scored]:
+        """Takes a transaction produced at ``produced`` (µs); returns its row and corrections."""
+        entry = _Entry(produced, txn)
+        log = self.log
+        total = self._features()  # before the log changes: it is built from the log
+        if not log or entry.key > log[-1].key:  # in order: the common case
+            scored = self._score(entry, total)
+            total.add_facts(*entry.facts)
+            log.append(entry)
+            self._trim()
+            return [scored]
+        index = bisect.bisect_left(log, entry.key, key=lambda e: e.key)
+        if index < len(log) and log[index].key == entry.key:
+            return []  # delivered twice: the row is written already
+        if index == 0 and self.base.seen:
+            # Older than every logged transaction: its exact place is lost with the base.
+            self.late += 1
+            scored = self._score(entry, self.base.copy())
+            self.base.add_facts(*entry.facts)
+            total.add_facts(*entry.facts)
+            return [scored]
+        log.insert(index, entry)
+        total.add_facts(*entry.facts)
+        rows = self._rescore(range(index, len(log)))
+        self._trim()
+        return rows
+
+    def _trim(self) -> None:
+        while len(self.log) > LOG_SIZE:
+            self.base.add_facts(*self.log.pop(0).facts)
+
+    def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
+        account = _version_at(self.versions, entry.produced)
+        score, reasons = score_transaction(entry.txn, account, features)
+        entry.emitted = _signature(account, score, reasons)
+        return Scored(entry.txn, account, score, reasons)
+
+    def _rescore(self, indexes) -> list[Scored]:
+        """Scores the log entries at ``indexes`` again; returns those whose row changed."""
+        wanted = set(indexes)
+        running = self.base.copy()
+        rows = []
+        for i, entry in enumerate(self.log[: max(wanted) + 1]):
+            if i in wanted:
+                shown = entry.emitted
+                scored = self._score(entry, running)
+                if entry.emitted != shown:
+                    rows.append(scored)
+            running.add_facts(*entry.facts)
+        return rows
+
+    # -- a compact form for Beam state ---------------------------------------------------
+    def to_tuple(self) -> tuple:
+        """The history as nested tuples of primitives; see :meth:`from_tuple`."""
+        return (
+            tuple((at, account.to_tuple()) for at, account in self.versions),
+            self.base.to_tuple(),
+            tuple((e.produced, e.txn.to_tuple(), e.emitted) for e in self.log),
+            self.late,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "AccountHistory":
+        """Inverse of :meth:`to_tuple`."""
+        versions, base, log, late = values
+        history = cls.__new__(cls)
+        history.versions = [(at, Account.from_tuple(account)) for at, account in versions]
+        history.base = AccountFeatures.from_tuple(base)
+        history.log = [
+            _Entry(produced, Transaction.from_tuple(txn), emitted) for produced, txn, emitted in log
+        ]
+        history.late = late
+        history._total = None
+        return history

@@ -1,0 +1,437 @@
+"""The stateful step: join each transaction to its account and score it, in one DoFn per account.
+
+Usage::
+
+    attributed = (
+        (accounts, transactions)   # PCollection[Account], PCollection[Transaction]
+        | "AttributeTransactions" >> AttributeTransactions(lookup_factory, ttl=60)
+    )  # PCollection[AttributedTransaction], scored; routing and validation decide the rest
+
+One keyed stateful step does the LEFT JOIN, keeps the rolling features and scores (on Flink,
+stateful steps never fuse: one step means one shuffle and one state commit per key and
+bundle). The logic is the pure :class:`~pipeline.domain.attribution.AccountHistory`: rows leave
+at once and are corrected when a late account version or an earlier transaction arrives, so
+every transaction's final row is the same whatever order a run (or a replay) read the inputs in.
+Element timestamps are the Kafka timestamps: when each record was produced.
+
+The lookup factory protocol: ``lookup_factory`` is a picklable zero-argument callable shipped
+to the workers and called once per DoFn instance in ``setup()``. It returns ``lookup(ids) ->
+{account_id: Account}`` that leaves unknown ids out and raises
+:class:`~pipeline.errors.LookupUnavailable` when its store is unreachable. It should cache.
+If the returned lookup has a ``close()`` method, ``teardown()`` calls it.
+
+Time: the TTL and the idle-state GC are event-time (watermark) timers, so a replay joins the
+same way and a bounded run releases everything when its watermark reaches the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import Coder, FastPrimitivesCoder, TupleCoder, VarIntCoder
+from apache_beam.runners.worker.statecache import CacheAware
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.typehints import KV, Tuple
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
+from pipeline.domain.scoring import is_suspicious
+from pipeline.errors import LookupUnavailable
+from pipeline.metrics import Counters
+from pipeline.records import Account, AttributedTransaction, Transaction
+
+__all__ = [
+    "ACCOUNT",
+    "TRANSACTION",
+    "AttributeTransactions",
+    "AttributeTransactionsFn",
+    "HistoryCoder",
+    "TransactionCoder",
+]
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT = "account"
+TRANSACTION = "transaction"
+DEFAULT_TTL = timedelta(minutes=10)
+DEFAULT_ACCOUNT_IDLE = timedelta(days=7)
+DEFAULT_MAX_BUFFERED = 1000
+# The GC timer is moved only when the idle deadline has moved this much: no timer per element.
+GC_SLACK = Duration.of(3600)
+# A lookup that failed (the store unreachable) is tried this many more times, TTL apart,
+# before the waiting transactions go on unjoined.
+LOOKUP_RETRIES = 5
+
+# An element of the step's input: ("account", Account.to_tuple()) or ("transaction", ...).
+Tagged = Tuple[str, Tuple[Any, ...]]
+LookupFactory = Callable[[], Callable]
+
+
+class _History(AccountHistory, CacheAware):
+    """An AccountHistory that Beam's state cache weighs by an estimate, not by walking it
+    (measuring every object of a history on each write would cost more than the step)."""
+
+    __slots__ = ("deadline", "gc_at", "lookups_failed", "waiting")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = 0  # transactions in WAITING (no account version yet)
+        self.deadline = 0  # earliest expiry of those (µs), when waiting
+        self.lookups_failed = 0  # failed lookups since the first one waited
+        self.gc_at = 0  # where the GC timer is set (µs)
+
+    def get_referents_for_cache(self) -> list:
+        return []
+
+    def __sizeof__(self) -> int:
+        return 1024 + 400 * (len(self.log) + len(self.versions))
+
+
+class HistoryCoder(Coder):
+    """Encodes a history as nested tuples of primitives (no pickling)."""
+
+    _TUPLES = FastPrimitivesCoder()
+
+    def encode(self, history: _History) -> bytes:
+        return self._TUPLES.encode((
+            history.to_tuple(), history.waiting, history.deadline, history.lookups_failed,
+            history.gc_at,
+        ))
+
+    def decode(self, encoded: bytes) -> _History:
+        values, waiting, deadline, lookups_failed, gc_at = self._TUPLES.decode(encoded)
+        restored = AccountHistory.from_tuple(values)
+        history = _History()
+        history.versions, history.base, history.log, history.late = (
+            restored.versions, restored.base, restored.log, restored.late
+        )
+        history.waiting, history.deadline = waiting, deadline
+        history.lookups_failed, history.gc_at = lookups_failed, gc_at
+        return history
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+class TransactionCoder(Coder):
+    """A Transaction as a tuple of primitives."""
+
+    _TUPLES = FastPrimitivesCoder()
+
+    def encode(self, txn: Transaction) -> bytes:
+        return self._TUPLES.encode(txn.to_tuple())
+
+    def decode(self, encoded: bytes) -> Transaction:
+        return Transaction.from_tuple(self._TUPLES.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+def _seconds(value: timedelta | float, name: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AttributeTransactionsFn(beam.DoFn):
+    """Joins, scores and corrects the transactions of one account (see the module docstring).
+
+    Input: ``(account_id, ("account", Account.to_tuple()) | ("transaction",
+    Transaction.to_tuple()))``, timestamped with the Kafka timestamp. Output:
+    :class:`AttributedTransaction` (``validated_by="none"``).
+
+    State and timers (per account_id):
+      HISTORY: the account's :class:`AccountHistory` (versions, features, recent log) plus the
+        bookkeeping of WAITING and GC, in one compact value: one state write per key and bundle.
+      WAITING: ``(produced_micros, Transaction)`` of transactions that arrived before any
+        version of their account; the lookup found none (or could not be asked).
+      EXPIRY: event-time timer at the earliest deadline of WAITING (time + ttl): a lookup is
+        tried again if it failed, else they go on unjoined (and are corrected when the
+        account arrives).
+      GC: event-time timer after ``account_idle`` without activity; it drops the state (the
+        lookup fetches the account again when it reappears). It is moved only when the
+        deadline has moved by GC_SLACK.
+    """
+
+    HISTORY = ReadModifyWriteStateSpec("history", HistoryCoder())
+    WAITING = BagStateSpec("waiting", TupleCoder((VarIntCoder(), TransactionCoder())))
+    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    GC = TimerSpec("gc", TimeDomain.WATERMARK)
+
+    def __init__(
+        self,
+        lookup_factory: LookupFactory | None = None,
+        ttl: timedelta | float = DEFAULT_TTL,
+        account_idle: timedelta | float = DEFAULT_ACCOUNT_IDLE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self._lookup_factory = lookup_factory
+        self._ttl = Duration.of(_seconds(ttl, "ttl"))
+        self._account_idle = Duration.of(_seconds(account_idle, "account_idle"))
+        if self._account_idle <= self._ttl:
+            raise ValueError("account_idle must be longer than ttl")
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be at least 1, got {max_buffered!r}")
+        self._max_buffered = max_buffered
+        self._clock = clock or _utcnow
+        self._lookup = None
+        self._counters = Counters(
+            "joined", "buffered", "expired_unjoined", "buffer_overflow", "lookup_hits",
+            "lookup_misses", "lookup_errors", "accounts_evicted", "scored", "high_risk",
+            "corrected", "late_beyond_log",
+        )
+
+    def setup(self):
+        self._lookup = self._lookup_factory() if self._lookup_factory else None
+
+    def start_bundle(self):
+        self._counters.report_zero()
+
+    def teardown(self):
+        close = getattr(self._lookup, "close", None)
+        if callable(close):
+            close()
+
+    def process(
+        self,
+        element: tuple[str, tuple[str, Any]],
+        timestamp=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        waiting=beam.DoFn.StateParam(WAITING),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+        gc=beam.DoFn.TimerParam(GC),
+    ):
+        account_id, (kind, values) = element
+        record = Account.from_tuple(values) if kind == ACCOUNT else Transaction.from_tuple(values)
+        produced = timestamp.micros
+        history = history_state.read() or _History()
+        late = history.late
+        if kind == ACCOUNT:
+            rows = self._corrections(history.add_version(produced, record))
+            if history.waiting:
+                rows += self._release(history, waiting, expiry)
+        elif history.has_account:
+            rows = self._rows(history.add_transaction(produced, record), joined=True)
+        elif not history.waiting and self._look_up(account_id, history):
+            rows = self._rows(history.add_transaction(produced, record), joined=True)
+        elif history.waiting >= self._max_buffered:
+            self._counters.inc("buffer_overflow")
+            rows = self._rows(history.add_transaction(produced, record), joined=False)
+        else:
+            rows = []
+            self._wait(history, produced, record, timestamp, waiting, expiry)
+        if history.late > late:
+            self._counters.inc("late_beyond_log", history.late - late)
+        self._keep_alive(history, timestamp, gc)
+        history_state.write(history)
+        yield from rows
+
+    # -- the steps -----------------------------------------------------------------------
+    def _look_up(self, account_id: str, history: _History) -> bool:
+        """Asks the lookup for an account with no version in state; True if it found one."""
+        if self._lookup is None:
+            return False
+        try:
+            account = self._lookup([account_id]).get(account_id)
+        except LookupUnavailable as exc:
+            self._counters.inc("lookup_errors")
+            history.lookups_failed += 1
+            logger.warning("account lookup unavailable for %s: %s", account_id, exc)
+            return False
+        history.lookups_failed = 0
+        self._counters.inc("lookup_hits" if account is not None else "lookup_misses")
+        if account is None:
+            return False
+        history.add_version(BEGINNING, account)
+        return True
+
+    def _wait(self, history, produced, txn, timestamp, waiting, expiry) -> None:
+        deadline = (timestamp + self._ttl).micros
+        waiting.add((produced, txn))
+        self._counters.inc("buffered")
+        if not history.waiting or deadline < history.deadline:
+            history.deadline = deadline
+            expiry.set(Timestamp(micros=deadline))
+        history.waiting += 1
+
+    def _release(self, history: _History, waiting, expiry, joined: bool = True) -> list:
+        """Adds every waiting transaction to the history (joined if it has an account now)."""
+        rows = []
+        for produced, txn in sorted(waiting.read(), key=lambda item: item[0]):
+            rows += self._rows(history.add_transaction(produced, txn), joined=joined)
+        waiting.clear()
+        expiry.clear()
+        history.waiting = history.deadline = history.lookups_failed = 0
+        return rows
+
+    def _release_expired(self, history: _History, fired: Timestamp, waiting, expiry) -> list:
+        """Sends the waiting transactions whose deadline has passed on unjoined; the others
+        keep waiting, under a timer at the earliest of their deadlines."""
+        ttl = self._ttl.micros
+        items = sorted(waiting.read(), key=lambda item: item[0])
+        expired = [item for item in items if item[0] + ttl <= fired.micros]
+        kept = items[len(expired):]
+        rows = []
+        for produced, txn in expired:
+            rows += self._rows(history.add_transaction(produced, txn), joined=False)
+        waiting.clear()
+        for item in kept:
+            waiting.add(item)
+        history.waiting = len(kept)
+        history.lookups_failed = 0
+        if kept:
+            history.deadline = kept[0][0] + ttl
+            expiry.set(Timestamp(micros=history.deadline))
+        else:
+            history.deadline = 0
+        return rows
+
+    def _keep_alive(self, history: _History, timestamp: Timestamp, gc) -> None:
+        deadline = (timestamp + self._account_idle).micros
+        if deadline > history.gc_at + GC_SLACK.micros or not history.gc_at:
+            history.gc_at = deadline
+            gc.set(Timestamp(micros=deadline))
+
+    # -- rows ----------------------------------------------------------------------------
+    def _rows(self, scored: list[Scored], joined: bool) -> list[AttributedTransaction]:
+        """The first row of a transaction (the first of ``scored``) and any corrections."""
+        if not scored:
+            return []
+        self._counters.inc("joined" if joined else "expired_unjoined")
+        self._counters.inc("scored")
+        if is_suspicious(scored[0].risk_score):
+            self._counters.inc("high_risk")
+        if len(scored) > 1:
+            self._counters.inc("corrected", len(scored) - 1)
+        return [self._attributed(row) for row in scored]
+
+    def _corrections(self, scored: list[Scored]) -> list[AttributedTransaction]:
+        if scored:
+            self._counters.inc("corrected", len(scored))
+        return [self._attributed(row) for row in scored]
+
+    def _attributed(self, row: Scored) -> AttributedTransaction:
+        return AttributedTransaction(
+            transaction=row.transaction,
+            account_name=row.account.account_name if row.account is not None else None,
+            risk_score=row.risk_score,
+            risk_reasons=row.risk_reasons,
+            is_fraudulent=False,
+            validated_by="none",
+            processed_at=self._clock(),
+            account=row.account,
+        )
+
+    # -- timers --------------------------------------------------------------------------
+    @on_timer(EXPIRY)
+    def _on_expiry(
+        self,
+        key=beam.DoFn.KeyParam,
+        fired=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        waiting=beam.DoFn.StateParam(WAITING),
+        expiry=beam.DoFn.TimerParam(EXPIRY),
+    ):
+        history = history_state.read()
+        if history is None or not history.waiting:
+            return
+        if 0 < history.lookups_failed <= LOOKUP_RETRIES:
+            # The store was unreachable: ask again before anything goes on unjoined.
+            self._look_up(key, history)
+            if 0 < history.lookups_failed <= LOOKUP_RETRIES:
+                history.deadline = (fired + self._ttl).micros
+                expiry.set(Timestamp(micros=history.deadline))
+                history_state.write(history)
+                return
+        if history.has_account:
+            rows = self._release(history, waiting, expiry)
+        else:
+            rows = self._release_expired(history, fired, waiting, expiry)
+        history_state.write(history)
+        yield from rows
+
+    @on_timer(GC)
+    def _on_gc(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        gc=beam.DoFn.TimerParam(GC),
+    ):
+        history = history_state.read()
+        if history is None:
+            return
+        if history.waiting:  # the expiry comes first; look again later
+            gc.set(fired + self._ttl)
+            return
+        self._counters.inc("accounts_evicted")
+        history_state.clear()
+
+
+def _key_and_tag(kind: str):
+    """Keys a record by account and makes it a tuple of primitives: the shuffle into the step
+    then encodes it without pickling."""
+
+    def key_and_tag(record: Account | Transaction) -> tuple[str, tuple[str, tuple]]:
+        return record.account_id, (kind, record.to_tuple())
+
+    return key_and_tag
+
+
+class AttributeTransactions(beam.PTransform):
+    """``(accounts, transactions)`` → scored AttributedTransactions, per account_id.
+
+    Args:
+      lookup_factory: builds the account lookup on each worker (see the module docstring);
+        None joins from the accounts topic alone.
+      ttl: how long (event time) a transaction with no account waits for one before it goes
+        on unjoined (it is corrected if the account arrives later).
+      account_idle: how long (event time) without activity before an account's state (its
+        versions and history) is dropped; must exceed ttl.
+      max_buffered: transactions waiting per account; beyond, they go on unjoined at once.
+      clock: returns ``processed_at``; defaults to the UTC clock.
+    """
+
+    def __init__(
+        self,
+        lookup_factory: LookupFactory | None = None,
+        ttl: timedelta | float = DEFAULT_TTL,
+        account_idle: timedelta | float = DEFAULT_ACCOUNT_IDLE,
+        max_buffered: int = DEFAULT_MAX_BUFFERED,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        super().__init__()
+        if lookup_factory is not None and not callable(lookup_factory):
+            raise ValueError(f"lookup_factory must be callable, got {lookup_factory!r}")
+        if clock is not None and not callable(clock):
+            raise ValueError(f"clock must be callable, got {clock!r}")
+        # Built here so that bad arguments fail at construction, not at expansion.
+        self._fn = AttributeTransactionsFn(lookup_factory, ttl, account_idle, max_buffered, clock)
+
+    def expand(self, records):
+        accounts, transactions = records
+        return (
+            (
+                accounts | "KeyAccounts" >> beam.Map(_key_and_tag(ACCOUNT)),
+                transactions | "KeyTransactions" >> beam.Map(_key_and_tag(TRANSACTION)),
+            )
+            | "Union" >> beam.Flatten().with_output_types(KV[str, Tagged])
+            | "JoinAndScore" >> beam.ParDo(self._fn).with_output_types(AttributedTransaction)
+        )
+

@@ -1,0 +1,131 @@
+"""Tests of AccountHistory: every transaction's final row is the same whatever the arrival order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factories import T0, account, transaction
+from pipeline.domain.attribution import LOG_SIZE, AccountHistory
+from pipeline.domain.scoring import AccountFeatures, score_transaction
+
+
+def micros(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1)
+
+
+def expected_rows(versions, txns):
+    """The definition, by brute force: the version produced at or before the transaction (the
+    oldest if all are newer), and the features of every transaction earlier in event time."""
+    rows = {}
+    for produced, txn in txns:
+        earlier = [t for _, t in txns if (t.datetime_occurred, t.transaction_id)
+                   < (txn.datetime_occurred, txn.transaction_id)]
+        features = AccountFeatures()
+        for t in earlier:
+            features.add(t)
+        by_time = sorted(versions, key=lambda v: (v[0], repr(v[1].to_tuple())))
+        fitting = [a for at, a in by_time if at <= produced]
+        version = fitting[-1] if fitting else (by_time[0][1] if by_time else None)
+        score, reasons = score_transaction(txn, version, features)
+        rows[txn.transaction_id] = (version.account_name if version else None, score, reasons)
+    return rows
+
+
+def replay(history, arrivals):
+    """Feeds ``arrivals`` in order; returns the last row emitted per transaction id."""
+    final = {}
+    for kind, produced, record in arrivals:
+        add = history.add_version if kind == "account" else history.add_transaction
+        for row in add(produced, record):
+            name = row.account.account_name if row.account is not None else None
+            final[row.transaction.transaction_id] = (name, row.risk_score, row.risk_reasons)
+    return final
+
+
+inputs = st.tuples(
+    # transactions: (seconds after T0 it occurred, seconds after it was produced, amount, type)
+    st.lists(
+        st.tuples(st.integers(0, 7200), st.integers(0, 30), st.floats(1, 20_000),
+                  st.sampled_from(["payment", "withdrawal", "transfer"])),
+        min_size=1, max_size=LOG_SIZE,
+    ),
+    # account versions: (seconds after T0 produced, balance)
+    st.lists(st.tuples(st.integers(-600, 7200), st.floats(10, 50_000)), min_size=0, max_size=4),
+)
+
+
+def build(inputs):
+    txn_specs, version_specs = inputs
+    txns = [
+        (micros(timedelta(seconds=at + lag)),
+         transaction(transaction_id=f"t{i:03d}", amount=round(amount, 2), transaction_type=kind,
+                     datetime_occurred=T0 + timedelta(seconds=at)))
+        for i, (at, lag, amount, kind) in enumerate(txn_specs)
+    ]
+    versions = [
+        (micros(timedelta(seconds=at)), account(account_name=f"v{i}", balance=round(balance, 2)))
+        for i, (at, balance) in enumerate(version_specs)
+    ]
+    return txns, versions
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs, st.randoms())
+def test_final_rows_do_not_depend_on_the_arrival_order(spec, rng):
+    txns, versions = build(spec)
+    arrivals = [("account", at, a) for at, a in versions] + [
+        ("transaction", at, t) for at, t in txns
+    ]
+    rng.shuffle(arrivals)
+    final = replay(AccountHistory(), arrivals)
+    assert final == expected_rows(versions, txns)
+
+
+@settings(max_examples=100, deadline=None)
+@given(inputs, st.randoms())
+def test_a_history_restored_from_its_tuple_continues_the_same(spec, rng):
+    txns, versions = build(spec)
+    arrivals = [("account", at, a) for at, a in versions] + [
+        ("transaction", at, t) for at, t in txns
+    ]
+    rng.shuffle(arrivals)
+    cut = len(arrivals) // 2
+    straight = replay(AccountHistory(), arrivals)
+    history = AccountHistory()
+    first = replay(history, arrivals[:cut])
+    restored = AccountHistory.from_tuple(history.to_tuple())
+    assert restored.to_tuple() == history.to_tuple()
+    assert {**first, **replay(restored, arrivals[cut:])} == straight
+
+
+def test_a_transaction_delivered_twice_is_emitted_once():
+    history = AccountHistory()
+    txn = transaction()
+    assert len(history.add_transaction(1, txn)) == 1
+    assert history.add_transaction(1, txn) == []
+    assert history.base.seen + len(history.log) == 1
+
+
+def test_a_version_arriving_late_corrects_only_the_rows_it_applies_to():
+    history = AccountHistory()
+    early, late = (transaction(transaction_id=f"t{i}", datetime_occurred=T0 + timedelta(minutes=i))
+                   for i in (1, 2))
+    history.add_version(0, account(account_name="Old"))
+    history.add_transaction(micros(timedelta(minutes=1)), early)
+    history.add_transaction(micros(timedelta(minutes=3)), late)
+    rows = history.add_version(micros(timedelta(minutes=2)), account(account_name="New"))
+    assert [(r.transaction.transaction_id, r.account.account_name) for r in rows] == [("t2", "New")]
+
+
+def test_inputs_older_than_the_log_are_counted_late_not_lost():
+    history = AccountHistory()
+    for i in range(LOG_SIZE + 5):
+        history.add_transaction(i, transaction(transaction_id=f"t{i:03d}",
+                                               datetime_occurred=T0 + timedelta(minutes=i)))
+    old = transaction(transaction_id="old", datetime_occurred=T0 - timedelta(days=1))
+    rows = history.add_transaction(0, old)
+    assert [r.transaction.transaction_id for r in rows] == ["old"]
+    assert history.late == 1 and history.base.seen == 6 and len(history.log) == LOG_SIZE

@@ -1,0 +1,73 @@
+"""The SDK worker changes of the riskpipe worker pool, under Beam's own gRPC SDK harness.
+
+The FnApiRunner in ``multi_threading`` mode runs its SDK harness in this process over real
+gRPC data and state channels (as Flink's workers do), so the changes apply to it once
+installed here: state cache sizing, pipelined state commits, output flushed between
+elements. The join-and-score step must give the same rows with them as without them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.worker import statecache
+from apache_beam.testing.util import assert_that, equal_to
+
+from factories import T0, account, transaction
+from pipeline.runners import sdk_worker
+from pipeline.transforms.attribute import AttributeTransactions, _History
+
+ACCOUNTS = [account(account_id=f"a{i}", account_name=f"Name {i}") for i in range(20)]
+TRANSACTIONS = [
+    transaction(transaction_id=f"t{i:04d}", account_id=f"a{i % 20}",
+                datetime_occurred=T0 + timedelta(minutes=i % 97), amount=10.0 + i % 13)
+    for i in range(600)
+]
+
+
+def run_the_step() -> None:
+    """Joins every transaction to its account's name, on the multi-threaded FnApiRunner."""
+    options = PipelineOptions(direct_running_mode="multi_threading", direct_num_workers=2)
+    with beam.Pipeline(runner="FnApiRunner", options=options) as pipeline:
+        accounts = pipeline | "Accounts" >> beam.Create(ACCOUNTS)
+        transactions = pipeline | "Transactions" >> beam.Create(TRANSACTIONS)
+        rows = (accounts, transactions) | AttributeTransactions(ttl=timedelta(minutes=10))
+        assert_that(
+            rows | beam.Map(lambda r: (r.transaction_id, r.account_name)) | beam.Distinct(),
+            equal_to([(t.transaction_id, f"Name {int(t.account_id[1:])}") for t in TRANSACTIONS]),
+        )
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """The changes installed; yields the list of pipelined commits made."""
+    commits = []
+    pipelined = sdk_worker._commit_pipelined
+
+    def counted(context):
+        commits.append(len(context._all_states))
+        pipelined(context)
+
+    monkeypatch.setattr(sdk_worker, "_commit_pipelined", counted)
+    sdk_worker.install(pipelined_commits=True, output_interval_ms=5)
+    yield commits
+    sdk_worker.uninstall()
+
+
+def test_the_step_runs_the_same_with_the_changes_installed(installed):
+    run_the_step()
+    assert sum(installed) >= 20  # every account's state went through the pipelined commit
+
+
+def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(installed):
+    history = _History()
+    for txn in TRANSACTIONS[:40]:
+        history.add_transaction(0, txn)
+    assert statecache.get_deep_size([history]) > 0
+    sdk_worker.uninstall()
+    beam_weight = statecache.get_deep_size([history])
+    sdk_worker.install()
+    assert statecache.get_deep_size([history]) == beam_weight
