@@ -50,7 +50,7 @@ bench: install ## Benchmarks: the job on Flink and the FnApiRunner vs a Quix Str
 evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
 	@$(PY) -m tools.evaluate
 
-chaos: install ## Flink recovery tests, then every fault on Flink with a seeded simulation, reconciled; prints the table (FAULTS=a,b)
+chaos: install ## Flink recovery tests, then a fault-free reference run and every fault over the same seeded input on Flink, reconciled per sink; prints the table (FAULTS=a,b)
 	@$(PY) -m stack up
 	@$(PY) -m pytest tests/e2e/test_flink_recovery.py
 	@$(PY) -m tools.chaos $(if $(FAULTS),--faults $(FAULTS))

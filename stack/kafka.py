@@ -5,7 +5,8 @@ resolved by ``mvn dependency:copy-dependencies`` into ``<cache>/kafka_<scala>-<v
 plus the log4j2 binding for SLF4J at the log4j version Kafka itself uses. Start: the storage
 is formatted once with ``kafka.tools.StorageTool``, then ``java -cp 'libs/*' kafka.Kafka``.
 
-Topics are never auto-created; ``ensure_topics`` creates the project's topics explicitly.
+Topics are never auto-created; ``ensure_topics`` creates the project's topics explicitly,
+the sinks' topics compacted (``TOPIC_CONFIGS``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ TOPICS = {
     "users": 1,
     "ground-truth": 1,
 }
+# The pipeline's output topics are keyed by their record's natural id (dead letters by
+# origin, results by transaction id, users by account id) and compacted: the broker keeps
+# the latest record of each key, so a replayed or corrected record replaces the earlier one.
+COMPACTED = {"cleanup.policy": "compact"}
+SINK_TOPICS = ("dead-letters", "fraudulent-transactions-result", "users")
+TOPIC_CONFIGS = {name: COMPACTED for name in SINK_TOPICS}
 HEAP = ["-Xms256m", "-Xmx1g"]
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
@@ -216,23 +223,32 @@ def ensure_topics(
     topics: dict[str, int] | None = None,
     bootstrap: str | None = None,
     timeout: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Creates any missing topic and waits until every partition has a leader.
+    """Creates any missing topic, sets the configs, waits until every partition has a leader.
 
     Args:
-        topics: topic name -> partition count (default: the project's ``TOPICS``).
+        topics: topic name -> partitions (default: the project's ``TOPICS``).
         bootstrap: ``host:port`` of the broker (default: the local stack's).
+        configs: topic name -> topic configs (default: ``TOPIC_CONFIGS`` of those names);
+            set at creation, and on a topic that already exists (one created before its
+            configs were, keeps its partitions and gets the configs).
     """
     topics = TOPICS if topics is None else topics
     bootstrap = bootstrap or f"{config.HOST}:{config.port('KAFKA')}"
+    if configs is None:
+        configs = {name: TOPIC_CONFIGS[name] for name in topics if name in TOPIC_CONFIGS}
     existing = kafka_protocol.metadata(bootstrap).topics
     missing = {name: n for name, n in topics.items() if name not in existing}
-    if missing:
-        logger.info("[kafka] creating topics %s", ", ".join(sorted(missing)))
-        try:
-            kafka_protocol.create_topics(bootstrap, missing)
-        except kafka_protocol.KafkaProtocolError as exc:
-            raise StackError(f"[kafka] {exc}") from exc
+    try:
+        if missing:
+            logger.info("[kafka] creating topics %s", ", ".join(sorted(missing)))
+            kafka_protocol.create_topics(bootstrap, missing, configs=configs)
+        present = {name: c for name, c in configs.items() if name in existing and c}
+        if present:
+            kafka_protocol.set_topic_configs(bootstrap, present)
+    except kafka_protocol.KafkaProtocolError as exc:
+        raise StackError(f"[kafka] {exc}") from exc
 
     def all_led() -> bool:
         current = kafka_protocol.metadata(bootstrap).topics

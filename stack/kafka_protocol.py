@@ -1,7 +1,8 @@
 """Just enough of the Kafka wire protocol to check a broker and create topics, stdlib only.
 
-Uses request versions that Kafka 4.x still accepts (KIP-896): Metadata v4 and CreateTopics
-v2, both with the classic (non-flexible) encoding and request header v1.
+Uses request versions that Kafka 4.x still accepts (KIP-896): Metadata v4, CreateTopics v2
+and IncrementalAlterConfigs v0, all with the classic (non-flexible) encoding and request
+header v1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
-METADATA, CREATE_TOPICS = 3, 19
+METADATA, CREATE_TOPICS, INCREMENTAL_ALTER_CONFIGS = 3, 19, 44
+RESOURCE_TOPIC, OPERATION_SET = 2, 0
 TOPIC_ALREADY_EXISTS = 36
 CLIENT_ID = b"riskpipe-stack"
 
@@ -122,14 +124,31 @@ def metadata(address: str, timeout: float = 5.0) -> ClusterMetadata:
     return ClusterMetadata(tuple(brokers), controller_id, topics)
 
 
+def _configs(configs: dict[str, str]) -> bytes:
+    body = struct.pack(">i", len(configs))
+    for name, value in configs.items():
+        body += _string(name) + _string(value)
+    return body
+
+
 def create_topics(
-    address: str, partitions: dict[str, int], timeout: float = 15.0
+    address: str,
+    partitions: dict[str, int],
+    timeout: float = 15.0,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """Creates topics (replication factor 1); ones that already exist are fine."""
+    """Creates topics (replication factor 1); ones that already exist are fine.
+
+    Args:
+        partitions: topic name -> partition count.
+        configs: topic name -> topic configs set at creation (``cleanup.policy`` ...).
+    """
+    configs = configs or {}
     body = struct.pack(">i", len(partitions))
     for name, count in partitions.items():
-        # partitions, replication factor 1, no replica assignments, no configs
-        body += _string(name) + struct.pack(">ihii", count, 1, 0, 0)
+        # partitions, replication factor 1, no replica assignments, then the configs
+        body += _string(name) + struct.pack(">ihi", count, 1, 0)
+        body += _configs(configs.get(name, {}))
     body += struct.pack(">i?", int(timeout * 1000), False)
     r = _call(address, CREATE_TOPICS, 2, body, timeout + 5)
     r.take(">i")  # throttle_time_ms
@@ -141,4 +160,33 @@ def create_topics(
         if error_code not in (0, TOPIC_ALREADY_EXISTS):
             raise KafkaProtocolError(
                 f"creating topic {name}: error {error_code} ({message})"
+            )
+
+
+def set_topic_configs(
+    address: str, configs: dict[str, dict[str, str]], timeout: float = 15.0
+) -> None:
+    """Sets configs of existing topics (IncrementalAlterConfigs SET); others are kept.
+
+    Args:
+        configs: topic name -> {config name: value}, e.g. ``{"users": {"cleanup.policy":
+            "compact"}}``. Setting a value a topic already has changes nothing.
+    """
+    body = struct.pack(">i", len(configs))
+    for topic, values in configs.items():
+        body += struct.pack(">b", RESOURCE_TOPIC) + _string(topic)
+        body += struct.pack(">i", len(values))
+        for name, value in values.items():
+            body += _string(name) + struct.pack(">b", OPERATION_SET) + _string(value)
+    body += struct.pack(">?", False)  # validate_only
+    r = _call(address, INCREMENTAL_ALTER_CONFIGS, 0, body, timeout)
+    r.take(">i")  # throttle_time_ms
+
+    def result() -> tuple[int, str | None, int, str]:
+        return r.take(">h"), r.string(), r.take(">b"), r.string()
+
+    for error_code, message, _type, name in r.array(result):
+        if error_code:
+            raise KafkaProtocolError(
+                f"setting configs of topic {name}: error {error_code} ({message})"
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from urllib.parse import urlsplit
 
 import pytest
@@ -478,6 +479,43 @@ def test_topics_match_the_pipeline_and_the_local_stack(services):
             f"pipeline topic {topic!r} is not created by kafka-init"
         )
     assert created["transactions"] == created["accounts"] == 4
+
+
+def test_kafka_init_compacts_the_sink_topics(services, tmp_path):
+    """kafka-init's script, run by sh against stub Kafka tools that log their arguments:
+    the sinks' topics are created compacted and set compacted if they existed before."""
+    from stack.kafka import SINK_TOPICS
+
+    init = services["kafka-init"]
+    env = environment(init)
+    assert set(env["COMPACTED_TOPICS"].split()) == set(SINK_TOPICS)
+    bin_dir = tmp_path / "opt" / "kafka" / "bin"
+    bin_dir.mkdir(parents=True)
+    calls = tmp_path / "calls.log"
+    for tool in ("kafka-topics.sh", "kafka-configs.sh"):
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\n')
+        stub.chmod(0o755)
+    script = init["command"][0].replace("/opt/kafka/bin/", f"{bin_dir}/")
+    done = subprocess.run([*init["entrypoint"][:2], script], env={**env, "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    logged = calls.read_text().splitlines()
+    created = {}
+    for line in logged:
+        args = line.split()
+        if "--create" in args:
+            created[args[args.index("--topic") + 1]] = " ".join(args)
+    assert set(created) == set(TOPICS)
+    for name, line in created.items():
+        compacted = "--config cleanup.policy=compact" in line
+        assert compacted == (name in SINK_TOPICS), line
+    altered = {
+        line.split("--entity-name ")[1].split()[0]
+        for line in logged
+        if line.startswith("kafka-configs.sh") and "--add-config cleanup.policy=compact" in line
+    }
+    assert altered == set(SINK_TOPICS)
 
 
 def test_pipeline_endpoints_point_at_compose_hostnames(services):

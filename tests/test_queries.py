@@ -11,10 +11,9 @@ import uuid
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.window import TimestampedValue
 from pymongo import MongoClient
 
-from pipeline.io.s3 import WriteWindowedJson
+from pipeline.io.s3 import WriteEventTimeJson
 from tools.queries import (
     FRAUD_TOPIC,
     USERS_TOPIC,
@@ -83,14 +82,18 @@ def test_duckdb_joins_the_s3_results(s3_config):
     pipeline = beam.Pipeline(
         runner="FnApiRunner", options=PipelineOptions(s3_config["pipeline_args"])
     )
-    for name, topic, docs, key in (
-        ("Users", USERS_TOPIC, USERS, "account_id"),
-        ("Frauds", FRAUD_TOPIC, FRAUDS, "transaction_id"),
+    # A user is in the object of each fraudulent transaction involving them: r1 also as an
+    # id-only document an hour earlier (when it was no known account yet).
+    dated_users = [(TS, u) for u in USERS] + [(TS - 3600, {"account_id": "r1"})]
+    dated_frauds = [(f["datetime_occurred"], f) for f in FRAUDS]
+    for name, topic, dated, key in (
+        ("Users", USERS_TOPIC, dated_users, "account_id"),
+        ("Frauds", FRAUD_TOPIC, dated_frauds, "transaction_id"),
     ):
         _ = (
             pipeline
-            | f"Create{name}" >> beam.Create([TimestampedValue(d, TS) for d in docs])
-            | f"Write{name}" >> WriteWindowedJson(f"{root}/{topic}", 60, id_field=key)
+            | f"Create{name}" >> beam.Create(dated)
+            | f"Write{name}" >> WriteEventTimeJson(f"{root}/{topic}", key, window_s=60)
         )
     pipeline.run().wait_until_finish()
     assert joined(duckdb_fraud_rows(root, s3_config["pipeline_args"])) == EXPECTED

@@ -98,8 +98,10 @@ def fraud_lookup_pipeline(users_collection: str = "users") -> list[dict]:
 def fraud_lookup_sql(root: str) -> str:
     """DuckDB SQL joining the JSON-lines results under ``root`` (``s3://bucket`` or a dir).
 
-    A user can be in several objects (one per window they transacted in); the latest
-    full document wins over an id-only one. A replayed transaction is counted once.
+    A transaction is one line of one object (that of its event time), so ``tx`` needs no
+    deduplication. A user is in the object of each fraudulent transaction involving them,
+    so several objects may hold them: a full document wins over an id-only one, then the
+    latest hour.
     """
     columns = ",\n       ".join(
         [
@@ -121,7 +123,6 @@ def fraud_lookup_sql(root: str) -> str:
     return f"""
 WITH tx AS (
   SELECT * FROM {reader.format(root, FRAUD_TOPIC)}
-  QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY dt DESC, hour DESC) = 1
 ), users AS (
   SELECT * FROM {reader.format(root, USERS_TOPIC)}
   QUALIFY row_number() OVER (

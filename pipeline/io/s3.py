@@ -1,16 +1,26 @@
-"""Windowed newline-delimited JSON objects on S3 (or any Beam filesystem), replay-safe.
+"""Newline-delimited JSON objects on S3 (or any Beam filesystem), named by event time.
 
-Write dicts into ``s3://bucket/<topic>/dt=YYYY-MM-DD/hour=HH/part-<start>-<shard>.jsonl``::
+Write ``(event_time, doc)`` pairs::
 
-    docs | "WriteUsersToS3" >> WriteWindowedJson("s3://riskpipe/users", window_s=60,
-                                                 id_field="account_id")
+    dated_users | "WriteUsersToS3" >> WriteEventTimeJson(
+        "s3://riskpipe/users", id_field="account_id", window_s=60)
 
-Elements are put in fixed windows of ``window_s`` seconds by their timestamps and spread
-over ``num_shards`` shards by a stable hash of ``id_field``. Each (window, shard) becomes one
-object whose name depends only on the window start and the shard, holding its records
-deduplicated by id and sorted by id. Panes accumulate, so every firing (on time, then one
-per late element within ``allowed_lateness_s``) rewrites the whole object: replaying the
-same input writes the same names with the same contents instead of adding files.
+Each document goes to the object of its own event time and id, never to one chosen by
+when it arrived: ``<prefix>/dt=YYYY-MM-DD/hour=HH/part-<window start>-<shard>.jsonl``,
+where the window is the ``window_s``-second slice of event time holding ``event_time`` and
+the shard a stable hash of the id. The element's own timestamp plays no part, so old event
+times (a backfill, a seeded simulation) are written like new ones, never dropped as late.
+
+Documents are keyed by shard (a path names its shard, so each object belongs to exactly
+one key, and one worker at a time: a read-merge-write never races another write of the same
+object within the job). A stateful step buffers each shard's new documents and flushes them
+on a processing-time timer (``flush_s`` after the first one) and at the end of a bounded
+input: for each object they fall in, it reads the object if it exists and rewrites it as the
+merge of its lines and the new documents (:func:`merge_jsonl`): one line per id, sorted by
+id, each id's line chosen by a rule that does not depend on arrival order. A replay, a
+restart without state and a late document therefore all converge to the same object. The
+state is the documents waiting for the next flush, cleared by it; the number of keys and
+timers is ``num_shards``, however many objects the event times touch.
 
 The S3 endpoint and keys come from Beam's own flags (``--s3_endpoint_url``,
 ``--s3_access_key_id``, ``--s3_secret_access_key``, ``--s3_region_name``; needs
@@ -21,23 +31,59 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import zlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms import trigger, window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline import metrics
+from pipeline.io.batching import INITIAL_BACKOFF_S, MAX_ATTEMPTS, MAX_BACKOFF_S
 
-__all__ = ["WriteWindowedJson", "object_path", "render_jsonl"]
+__all__ = ["WriteEventTimeJson", "canonical_line", "event_seconds", "merge_jsonl", "object_path"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SHARDS = 4
-# Late data (by element timestamp) still rewrites its window's objects for a day.
-DEFAULT_ALLOWED_LATENESS_S = 24 * 3600
+DEFAULT_FLUSH_S = 30.0
+# Worth another attempt: the S3 server unreachable or failing for a while.
+RETRYABLE_ERRORS = (BeamIOError, OSError)
+try:  # the S3 client's own error type (apache-beam[aws])
+    from apache_beam.io.aws.clients.s3.messages import S3ClientError
+
+    RETRYABLE_ERRORS += (S3ClientError,)
+except ImportError:  # pragma: no cover - S3 support not installed: other filesystems only
+    pass
+
+
+def event_seconds(value) -> float:
+    """Seconds since the epoch of an event time: a datetime, an ISO-8601 string or a number.
+
+    >>> event_seconds("2026-01-02T03:04:05Z"), event_seconds(1767323045)
+    (1767323045.0, 1767323045.0)
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+    else:
+        return float(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def object_path(prefix: str, window_start_s: int, shard: int) -> str:
@@ -53,32 +99,102 @@ def object_path(prefix: str, window_start_s: int, shard: int) -> str:
     )
 
 
-def render_jsonl(docs, id_field: str) -> bytes:
-    """Newline-delimited JSON, one line per id, sorted by id; the same input gives the same bytes.
+def canonical_line(doc: dict) -> str:
+    """The one JSON text of a document: keys sorted, non-ASCII kept, no newline."""
+    return json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False)
 
-    Of two versions of one id the one whose JSON sorts last wins, whatever their order.
 
-    >>> render_jsonl([{"id": "b", "x": 2}, {"id": "a", "x": 1}, {"id": "b", "x": 2}], "id")
-    b'{"id": "a", "x": 1}\\n{"id": "b", "x": 2}\\n'
+def _rank(doc: dict, line: str, version_field: str | None) -> tuple:
+    """Orders the versions of one id: the greatest wins (see :func:`merge_jsonl`)."""
+    version = str(doc.get(version_field) or "") if version_field else ""
+    filled = sum(value is not None for value in doc.values())
+    return version, filled, line
+
+
+def _without(doc: dict, field: str | None) -> dict:
+    return {k: v for k, v in doc.items() if k != field}
+
+
+def merge_jsonl(
+    stored: bytes, new_lines: Iterable[str], id_field: str, version_field: str | None = None
+) -> bytes:
+    """An object's lines merged with new ones: one line per id, sorted by id.
+
+    Of the versions of one id (the stored line and the new ones) the greatest by
+    ``(version_field, fields that are not null, JSON text)`` wins: a correction, emitted
+    later, carries a later version; without a version field, a complete document beats an
+    id-only one. When the winner differs from the stored line in ``version_field`` only (a
+    replay recomputed the same document), the stored line stays. The result depends on the
+    set of versions, not on their order.
+
+    >>> old = b'{"id": "a", "v": "1", "x": 1}\\n'
+    >>> merge_jsonl(old, ['{"id": "b", "v": "1", "x": 2}', '{"id": "a", "v": "2", "x": 1}'],
+    ...             "id", "v")
+    b'{"id": "a", "v": "1", "x": 1}\\n{"id": "b", "v": "1", "x": 2}\\n'
+    >>> merge_jsonl(old, ['{"id": "a", "v": "2", "x": 9}'], "id", "v")
+    b'{"id": "a", "v": "2", "x": 9}\\n'
     """
-    lines: dict[str, str] = {}
-    for doc in docs:
-        key = str(doc[id_field])
-        line = json.dumps(doc, sort_keys=True, default=str, ensure_ascii=False)
-        if key not in lines or line > lines[key]:
-            lines[key] = line
-    return "".join(lines[key] + "\n" for key in sorted(lines)).encode("utf-8")
+    current: dict[str, tuple[dict, str]] = {}
+    for raw in stored.decode("utf-8").splitlines():
+        if raw.strip():
+            doc = json.loads(raw)
+            current[str(doc[id_field])] = (doc, raw)
+    candidates: dict[str, list[tuple[dict, str]]] = {}
+    for line in new_lines:
+        doc = json.loads(line)
+        candidates.setdefault(str(doc[id_field]), []).append((doc, line))
+    for key, versions in candidates.items():
+        kept = current.get(key)
+        pool = versions + ([kept] if kept else [])
+        best = max(pool, key=lambda version: _rank(*version, version_field))
+        if kept and _without(best[0], version_field) == _without(kept[0], version_field):
+            continue
+        current[key] = best
+    return "".join(current[key][1] + "\n" for key in sorted(current)).encode("utf-8")
 
 
-class _WriteObjectFn(beam.DoFn):
-    """Writes one object per (window, shard) group, replacing any earlier version."""
+class _KeyByShardFn(beam.DoFn):
+    """``(event_time, doc)`` -> ``(shard, (object path, canonical JSON line))``."""
 
-    def __init__(self, prefix: str, id_field: str, filesystem_args: list[str] | None):
+    def __init__(self, prefix: str, window_s: int, id_field: str, num_shards: int):
+        self.prefix, self.window_s = prefix, window_s
+        self.id_field, self.num_shards = id_field, num_shards
+
+    def process(self, element):
+        event_time, doc = element
+        seconds = int(event_seconds(event_time) // self.window_s * self.window_s)
+        shard = zlib.crc32(str(doc[self.id_field]).encode("utf-8")) % self.num_shards
+        yield shard, (object_path(self.prefix, seconds, shard), canonical_line(doc))
+
+
+class _MergeIntoObjectsFn(beam.DoFn):
+    """Buffers a shard's new lines and merges them into their objects on a timer.
+
+    State and timers (per shard), made by :func:`_merge_into_objects` with names of their own:
+      PENDING: BagStateSpec of ``(object path, line)`` waiting for the next flush.
+      SCHEDULED: ReadModifyWriteStateSpec, whether FLUSH is set (one timer per flush, never
+        one per element).
+      FLUSH: processing-time timer, ``flush_s`` after the first waiting line.
+      END: event-time timer at the end of the window: flushes what waits at a bounded
+        input's end.
+    """
+
+    def __init__(
+        self,
+        prefix: str,
+        id_field: str,
+        version_field: str | None,
+        flush_s: float,
+        filesystem_args: list[str] | None,
+    ):
         self.prefix = prefix
-        self.id_field = id_field
+        self.id_field, self.version_field = id_field, version_field
+        self.flush_s = flush_s
         self.filesystem_args = filesystem_args
         self.objects = metrics.counter("s3_objects_written")
+        self.unchanged = metrics.counter("s3_objects_unchanged")
         self.records = metrics.counter("s3_records_written")
+        self.retries = metrics.counter("s3_write_retries")
 
     def setup(self):
         if self.filesystem_args is None:
@@ -87,74 +203,178 @@ class _WriteObjectFn(beam.DoFn):
             options = PipelineOptions(self.filesystem_args)
             self.filesystem = type(FileSystems.get_filesystem(self.prefix))(options)
 
-    def process(self, element, win=beam.DoFn.WindowParam):
-        shard, docs = element
-        body = render_jsonl(docs, self.id_field)
-        path = object_path(self.prefix, int(win.start), shard)
-        with self.filesystem.create(path, mime_type="application/x-ndjson") as handle:
+    def start_bundle(self):
+        self.objects.inc(0)  # a series from the first bundle on, for dashboards
+        self.records.inc(0)
+
+    def _buffer(self, element, window, pending, scheduled, flush, end):
+        _shard, path_and_line = element
+        pending.add(path_and_line)
+        if not scheduled.read():
+            flush.set(Timestamp.now() + Duration(seconds=self.flush_s))
+            end.set(window.max_timestamp())
+            scheduled.write(True)
+
+    def _flush(self, pending, scheduled):
+        by_path: dict[str, list[str]] = {}
+        for path, line in pending.read():
+            by_path.setdefault(path, []).append(line)
+        pending.clear()
+        scheduled.clear()
+        for path in sorted(by_path):
+            lines = by_path[path]
+            self.records.inc(len(lines))
+            if self._with_retries(path, lambda p=path, ls=lines: self._merge_into(p, ls)):
+                self.objects.inc()
+                yield path
+            else:
+                self.unchanged.inc()
+
+    def _merge_into(self, path: str, lines: list[str]) -> bool:
+        """Rewrites the object with ``lines`` merged in; False if that changed nothing."""
+        stored = b""
+        if self.filesystem.exists(path):
+            with self.filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                stored = f.read()
+        body = merge_jsonl(stored, lines, self.id_field, self.version_field)
+        if body == stored:
+            return False  # a replay of versions the object already holds: no write
+        with self.filesystem.create(
+            path, mime_type="application/x-ndjson",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+        ) as handle:
             handle.write(body)
-        self.objects.inc()
-        self.records.inc(body.count(b"\n"))
-        logger.debug("wrote %s (%d bytes)", path, len(body))
-        yield path
+        logger.debug("wrote %s (%d bytes, %d new lines)", path, len(body), len(lines))
+        return True
+
+    def _with_retries(self, path: str, write) -> None:
+        backoff = INITIAL_BACKOFF_S
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return write()
+            except RETRYABLE_ERRORS as error:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "s3: writing %s failed (attempt %d/%d), retrying in %.1fs: %s",
+                    path, attempt, MAX_ATTEMPTS, backoff, error,
+                )
+                self.retries.inc()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-class WriteWindowedJson(beam.PTransform):
-    """Writes dicts as windowed, sharded, deterministic JSON-lines objects under ``prefix``.
+def _merge_into_objects(prefix: str, *args) -> _MergeIntoObjectsFn:
+    """A _MergeIntoObjectsFn for ``prefix`` whose timers are named after it.
+
+    The FnApiRunner keeps the timers of all steps in one buffer per timer name, so two
+    steps with timers of the same name (two writers here, or another step's ``flush``)
+    would receive each other's timers.
+    """
+    tag = f"{zlib.crc32(prefix.encode('utf-8')):08x}"
+    pending_spec = BagStateSpec(
+        "pending", coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder()])
+    )
+    scheduled_spec = ReadModifyWriteStateSpec("scheduled", coders.BooleanCoder())
+    flush_spec = TimerSpec(f"s3-flush-{tag}", TimeDomain.REAL_TIME)
+    end_spec = TimerSpec(f"s3-end-{tag}", TimeDomain.WATERMARK)
+
+    class MergeIntoObjectsFn(_MergeIntoObjectsFn):
+        PENDING, SCHEDULED, FLUSH, END = pending_spec, scheduled_spec, flush_spec, end_spec
+
+        def process(
+            self,
+            element,
+            window=beam.DoFn.WindowParam,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+            flush=beam.DoFn.TimerParam(flush_spec),
+            end=beam.DoFn.TimerParam(end_spec),
+        ):
+            self._buffer(element, window, pending, scheduled, flush, end)
+
+        @on_timer(flush_spec)
+        def on_flush(
+            self,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+        ):
+            yield from self._flush(pending, scheduled)
+
+        @on_timer(end_spec)
+        def on_end(
+            self,
+            pending=beam.DoFn.StateParam(pending_spec),
+            scheduled=beam.DoFn.StateParam(scheduled_spec),
+            flush=beam.DoFn.TimerParam(flush_spec),
+        ):
+            yield from self._flush(pending, scheduled)
+            flush.clear()
+
+    return MergeIntoObjectsFn(prefix, *args)
+
+
+class WriteEventTimeJson(beam.PTransform):
+    """Writes ``(event_time, doc)`` pairs as JSON-lines objects named by event time.
 
     Args:
         prefix: e.g. ``s3://riskpipe/users`` (a folder per topic).
-        window_s: window length in seconds; must divide an hour, so no object straddles two.
-        id_field: the key that identifies a record (dedup and sort key, shard hash).
+        id_field: the key that identifies a document (one line per id, sort key, shard hash).
+        window_s: the event-time span of one object; must divide an hour, so no object
+            straddles two hour folders.
         num_shards: objects per window at most.
-        allowed_lateness_s: how late (event time) an element may be and still be written.
+        version_field: a field whose greatest value wins among versions of one id (e.g.
+            ``processed_at``: a correction is emitted after what it corrects); see
+            :func:`merge_jsonl`.
+        flush_s: processing-time seconds a document waits before its object is rewritten
+            (each object is rewritten at most once per ``flush_s``).
         filesystem_args: Beam flags for the filesystem (``["--s3_endpoint_url=..."]``);
             None uses the pipeline's options.
 
-    Returns the PCollection of object paths written (one per firing).
+    Returns the PCollection of object paths written (one per flush of an object).
     """
 
     def __init__(
         self,
         prefix: str,
+        id_field: str,
         window_s: int = 60,
-        id_field: str = "_id",
         num_shards: int = DEFAULT_SHARDS,
-        allowed_lateness_s: int = DEFAULT_ALLOWED_LATENESS_S,
+        version_field: str | None = None,
+        flush_s: float = DEFAULT_FLUSH_S,
         filesystem_args: list[str] | None = None,
     ):
         super().__init__()
         if "://" not in prefix:
             raise ValueError(
-                f"WriteWindowedJson: prefix must be a URL like s3://b/t, got {prefix!r}"
+                f"WriteEventTimeJson: prefix must be a URL like s3://b/t, got {prefix!r}"
             )
         if window_s < 1 or 3600 % window_s:
-            raise ValueError(f"WriteWindowedJson: window_s must divide 3600, got {window_s}")
+            raise ValueError(f"WriteEventTimeJson: window_s must divide 3600, got {window_s}")
         if num_shards < 1:
-            raise ValueError(f"WriteWindowedJson: num_shards must be >= 1, got {num_shards}")
+            raise ValueError(f"WriteEventTimeJson: num_shards must be >= 1, got {num_shards}")
+        if flush_s <= 0:
+            raise ValueError(f"WriteEventTimeJson: flush_s must be > 0, got {flush_s}")
         self.prefix = prefix.rstrip("/")
-        self.window_s = window_s
         self.id_field = id_field
+        self.window_s = window_s
         self.num_shards = num_shards
-        self.allowed_lateness_s = allowed_lateness_s
+        self.version_field = version_field
+        self.flush_s = flush_s
         self.filesystem_args = filesystem_args
 
-    def expand(self, docs):
-        id_field, shards = self.id_field, self.num_shards
+    def expand(self, dated_docs):
         return (
-            docs
-            | "FixedWindows"
-            >> beam.WindowInto(
-                window.FixedWindows(self.window_s),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
-                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
-                allowed_lateness=self.allowed_lateness_s,
-            )
+            dated_docs
             | "KeyByShard"
-            >> beam.Map(
-                lambda d: (zlib.crc32(str(d[id_field]).encode("utf-8")) % shards, d)
-            ).with_output_types(tuple[int, dict])
-            | "GroupByWindowShard" >> beam.GroupByKey()
-            | "WriteObjects"
-            >> beam.ParDo(_WriteObjectFn(self.prefix, self.id_field, self.filesystem_args))
+            >> beam.ParDo(
+                _KeyByShardFn(self.prefix, self.window_s, self.id_field, self.num_shards)
+            ).with_output_types(tuple[int, tuple[str, str]])
+            | "MergeIntoObjects"
+            >> beam.ParDo(
+                _merge_into_objects(
+                    self.prefix,
+                    self.id_field, self.version_field, self.flush_s, self.filesystem_args
+                )
+            )
         )

@@ -9,6 +9,9 @@ Usage::
         lookup_factory=lookup_factory(dsn),
     )
 
+A transaction may be written more than once: a replay after a restart, or a correction
+(same transaction id, corrected account name or score). Every sink keeps the latest.
+
 What goes where:
 
 - topic ``fraudulent-transactions-result``, keyed by transaction id, and Mongo
@@ -17,19 +20,22 @@ What goes where:
 - topic ``users``, keyed by account id, and Mongo ``<db>.users``: one :func:`user_document`
   per sender and per receiver: the user as the transaction's message described them (the
   fraud PoC's transfers do), else from banking.accounts (a receiver that is no known
-  account appears with its id only). Mongo upserts on ``_id`` (the account id), so a user
-  is stored once however often they transact; the topic is keyed, so compaction keeps one
-  per user.
-- S3 ``s3://<bucket>/<topic>/dt=.../hour=.../part-....jsonl``: both, windowed, replay-safe.
+  account appears with its id only).
+- The topics are keyed and compacted (``stack/kafka.py``): a consumer keeping the latest
+  record per key, and in time the broker, hold one record per transaction and per user.
+- Mongo documents carry ``_id`` (the transaction or account id); ``WriteToMongo`` replaces
+  the stored document (``ReplaceOne(upsert=True)``), so the latest version is the one kept.
+- S3 ``s3://<bucket>/<topic>/dt=.../hour=.../part-<window>-<shard>.jsonl``: each document
+  in the object of its transaction's event time (``datetime_occurred``; a user, that of the
+  fraudulent transaction involving them), merged into what the object holds
+  (``pipeline.io.s3.WriteEventTimeJson``): one line per id, a transaction's latest version
+  (by ``processed_at``) winning.
 
 Both documents also carry the fraud PoC's field names, so that system's consumers read
 them unchanged (``docs/input-formats.md`` lists each name and where it differs):
 ``sender_bank_account``, ``sender_details``, ``receiver_bank_account``,
 ``receiver_details``, ``status``, ``transfer_date``, ``is_fraudulent_transaction`` beside
 riskpipe's names in a result; ``id`` and ``name`` in a user.
-
-Every write is idempotent: Mongo documents carry ``_id`` (``pipeline.io.mongo.WriteToMongo``
-then does a ``ReplaceOne(upsert=True)`` per document) and S3 object names are deterministic.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import apache_beam as beam
 from pipeline import metrics
 from pipeline.io.kafka import WriteToKafka
 from pipeline.io.mongo import WriteToMongo
-from pipeline.io.s3 import WriteWindowedJson
+from pipeline.io.s3 import DEFAULT_FLUSH_S, WriteEventTimeJson
 from pipeline.records import Account, AttributedTransaction
 
 __all__ = [
@@ -146,8 +152,14 @@ def _json_bytes(doc: dict) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
 
 
+def _dated_fraud_result(record: AttributedTransaction) -> tuple:
+    """``(event time, fraud result)``: the S3 object follows the transaction's own time."""
+    return record.transaction.datetime_occurred, fraud_result(record)
+
+
 class _UsersFn(beam.DoFn):
-    """Emits the sender's and the receiver's user documents of a fraudulent transaction.
+    """Emits ``(event time, user document)`` for the sender and the receiver of a fraudulent
+    transaction; the event time is the transaction's (it names the user's S3 object).
 
     The lookup (see ``pipeline.transforms.attribute``) is built once per instance in ``setup``
     and caches accounts; an unreachable store fails the bundle, which the runner retries:
@@ -180,7 +192,7 @@ class _UsersFn(beam.DoFn):
             account = found.get(account_id)
             if account is None:
                 self.unknown.inc()
-            yield user_document(account_id, account)
+            yield record.transaction.datetime_occurred, user_document(account_id, account)
 
 
 class WriteFraudResults(beam.PTransform):
@@ -191,11 +203,12 @@ class WriteFraudResults(beam.PTransform):
         fraud_topic, users_topic: the two result topics (also the S3 folder names).
         mongo_uri, mongo_db: MongoDB; collections ``transactions`` and ``users``.
         s3_bucket: bucket of the S3 results (None: no S3 output).
-        window_s: length of the windows that become S3 objects.
+        window_s: the event-time span of one S3 object (seconds, dividing an hour).
         lookup_factory: zero-argument callable returning an account lookup
             (``ids -> {id: Account}``), e.g. ``pipeline.io.postgres.lookup_factory(dsn)``.
         mongo_batch_size: documents per Mongo bulk write.
         num_shards: S3 objects per window and topic at most.
+        flush_s: how often (processing time) an S3 object with new documents is rewritten.
         s3_args: Beam ``--s3_*`` flags for the S3 filesystem; None uses the pipeline's.
         producer_config: extra librdkafka settings.
 
@@ -214,6 +227,7 @@ class WriteFraudResults(beam.PTransform):
         lookup_factory: Callable[[], Any],
         mongo_batch_size: int = 100,
         num_shards: int = 4,
+        flush_s: float = DEFAULT_FLUSH_S,
         s3_args: list[str] | None = None,
         producer_config: dict | None = None,
     ):
@@ -231,18 +245,20 @@ class WriteFraudResults(beam.PTransform):
         self.lookup_factory = lookup_factory
         self.mongo_batch_size = mongo_batch_size
         self.num_shards = num_shards
+        self.flush_s = flush_s
         self.s3_args = s3_args
         self.producer_config = producer_config
 
     def expand(self, fraudulent):
-        results = fraudulent | "ToFraudResult" >> beam.Map(fraud_result)
-        users = fraudulent | "LookUpUsers" >> beam.ParDo(_UsersFn(self.lookup_factory))
+        dated_results = fraudulent | "ToFraudResult" >> beam.Map(_dated_fraud_result)
+        dated_users = fraudulent | "LookUpUsers" >> beam.ParDo(_UsersFn(self.lookup_factory))
         written = {}
-        for name, docs, key in (
-            ("Transactions", results, "transaction_id"),
-            ("Users", users, "account_id"),
+        for name, dated, key, version in (
+            ("Transactions", dated_results, "transaction_id", "processed_at"),
+            ("Users", dated_users, "account_id", None),
         ):
             topic = self.topics[name.lower()]
+            docs = dated | f"{name}Documents" >> beam.Values()
             docs | f"Write{name}ToKafka" >> WriteToKafka(
                 self.bootstrap_servers,
                 topic,
@@ -257,11 +273,13 @@ class WriteFraudResults(beam.PTransform):
                 >> WriteToMongo(self.mongo_uri, self.mongo_db, name.lower(), self.mongo_batch_size)
             )
             if self.s3_bucket:
-                written[topic] = docs | f"Write{name}ToS3" >> WriteWindowedJson(
+                written[topic] = dated | f"Write{name}ToS3" >> WriteEventTimeJson(
                     f"s3://{self.s3_bucket}/{topic}",
-                    self.window_s,
                     id_field=key,
+                    window_s=self.window_s,
                     num_shards=self.num_shards,
+                    version_field=version,
+                    flush_s=self.flush_s,
                     filesystem_args=self.s3_args,
                 )
         return written

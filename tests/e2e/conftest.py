@@ -1,9 +1,9 @@
 """Shared helpers of the end-to-end tests on the standalone Flink cluster.
 
-:class:`Scenario` owns one test's world: per-test topics, consumer group, job name and Mongo
-database (all named after a random prefix), a seeded simulation whose transaction ids are
-known up front (a dry run) so an earlier run's Postgres rows can be deleted, the job's
-submission and the sinks' figures.
+:class:`Scenario` owns one test's world: per-test topics (the outputs compacted), consumer
+group, job name, Mongo database and S3 folders (all named after a random prefix), a seeded
+simulation whose transaction ids are known up front (a dry run) so an earlier run's Postgres
+rows can be deleted, the job's submission and the sinks' reconciliation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from botocore.config import Config
 from confluent_kafka import Consumer, TopicPartition
 
 from stack import flink_rest
-from stack.kafka import ensure_topics
+from stack.kafka import COMPACTED, ensure_topics
+from tools.reconcile import Reconciliation, Target, check
 
 REPO = Path(__file__).resolve().parents[2]
 EVENT_RATE = 100  # event-time transactions/s: the same for the dry run and the real one
@@ -43,28 +44,6 @@ def topic_size(bootstrap: str, topic: str, partition: int = 0) -> int:
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         return high - low
-    finally:
-        consumer.close()
-
-
-def topic_keys(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """The keys of the first ``expected`` messages of partition 0."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        keys: list = []
-        deadline = time.monotonic() + timeout
-        while len(keys) < expected and time.monotonic() < deadline:
-            message = consumer.poll(1.0)
-            if message is not None and not message.error():
-                keys.append(message.key())
-        return keys
     finally:
         consumer.close()
 
@@ -166,8 +145,9 @@ class Scenario:
                 t["dead_letters"]: 1, t["results"]: 1, t["users"]: 1, t["ground_truth"]: 1,
             },
             self.bootstrap,
+            configs={t[name]: COMPACTED for name in ("dead_letters", "results", "users")},
         )
-        truth_file = self.tmp_path / f"truth-{self.prefix}.jsonl"
+        truth_file = self.truth_file = self.tmp_path / f"truth-{self.prefix}.jsonl"
         dry = run(
             [*self._sim_args(), "--dry-run", "--ground-truth-all",
              "--ground-truth-file", str(truth_file), "--quiet"],
@@ -222,7 +202,8 @@ class Scenario:
              f"--dead_letter_topic={t['dead_letters']}",
              f"--fraud_results_topic={t['results']}", f"--users_topic={t['users']}",
              f"--consumer_group={self.group}", f"--start_offset={start_offset}",
-             f"--mongo_db={self.prefix}", *extra],
+             f"--mongo_db={self.prefix}", f"--s3_bucket={self.services['s3']['bucket']}",
+             *extra],
             180,
         )
         assert submit.returncode == 0, submit.stderr[-4000:]
@@ -252,16 +233,44 @@ class Scenario:
 
     # -- figures --------------------------------------------------------------------------
     def postgres_figures(self) -> dict:
+        """Progress only (a primary key holds each id once): rows and fraudulent rows."""
         with psycopg2.connect(self.dsn) as conn, conn.cursor() as cur:
             cur.execute(
-                "SELECT count(*), count(DISTINCT transaction_id),"
-                " count(*) FILTER (WHERE is_fraudulent)"
+                "SELECT count(*), count(*) FILTER (WHERE is_fraudulent)"
                 " FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
                 (self.ids,),
             )
-            rows, distinct, fraudulent = cur.fetchone()
+            rows, fraudulent = cur.fetchone()
         conn.close()
-        return {"rows": rows, "distinct": distinct, "fraudulent": fraudulent}
+        return {"rows": rows, "fraudulent": fraudulent}
+
+    def target(self, with_s3: bool = True) -> Target:
+        """Every sink of this scenario, for tools.reconcile."""
+        t, s3 = self.topics, self.services["s3"]
+        return Target(
+            self.bootstrap, t["transactions"], t["dead_letters"], self.dsn, t["accounts"],
+            t["results"], self.mongo_uri, self.prefix,
+            f"s3://{s3['bucket']}/{t['results']}" if with_s3 else None, s3["pipeline_args"],
+        )
+
+    def reconcile(self, final: bool = False, with_s3: bool = True) -> Reconciliation:
+        """Every sink reconciled (with the ground truth when ``final``)."""
+        truth = str(self.truth_file) if final else None
+        return check(self.target(with_s3), truth)[0]
+
+    def wait_reconciled(self, timeout: float, with_s3: bool = True) -> Reconciliation:
+        """Waits until no sink misses anything; returns the final reconciliation (with the
+        ground truth). Fails with the last figures after ``timeout`` seconds."""
+
+        def complete():
+            rec = self.reconcile(with_s3=with_s3)
+            if rec.missing == 0:
+                return rec
+            print(f"  waiting: {rec.line()}")
+            return None
+
+        wait_until("every sink holding every transaction", complete, timeout, 3)
+        return self.reconcile(final=True, with_s3=with_s3)
 
     def rows_processed_after(self, epoch_s: float) -> int:
         """How many of this scenario's rows were (re)written after ``epoch_s``."""

@@ -1,10 +1,10 @@
 """End to end on the standalone Flink cluster: simulator → Kafka → job on Flink → sinks.
 
 A seeded simulation writes 2,000 messages (about 1 % malformed) to per-test topics; the job
-is submitted detached (``python -m pipeline.main --runner=FlinkRunner``) with per-test topics,
-consumer group, job name and Mongo database; the test polls until every transaction is in
-``banking.attributed_transactions`` and every bad message in the dead-letter topic, checks
-the exact figures, then cancels the job.
+is submitted detached (``python -m pipeline.main --runner=FlinkRunner``) with per-test topics
+(the outputs compacted), consumer group, job name, Mongo database and S3 folders; the test
+polls until every sink holds every transaction it should (:mod:`tools.reconcile`), checks
+each sink's figures and the exact counts, then cancels the job.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 import uuid
 
 import psycopg2
-import pymongo
 
 from stack import flink_rest
-from stack.kafka import ensure_topics
-from tests.e2e.conftest import run, topic_keys, topic_size
+from stack.kafka import COMPACTED, ensure_topics
+from tests.e2e.conftest import run
+from tools.reconcile import Target, check
 
 SEED = 20260105
 COUNT = 2_000
@@ -46,6 +46,7 @@ def test_flink_end_to_end(services, tmp_path):
             topics["results"]: 1, topics["users"]: 1, topics["ground_truth"]: 1,
         },
         bootstrap,
+        configs={topics[n]: COMPACTED for n in ("dead_letters", "results", "users")},
     )
 
     # The seed fixes the transaction ids: forget what an earlier run of this test wrote.
@@ -88,7 +89,8 @@ def test_flink_end_to_end(services, tmp_path):
              f"--transactions_topic={topics['transactions']}",
              f"--dead_letter_topic={topics['dead_letters']}",
              f"--fraud_results_topic={topics['results']}", f"--users_topic={topics['users']}",
-             f"--consumer_group={prefix}", "--start_offset=earliest", f"--mongo_db={prefix}"],
+             f"--consumer_group={prefix}", "--start_offset=earliest", f"--mongo_db={prefix}",
+             f"--s3_bucket={services['s3']['bucket']}"],
             180,
         )
         assert submitted.returncode == 0, submitted.stderr[-4000:]
@@ -119,54 +121,41 @@ def test_flink_end_to_end(services, tmp_path):
         flink_rest.cancel(job_id)
         raise AssertionError(f"job {job_id} is RUNNING but wrote no row in "
                              f"{STALL_TIMEOUT_S:.0f} s: stalled at start")
-    mongo = pymongo.MongoClient(services["mongo"].get("uri", "mongodb://127.0.0.1:27017"))
+    target = Target(
+        bootstrap, topics["transactions"], topics["dead_letters"], dsn, topics["accounts"],
+        topics["results"], services["mongo"].get("uri", "mongodb://127.0.0.1:27017"), prefix,
+        f"s3://{services['s3']['bucket']}/{topics['results']}", services["s3"]["pipeline_args"],
+    )
     try:
-
-        def figures() -> dict:
-            with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-                cur.execute(
-                    "SELECT count(*), count(DISTINCT transaction_id),"
-                    " count(*) FILTER (WHERE is_fraudulent)"
-                    " FROM banking.attributed_transactions WHERE transaction_id = ANY(%s)",
-                    (ids,),
-                )
-                rows, distinct, fraudulent = cur.fetchone()
-            conn.close()
-            return {
-                "rows": rows, "distinct": distinct, "fraudulent": fraudulent,
-                "dead_letters": topic_size(bootstrap, topics["dead_letters"]),
-                "mongo": mongo[prefix]["transactions"].count_documents({}),
-            }
-
         deadline = time.monotonic() + TIMEOUT_S
         while True:
             state = flink_rest.job_state(job_id)
             assert state == "RUNNING", (state, flink_rest.exceptions(job_id)[:4000])
-            now = figures()
-            if (
-                now["rows"] >= len(ids)
-                and now["dead_letters"] >= bad
-                and now["mongo"] >= now["fraudulent"]
-            ):
+            now = check(target)[0]
+            if now.missing == 0:
                 break
-            assert time.monotonic() < deadline, f"after {TIMEOUT_S:.0f} s: {now}, want {len(ids)} rows, {bad} dead letters"
-            time.sleep(2)
+            assert time.monotonic() < deadline, f"after {TIMEOUT_S:.0f} s: {now.line()}"
+            time.sleep(3)
 
-        final = figures()
-        print(f"e2e figures: {json.dumps({**final, 'produced': len(ids), 'bad': bad})}")
-        assert final["rows"] == final["distinct"] == len(ids) == summary["transactions"]
-        assert final["dead_letters"] == bad, final
-        assert final["fraudulent"] > 0
-        assert final["mongo"] == final["fraudulent"], final
-        # No failed attempt replayed output: the job never restarted.
+        final = check(target, str(truth_file))[0]
+        print(f"e2e figures: {final.line()}")
+        assert final.in_postgres == len(ids) == summary["transactions"], final.line()
+        assert final.dead_lettered == bad, final.line()
+        for name, sink in final.sinks.items():
+            assert sink.missing == 0 and not sink.duplicated and sink.extra == 0, (
+                name, sink.examples)
+            assert not sink.stale_names and not sink.wrong_names, (name, sink.examples)
+        fraudulent = final.sinks["kafka"].found
+        assert fraudulent > 0
+        assert final.sinks["mongo"].found == final.sinks["s3"].found == fraudulent
+        assert final.ok, (final.line(), final.examples)
+        # No failed attempt replayed output: the job never restarted, so no record (result
+        # or dead letter) was sent twice.
         history = flink_rest.request("GET", f"/jobs/{job_id}/exceptions")
         entries = (history or {}).get("exceptionHistory", {}).get("entries", [])
         assert not entries, entries[0]["stacktrace"][:4000]
-        assert topic_size(bootstrap, topics["results"]) == final["fraudulent"]
-        results_keys = topic_keys(bootstrap, topics["results"], final["fraudulent"])
-        assert len(results_keys) == len(set(results_keys)) == final["fraudulent"]
+        assert final.sinks["kafka"].redelivered == final.sinks["dead_letters"].redelivered == 0
     finally:
-        mongo.close()
         if flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
             flink_rest.cancel(job_id)
         assert flink_rest.wait_for_job_state(job_id, "CANCELED", timeout=60) == "CANCELED"

@@ -56,6 +56,24 @@ def test_write_to_mongo_upserts_on_id(mongo_uri, database):
     assert database.users.find_one({"_id": "u7"})["email"] == "u7@example.com"
 
 
+def test_a_correction_replaces_the_stored_document(mongo_uri, database):
+    """A later version of one ``_id`` replaces the stored document whole: changed fields
+    take the new values and a field the correction no longer carries is gone."""
+    first = {"transaction_id": "t1", "account_name": "Owen Carroll", "risk_score": 40,
+             "risk_reasons": ["night"], "stale_hint": "from the first version"}
+    corrected = {"transaction_id": "t1", "account_name": "Owen Trub", "risk_score": 55,
+                 "risk_reasons": ["night", "large_amount"]}
+    for version in (first, corrected):
+        with beam.Pipeline(runner="FnApiRunner") as pipeline:
+            _ = (
+                pipeline
+                | beam.Create([version])
+                | beam.Map(with_mongo_id("transaction_id"))
+                | WriteToMongo(mongo_uri, database.name, "transactions")
+            )
+    assert list(database.transactions.find({})) == [{"_id": "t1", **corrected}]
+
+
 def test_write_to_mongo_rejects_empty_settings():
     with pytest.raises(ValueError, match="collection"):
         WriteToMongo("mongodb://127.0.0.1:27017", "db", "")

@@ -1,9 +1,14 @@
-"""WriteWindowedJson against the local S3 server: deterministic, deduplicated, replay-safe."""
+"""WriteEventTimeJson against the local S3 server: objects named by event time, merged, and
+the same bytes whatever the order, the restarts or the replays."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 import boto3
@@ -12,9 +17,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.io.s3 import WriteWindowedJson, object_path
+from pipeline.io.s3 import WriteEventTimeJson, merge_jsonl, object_path
 
-START = 1_772_460_000  # 2026-03-02T14:00:00Z, a window start for 60 s windows
+# Event times months before the run: a stream windowed by arrival would drop them as late.
+EVENT_START = datetime(2025, 6, 3, 14, 0, tzinfo=UTC)  # 1748959200
+ARRIVAL = datetime.now(UTC).timestamp()
 
 
 @pytest.fixture
@@ -29,21 +36,50 @@ def s3(s3_config):
     )
 
 
+@pytest.fixture
+def folder(s3_config, s3):
+    """A fresh folder under the bucket; its objects are deleted afterwards."""
+    name = f"test-s3-{uuid.uuid4().hex[:8]}"
+    yield name
+    listing = s3.list_objects_v2(Bucket=s3_config["bucket"], Prefix=name).get("Contents", [])
+    for obj in listing:
+        s3.delete_object(Bucket=s3_config["bucket"], Key=obj["Key"])
+
+
 def objects(s3, bucket: str, prefix: str) -> dict[str, bytes]:
-    """Every object under ``prefix``: key -> body."""
-    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-    return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listing}
+    """Every object under ``prefix``: key relative to the prefix -> body."""
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
+    return {
+        o["Key"][len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in listing
+    }
 
 
-def write(s3_config, prefix: str, docs: list[tuple[dict, int]]) -> dict[str, int]:
-    """Runs WriteWindowedJson once on ``(doc, timestamp)`` pairs; returns its counters."""
+def tx(i: int, minute: int, name: str = "Ada", processed: str = "2026-01-01T00:00:00+00:00"):
+    """``(event time, document)`` of a fraud result at ``minute`` after EVENT_START."""
+    occurred = EVENT_START + timedelta(minutes=minute, seconds=i % 60)
+    doc = {"transaction_id": f"t{i:03d}", "account_name": name, "risk_score": i % 100,
+           "datetime_occurred": occurred.isoformat(), "processed_at": processed}
+    return occurred, doc
+
+
+def write(s3_config, prefix: str, dated_docs: list[tuple], arrival_step_s: float = 1.0):
+    """Runs WriteEventTimeJson once (its own state: a restart has none); returns counters.
+
+    Elements arrive with timestamps of now plus ``arrival_step_s`` per element, unrelated
+    to their event times."""
     pipeline = beam.Pipeline(
         runner="FnApiRunner", options=PipelineOptions(s3_config["pipeline_args"])
     )
+    stamped = [
+        TimestampedValue(pair, ARRIVAL + n * arrival_step_s) for n, pair in enumerate(dated_docs)
+    ]
     _ = (
         pipeline
-        | beam.Create([TimestampedValue(doc, ts) for doc, ts in docs])
-        | "WriteJson" >> WriteWindowedJson(prefix, window_s=60, id_field="id", num_shards=2)
+        | beam.Create(stamped)
+        | "WriteJson" >> WriteEventTimeJson(
+            prefix, "transaction_id", window_s=60, num_shards=2, version_field="processed_at"
+        )
     )
     result = pipeline.run()
     result.wait_until_finish()
@@ -51,38 +87,140 @@ def write(s3_config, prefix: str, docs: list[tuple[dict, int]]) -> dict[str, int
     return {c.key.metric.name: c.committed for c in counters}
 
 
-def test_objects_are_partitioned_deduplicated_and_replay_safe(s3_config, s3):
-    bucket, folder = s3_config["bucket"], f"test-s3-{uuid.uuid4().hex[:8]}"
-    docs = [({"id": f"u{i:02d}", "n": i}, START + 7 * i) for i in range(20)]
-    docs += [({"id": "u03", "n": 3}, START + 21)]  # a duplicate of u03, same window
-    first_counters = write(s3_config, f"s3://{bucket}/{folder}", docs)
-    first = objects(s3, bucket, folder)
+def lines_of(bodies: dict[str, bytes]) -> list[dict]:
+    return [json.loads(line) for body in bodies.values() for line in body.splitlines()]
 
-    assert all("/dt=2026-03-02/hour=14/part-" in key for key in first)
-    assert {key.rsplit("/", 1)[1].split("-")[1] for key in first} == {
-        str(START),
-        str(START + 60),
-        str(START + 120),
+
+def test_objects_are_named_by_event_time_one_line_per_id(s3_config, s3, folder):
+    docs = [tx(i, minute=i % 3) for i in range(30)]
+    docs.append(tx(4, minute=4 % 3))  # the same document twice
+    counters = write(s3_config, f"s3://{s3_config['bucket']}/{folder}", list(reversed(docs)))
+    stored = objects(s3, s3_config["bucket"], folder)
+
+    window_starts = {1748959200, 1748959260, 1748959320}
+    assert set(stored) == {
+        object_path("", start, shard).lstrip("/") for start in window_starts for shard in (0, 1)
     }
-    lines = [json.loads(line) for body in first.values() for line in body.splitlines()]
-    assert sorted(d["id"] for d in lines) == [f"u{i:02d}" for i in range(20)]
-    for body in first.values():
-        ids = [json.loads(line)["id"] for line in body.splitlines()]
-        assert ids == sorted(set(ids))
-    assert first_counters["s3_records_written"] == 20
-    assert first_counters["s3_objects_written"] == len(first)
+    assert all(key.startswith("dt=2025-06-03/hour=14/part-") for key in stored)
+    for key, body in stored.items():
+        start = int(key.split("part-")[1].split("-")[0])
+        ids = [json.loads(line)["transaction_id"] for line in body.splitlines()]
+        assert ids == sorted(set(ids)), key  # one line per id, sorted
+        for line in body.splitlines():
+            occurred = datetime.fromisoformat(json.loads(line)["datetime_occurred"]).timestamp()
+            assert start <= occurred < start + 60, (key, line)
+    assert sorted(d["transaction_id"] for d in lines_of(stored)) == [f"t{i:03d}" for i in range(30)]
+    assert counters["s3_objects_written"] == len(stored) == 6
+    assert counters["s3_records_written"] == 31
 
-    write(s3_config, f"s3://{bucket}/{folder}", list(reversed(docs)))
-    assert objects(s3, bucket, folder) == first
+
+def test_a_replay_in_another_order_rewrites_nothing_and_leaves_the_same_bytes(
+    s3_config, s3, folder
+):
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    docs = [tx(i, minute=i % 5) for i in range(40)]
+    write(s3_config, prefix, docs)
+    first = objects(s3, s3_config["bucket"], folder)
+
+    replay = docs + docs[:10]
+    random.Random(7).shuffle(replay)
+    counters = write(s3_config, prefix, replay, arrival_step_s=-3.0)
+    assert objects(s3, s3_config["bucket"], folder) == first
+    assert counters["s3_objects_written"] == 0
+    assert counters["s3_objects_unchanged"] == len(first)
 
 
-def test_object_path_is_a_pure_function():
-    assert object_path("s3://b/users/", START, 1) == object_path("s3://b/users", START, 1)
-    assert object_path("s3://b/users", START, 1).endswith(f"hour=14/part-{START}-01.jsonl")
+def test_a_restart_without_state_and_late_documents_converge_to_the_same_bytes(
+    s3_config, s3, folder
+):
+    """One run over everything, and three runs (restarts, no shared state) over parts in
+    another order, late documents last: byte-identical objects."""
+    docs = [tx(i, minute=i % 4) for i in range(48)]
+    whole, parts = f"{folder}/whole", f"{folder}/parts"
+    write(s3_config, f"s3://{s3_config['bucket']}/{whole}", docs)
+    by_minute = sorted(docs, key=lambda pair: pair[0], reverse=True)  # newest first
+    for part in (by_minute[:20], by_minute[20:40], by_minute[40:]):  # the oldest arrive last
+        write(s3_config, f"s3://{s3_config['bucket']}/{parts}", part)
+
+    assert objects(s3, s3_config["bucket"], parts) == objects(s3, s3_config["bucket"], whole)
+
+
+def test_a_correction_replaces_the_stored_line_and_a_recomputation_keeps_it(
+    s3_config, s3, folder
+):
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    first_at, later_at = "2026-01-01T00:00:00+00:00", "2026-01-01T00:05:00.250000+00:00"
+    write(s3_config, prefix, [tx(1, 0, "Owen Carroll", first_at), tx(2, 0, "Ada", first_at)])
+    before = objects(s3, s3_config["bucket"], folder)
+
+    # t001 corrected (a later name, emitted later); t002 recomputed identically by a replay.
+    write(s3_config, prefix, [tx(1, 0, "Owen Trub", later_at), tx(2, 0, "Ada", later_at)])
+    after = {d["transaction_id"]: d for d in lines_of(objects(s3, s3_config["bucket"], folder))}
+    assert (after["t001"]["account_name"], after["t001"]["processed_at"]) == ("Owen Trub", later_at)
+    assert after["t002"]["processed_at"] == first_at  # the stored line stayed as it was
+
+    # The first version arriving again, late: the correction is kept.
+    write(s3_config, prefix, [tx(1, 0, "Owen Carroll", first_at)])
+    again = {d["transaction_id"]: d for d in lines_of(objects(s3, s3_config["bucket"], folder))}
+    assert again == after
+    assert set(before) == set(objects(s3, s3_config["bucket"], folder))
+
+
+def test_two_writers_in_one_pipeline_each_write_all_their_documents(s3_config, s3, folder):
+    """Each writer's flush timers are its own: the FnApiRunner buffers timers by name, so
+    writers sharing timer names received each other's timers and left documents unwritten."""
+    pipeline = beam.Pipeline(
+        runner="FnApiRunner", options=PipelineOptions(s3_config["pipeline_args"])
+    )
+    docs = [tx(i, minute=i % 3) for i in range(12)]
+    # Writer "a" has one shard (key 0); writer "b" gets only documents of its shards 1-3.
+    shards = {"a": 1, "b": 4}
+    written = {"a": docs, "b": [d for d in docs if zlib.crc32(d[1]["transaction_id"].encode()) % 4]}
+    both = pipeline | beam.Create(docs)  # one input, two branches: as the fraud results
+    for name in ("a", "b"):
+        wanted = {d["transaction_id"] for _, d in written[name]}
+        _ = (
+            both
+            | f"Keep{name}" >> beam.Filter(lambda pair, w=wanted: pair[1]["transaction_id"] in w)
+            | f"Write{name}" >> WriteEventTimeJson(
+                f"s3://{s3_config['bucket']}/{folder}/{name}", "transaction_id",
+                num_shards=shards[name])
+        )
+    pipeline.run().wait_until_finish()
+    for name in ("a", "b"):
+        stored = lines_of(objects(s3, s3_config["bucket"], f"{folder}/{name}"))
+        assert sorted(d["transaction_id"] for d in stored) == sorted(
+            d["transaction_id"] for _, d in written[name]), name
+
+
+def test_merge_does_not_depend_on_the_order_of_versions():
+    versions = [
+        '{"id": "a", "n": 1, "v": "2026-01-01T00:00:01+00:00"}',
+        '{"id": "a", "n": 2, "v": "2026-01-01T00:00:03+00:00"}',
+        '{"id": "a", "n": 3, "v": "2026-01-01T00:00:02+00:00"}',
+        '{"id": "b", "n": 1, "v": "2026-01-01T00:00:01+00:00"}',
+    ]
+    results = {merge_jsonl(b"", order, "id", "v") for order in itertools.permutations(versions)}
+    expected = (
+        b'{"id": "a", "n": 2, "v": "2026-01-01T00:00:03+00:00"}\n'
+        b'{"id": "b", "n": 1, "v": "2026-01-01T00:00:01+00:00"}\n'
+    )
+    assert results == {expected}
+
+
+def test_merge_without_a_version_prefers_the_complete_document():
+    full = '{"account_id": "u1", "account_name": "Ann", "email": "ann@example.com"}'
+    bare = '{"account_id": "u1", "account_name": null, "email": null}'
+    only_id = '{"account_id": "u1"}'
+    for order in itertools.permutations([full, bare, only_id]):
+        assert merge_jsonl(b"", order, "account_id") == (full + "\n").encode()
+    assert merge_jsonl((only_id + "\n").encode(), [full], "account_id") == (full + "\n").encode()
 
 
 def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="window_s"):
-        WriteWindowedJson("s3://b/t", window_s=7)
+        WriteEventTimeJson("s3://b/t", "id", window_s=7)
     with pytest.raises(ValueError, match="prefix"):
-        WriteWindowedJson("b/t")
+        WriteEventTimeJson("b/t", "id")
+    with pytest.raises(ValueError, match="flush_s"):
+        WriteEventTimeJson("s3://b/t", "id", flush_s=0)

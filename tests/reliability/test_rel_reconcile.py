@@ -1,4 +1,5 @@
-"""Unit tests of tools.reconcile's pure comparison (no services)."""
+"""Unit tests of tools.reconcile's pure comparison (no services): literal sink contents, each
+kind of problem detected in each sink, and a clean input that passes."""
 
 from __future__ import annotations
 
@@ -6,81 +7,208 @@ import json
 
 from tools.reconcile import (
     AccountVersion,
+    KafkaRecord,
     Message,
+    Observed,
+    Outcome,
     Reconciliation,
-    Row,
+    Reference,
+    S3Line,
+    final_values,
     names_in_effect,
     reconcile,
     transaction_id_of,
 )
 
 
-def row(tid, account="a1", name="Ada", fraud=False, by="bank"):
-    return Row(tid, account, name, fraud, by)
+def row(tid, account="a1", name="Ada", fraud=False, by="bank", score=10, reasons=()):
+    return Outcome(tid, account, name, score, tuple(reasons), fraud, by)
 
 
-def test_all_accounted_for_is_ok():
-    messages = [Message(0, 0, "t1"), Message(0, 1, None), Message(1, 0, "t2")]
-    result = reconcile(messages, [(0, 1)], {"t1": row("t1"), "t2": row("t2")}, {"a1": "Ada"})
-    assert (result.messages, result.produced, result.in_postgres, result.dead_lettered) == (3, 3, 2, 1)
-    assert result.ok and result.line().startswith("reconcile: OK messages=3 produced=3")
+def doc(tid, account="a1", name="Ada", score=80, reasons=("night",), by="bank",
+        processed="2026-01-01T00:00:00+00:00", **extra):
+    """A fraud result document as the job writes it (to Kafka, Mongo and S3)."""
+    return {"transaction_id": tid, "account_id": account, "account_name": name,
+            "risk_score": score, "risk_reasons": list(reasons), "is_fraudulent": True,
+            "validated_by": by, "processed_at": processed, **extra}
 
 
-def test_missing_message_with_and_without_id():
-    result = reconcile([Message(0, 0, "t1"), Message(0, 1, None)], [], {}, {})
-    assert result.missing == 2 and not result.ok and "missing=2" in result.line()
-    assert result.examples["missing"] == ["0/1 (no id)", "t1"]
+# A clean run: t1 ordinary, f1 and f2 fraudulent, one dead-lettered message (0/3).
+MESSAGES = [Message(0, 0, "t1"), Message(0, 1, "f1"), Message(1, 0, "f2"), Message(0, 3, None)]
+DEAD = [(0, 3)]
+ROWS = {"t1": row("t1"), "f1": row("f1", fraud=True, score=80, reasons=("night",)),
+        "f2": row("f2", fraud=True, score=80, reasons=("night",))}
+NAMES = {"a1": "Ada"}
 
 
-def test_same_id_twice_is_one_transaction():
-    result = reconcile([Message(0, 0, "t1"), Message(0, 5, "t1")], [], {"t1": row("t1")}, {})
-    assert (result.produced, result.in_postgres, result.duplicated) == (1, 1, 0) and result.ok
+def clean() -> Observed:
+    return Observed(
+        postgres=dict(ROWS),
+        kafka=[KafkaRecord("f1", doc("f1")), KafkaRecord("f2", doc("f2"))],
+        mongo={"f1": row("f1", fraud=True, score=80, reasons=("night",)),
+               "f2": row("f2", fraud=True, score=80, reasons=("night",))},
+        s3=[S3Line("dt=2026-01-05/hour=12/part-1-00.jsonl", doc("f1")),
+            S3Line("dt=2026-01-05/hour=12/part-1-01.jsonl", doc("f2"))],
+    )
 
 
-def test_valid_and_invalid_message_sharing_an_id_are_two_items():
-    result = reconcile([Message(0, 0, "t1"), Message(0, 1, "t1")], [(0, 1)], {"t1": row("t1")}, {})
-    assert (result.produced, result.in_postgres, result.dead_lettered) == (2, 1, 1) and result.ok
+def figures(result: Reconciliation, sink: str) -> dict:
+    s = result.sinks[sink]
+    return {name: getattr(s, name) for name in (
+        "missing", "duplicated", "extra", "stale_names", "wrong_names", "differing",
+        "redelivered", "superseded")}
 
 
-def test_dead_lettered_and_in_postgres_is_duplicated():
-    result = reconcile([Message(0, 0, "t1")], [(0, 0)], {"t1": row("t1")}, {})
-    assert result.duplicated == 1 and not result.ok
+def test_a_clean_run_passes_in_every_sink_and_against_its_own_reference():
+    reference = final_values(clean(), DEAD)
+    result = reconcile(MESSAGES, DEAD, clean(), NAMES, reference=reference)
+    assert result.ok, result.line()
+    assert (result.messages, result.produced, result.in_postgres, result.dead_lettered) == (
+        4, 4, 3, 1)
+    assert set(result.sinks) == {"postgres", "kafka", "mongo", "s3", "dead_letters"}
+    for sink in ("kafka", "mongo", "s3"):
+        assert (result.sinks[sink].expected, result.sinks[sink].found) == (2, 2)
+        assert result.sinks[sink].differing == 0
+    assert result.sinks["postgres"].duplicated is None  # a primary key: no figure
+    assert result.sinks["mongo"].duplicated is None
+    assert result.line().startswith("reconcile: OK messages=4 produced=4")
 
 
-def test_dead_letter_origin_seen_twice_is_a_redelivery():
-    """Dead letters are keyed by origin: a replay re-sends the same key, one effect."""
-    result = reconcile([Message(0, 0, None)], [(0, 0), (0, 0)], {}, {})
-    assert result.dead_lettered == 1 and result.redelivered == 1
-    assert result.duplicated == 0 and result.ok
+def test_the_reference_survives_its_file():
+    reference = final_values(clean(), DEAD)
+    assert Reference.from_json(reference.to_json()) == reference
 
 
-def test_wrong_account_name_only_when_the_account_exists():
-    rows = {"t1": row("t1", "a1", "Eve"), "t2": row("t2", "a2", None), "t3": row("t3", "a3", "x")}
-    messages = [Message(0, i, t) for i, t in enumerate(rows)]
-    result = reconcile(messages, [], rows, {"a1": "Ada", "a2": "Bob"})
-    assert result.wrongly_attributed == 2 and result.examples["wrongly_attributed"] == ["t1", "t2"]
+def test_missing_in_each_sink():
+    observed = clean()
+    del observed.postgres["t1"]
+    observed.kafka = observed.kafka[:1]
+    del observed.mongo["f2"]
+    observed.s3 = observed.s3[1:]
+    result = reconcile(MESSAGES + [Message(1, 1, None)], DEAD, observed, NAMES)
+    assert result.sinks["postgres"].examples["missing"] == ["t1"]
+    assert result.sinks["kafka"].examples["missing"] == ["f2"]
+    assert result.sinks["mongo"].examples["missing"] == ["f2"]
+    assert result.sinks["s3"].examples["missing"] == ["f1"]
+    # A message with no transaction id that was not dead-lettered: no sink can hold it.
+    assert result.sinks["dead_letters"].examples["missing"] == ["1/1 (no id)"]
+    assert result.missing == 5 and not result.ok
 
 
-def test_account_name_is_checked_as_of_when_the_transaction_was_produced():
-    """A rename after a transaction does not make its row wrong; a name from after it, or one
-    the account never had, does."""
+def test_kafka_redelivery_and_correction_are_information_not_duplicates():
+    """f1: the same value again (a replay, processed later): redelivered. f2: a first version
+    then a corrected one under the same key: superseded, the latest counts."""
+    observed = clean()
+    observed.kafka = [
+        KafkaRecord("f1", doc("f1")),
+        KafkaRecord("f2", doc("f2", name="Ada", score=60)),
+        KafkaRecord("f1", doc("f1", processed="2026-01-01T00:09:00+00:00")),
+        KafkaRecord("f2", doc("f2")),
+    ]
+    result = reconcile(MESSAGES, DEAD, observed, NAMES, reference=final_values(clean(), DEAD))
+    assert figures(result, "kafka") == {
+        "missing": 0, "duplicated": 0, "extra": 0, "stale_names": 0, "wrong_names": 0,
+        "differing": 0, "redelivered": 1, "superseded": 1}
+    assert result.ok, result.line()
+
+
+def test_kafka_final_value_decides_differing():
+    """The correction came first and an earlier version last: compaction keeps the wrong one."""
+    observed = clean()
+    observed.kafka = [KafkaRecord("f1", doc("f1")), KafkaRecord("f2", doc("f2")),
+                      KafkaRecord("f2", doc("f2", score=60))]
+    result = reconcile(MESSAGES, DEAD, observed, NAMES, reference=final_values(clean(), DEAD))
+    assert result.sinks["kafka"].differing == 1 and not result.ok
+    assert result.sinks["kafka"].examples["differing"][0].startswith("f2: ")
+
+
+def test_kafka_duplicates_are_ids_compaction_cannot_fold():
+    observed = clean()
+    observed.kafka += [KafkaRecord(None, doc("f1")),          # unkeyed
+                       KafkaRecord("a1", doc("f2")),          # keyed by account, not id
+                       KafkaRecord("x", {"no": "id"})]        # not a result at all
+    result = reconcile(MESSAGES, DEAD, observed, NAMES)
+    assert result.sinks["kafka"].duplicated == 2
+    assert result.sinks["kafka"].extra == 1
+    assert result.duplicated == 2 and not result.ok
+
+
+def test_s3_duplicates_across_objects_and_within_one():
+    observed = clean()
+    observed.s3 += [S3Line("dt=2026-01-05/hour=13/part-9-00.jsonl", doc("f1")),
+                    S3Line("dt=2026-01-05/hour=12/part-1-01.jsonl", doc("f2"))]
+    result = reconcile(MESSAGES, DEAD, observed, NAMES)
+    assert result.sinks["s3"].duplicated == 2
+    assert [e.split(" ")[0] for e in result.sinks["s3"].examples["duplicated"]] == ["f1", "f2"]
+
+
+def test_extra_results_and_a_row_for_a_dead_lettered_transaction():
+    observed = clean()
+    observed.mongo["t1"] = row("t1")  # a result for a transaction that is not fraudulent
+    observed.s3.append(S3Line("dt=2026-01-05/hour=12/part-1-00.jsonl", doc("t1")))
+    observed.kafka.append(KafkaRecord("t1", doc("t1")))
+    messages = MESSAGES + [Message(1, 5, "d1")]  # its only message dead-lettered ...
+    observed.postgres["d1"] = row("d1")          # ... yet it has a row
+    result = reconcile(messages, DEAD + [(1, 5)], observed, NAMES)
+    assert {s: result.sinks[s].examples.get("extra") for s in ("postgres", "kafka", "mongo", "s3")
+            } == {"postgres": ["d1"], "kafka": ["t1"], "mongo": ["t1"], "s3": ["t1"]}
+    assert not result.ok
+
+
+def test_differing_from_the_reference_in_each_field_and_sink():
+    reference = final_values(clean(), DEAD)
+    observed = clean()
+    observed.postgres["t1"] = row("t1", name="Eve")               # account name
+    observed.postgres["f1"] = row("f1", fraud=False, score=80, reasons=("night",))  # decision
+    observed.mongo["f2"] = row("f2", fraud=True, score=81, reasons=("night",))      # score
+    observed.s3[0] = S3Line(observed.s3[0].object, doc("f1", reasons=("night", "burst")))
+    observed.kafka[1] = KafkaRecord("f2", doc("f2", by="validator"))                # who decided
+    result = reconcile(MESSAGES, DEAD, observed, {}, reference=reference)
+    assert {s: result.sinks[s].differing for s in ("postgres", "kafka", "mongo", "s3")} == {
+        "postgres": 2, "kafka": 1, "mongo": 1, "s3": 1}
+    # A fault that un-flags f1 makes its results expected by the reference: missing nowhere
+    # here (they are still there), but Postgres differs.
+    assert not result.ok
+
+
+def test_without_a_reference_differing_is_unknown_not_zero():
+    result = reconcile(MESSAGES, DEAD, clean(), NAMES)
+    assert all(result.sinks[s].differing is None for s in result.sinks)
+    assert result.ok
+
+
+def test_reference_dead_letters_missing_and_extra():
+    reference = final_values(clean(), DEAD)
+    messages = MESSAGES + [Message(1, 7, "t9")]
+    observed = clean()
+    result = reconcile(messages, [(1, 7), (1, 7)], observed, NAMES, reference=reference)
+    dead = result.sinks["dead_letters"]
+    assert (dead.missing, dead.extra, dead.redelivered) == (1, 1, 1)
+    assert dead.examples["missing"] == ["0/3 dead-lettered by the reference"]
+
+
+def test_names_stale_and_wrong_in_every_sink():
+    """t1 produced at 600 after a rename at 500: 'Owen Carroll' is stale, 'Nobody' wrong."""
     history = {"a1": [AccountVersion(100, "Owen Carroll"), AccountVersion(500, "Owen Trub")]}
-    rows = {
-        "before": row("before", "a1", "Owen Carroll"),   # produced at 200: right
-        "after": row("after", "a1", "Owen Trub"),        # produced at 600: right
-        "stale": row("stale", "a1", "Owen Carroll"),     # produced at 700: old name, wrong
-        "future": row("future", "a1", "Owen Trub"),      # produced at 300: wrong
-        "early": row("early", "a1", "Owen Carroll"),     # produced before the account: first name
-    }
-    produced = {"before": 200, "after": 600, "stale": 700, "future": 300, "early": 50}
-    messages = [Message(0, i, t, produced[t]) for i, t in enumerate(rows)]
-    result = reconcile(messages, [], rows, {"a1": "Owen Trub"}, account_history=history)
-    assert result.examples["stale_attributed"] == ["stale"]  # an earlier name of the account
-    assert result.examples["wrongly_attributed"] == ["future"]
-    assert result.wrong == 2 and not result.ok
-    # Without the history, the current name is the reference.
-    plain = reconcile(messages, [], rows, {"a1": "Owen Trub"})
-    assert plain.examples["wrongly_attributed"] == ["before", "stale", "early"]
+    messages = [Message(0, 0, "t1", 600), Message(0, 1, "f1", 600), Message(0, 2, "f2", 300)]
+    observed = Observed(
+        postgres={"t1": row("t1", name="Owen Carroll"),
+                  "f1": row("f1", name="Owen Trub", fraud=True),
+                  "f2": row("f2", name="Owen Carroll", fraud=True)},
+        kafka=[KafkaRecord("f1", doc("f1", name="Owen Carroll")),
+               KafkaRecord("f2", doc("f2", name="Owen Carroll"))],
+        mongo={"f1": row("f1", name="Nobody", fraud=True),
+               "f2": row("f2", name="Owen Trub", fraud=True)},  # from after f2: wrong
+        s3=[S3Line("o", doc("f1", name="Owen Trub")), S3Line("o", doc("f2", name="Owen Carroll"))],
+    )
+    result = reconcile(messages, [], observed, {"a1": "Owen Trub"}, account_history=history)
+    names = {s: (result.sinks[s].stale_names, result.sinks[s].wrong_names)
+             for s in ("postgres", "kafka", "mongo", "s3")}
+    assert names == {"postgres": (1, 0), "kafka": (1, 0), "mongo": (0, 2), "s3": (0, 0)}
+    assert result.sinks["postgres"].examples["stale_names"] == ["t1"]
+    # Without the history, the current banking.accounts name is the reference.
+    plain = reconcile(messages, [], observed, {"a1": "Owen Trub"})
+    assert plain.sinks["postgres"].examples["wrong_names"] == ["f2", "t1"]
 
 
 def test_a_version_in_the_same_millisecond_may_come_either_side():
@@ -90,7 +218,16 @@ def test_a_version_in_the_same_millisecond_may_come_either_side():
     assert names_in_effect(versions, 99) == {"A"}
 
 
-def test_ground_truth_fraud_cleared_or_unvalidated_is_wrong():
+def test_same_id_twice_is_one_transaction_and_valid_plus_invalid_are_two_items():
+    once = reconcile([Message(0, 0, "t1"), Message(0, 5, "t1")], [], Observed({"t1": row("t1")}),
+                     {})
+    assert (once.produced, once.in_postgres, once.missing) == (1, 1, 0) and once.ok
+    two = reconcile([Message(0, 0, "t1"), Message(0, 1, "t1")], [(0, 1)],
+                    Observed({"t1": row("t1")}), {})
+    assert (two.produced, two.in_postgres, two.dead_lettered) == (2, 1, 1) and two.ok
+
+
+def test_ground_truth_fraud_cleared_or_unvalidated_or_bad_accepted():
     rows = {
         "f1": row("f1", fraud=False, by="bank"), "f2": row("f2", fraud=True, by="bank"),
         "u1": row("u1", by="none"), "u2": row("u2", by="validator"), "b1": row("b1"),
@@ -103,15 +240,8 @@ def test_ground_truth_fraud_cleared_or_unvalidated_is_wrong():
         {"kind": "bad", "transaction_id": "b1"}, {"kind": "summary"},
     ]
     messages = [Message(0, i, t) for i, t in enumerate(rows)]
-    result = reconcile(messages, [], rows, {"a1": "Ada"}, truth)
+    result = reconcile(messages, [], Observed(rows), {"a1": "Ada"}, truth)
     assert result.wrongly_cleared == 2 and result.wrongly_accepted == 1 and not result.ok
-
-
-def test_fraudulent_rows_missing_from_mongo():
-    rows = {"t1": row("t1", fraud=True), "t2": row("t2", fraud=True), "t3": row("t3")}
-    messages = [Message(0, i, t) for i, t in enumerate(rows)]
-    assert reconcile(messages, [], rows, {}, mongo_ids={"t1"}).missing_in_mongo == 1
-    assert reconcile(messages, [], rows, {}, mongo_ids=None).missing_in_mongo == 0
 
 
 def test_transaction_id_of_never_raises():

@@ -26,7 +26,9 @@ def test_simulated_mix_reconciles_against_ground_truth(
     prefix = f"relsim-{run_id}."
     topics = {f"{prefix}{n}": 2 for n in ("accounts", "transactions", "dead-letters", "fraud",
                                           "users")}
-    stack.kafka.ensure_topics(topics, kafka_bootstrap)
+    outputs = [f"{prefix}{n}" for n in ("dead-letters", "fraud", "users")]
+    stack.kafka.ensure_topics(topics, kafka_bootstrap,
+                              configs={t: stack.kafka.COMPACTED for t in outputs})
     truth = tmp_path / "ground_truth.jsonl"
     sim = _python(
         "-m", "simulator", "--count", "3000", "--accounts", "200", "--bad-rate", "0.05",
@@ -48,7 +50,13 @@ def test_simulated_mix_reconciles_against_ground_truth(
     )
     assert job.returncode == 0, job.stderr[-4000:]
     check = _python("-m", "tools.reconcile", *common, f"--ground_truth_file={truth}",
-                    f"--mongo_uri={mongo_uri}", f"--mongo_db=relsim_{run_id}", timeout=120)
+                    f"--accounts_topic={prefix}accounts", f"--results_topic={prefix}fraud",
+                    f"--mongo_uri={mongo_uri}", f"--mongo_db=relsim_{run_id}",
+                    f"--s3_prefix=s3://{s3_config['bucket']}/{prefix}fraud", timeout=120)
     print(check.stdout)
     assert check.returncode == 0, check.stdout + check.stderr[-2000:]
     assert "reconcile: OK messages=3000 " in check.stdout
+    # Every sink was checked, and held every fraudulent transaction.
+    for sink in ("postgres", "kafka", "mongo", "s3", "dead_letters"):
+        assert f"\n  {sink}: " in check.stdout, sink
+    assert " found=0 " not in check.stdout

@@ -49,3 +49,47 @@ def test_produce_consume_round_trip(kafka_bootstrap):
 
     assert received is not None, f"nothing consumed from {topic} within {TIMEOUT_S} s"
     assert (received.key(), received.value()) == (b"acc-1", b'{"amount": 12.5}')
+
+
+def _cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
+    """``cleanup.policy`` of each topic, as the broker describes it."""
+    from confluent_kafka.admin import ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, name) for name in topics]
+    )
+    return {
+        resource.name: future.result(TIMEOUT_S)["cleanup.policy"].value
+        for resource, future in futures.items()
+    }
+
+
+def test_project_sink_topics_are_compacted(kafka_bootstrap):
+    """Dead letters, results and users: the broker keeps the latest record per key."""
+    kafka.ensure_topics(bootstrap=kafka_bootstrap)  # what every `stack up` does
+    policies = _cleanup_policies(kafka_bootstrap, list(kafka.TOPICS))
+    assert {name: policies[name] for name in kafka.SINK_TOPICS} == dict.fromkeys(
+        kafka.SINK_TOPICS, "compact"
+    )
+    # The inputs keep every record: a transaction is never replaced by a later one.
+    assert policies["transactions"] == policies["accounts"] == "delete"
+
+
+def test_configs_are_set_at_creation_and_on_an_existing_topic(kafka_bootstrap):
+    tag = uuid.uuid4().hex[:8]
+    fresh, older = f"stack-compact-new-{tag}", f"stack-compact-old-{tag}"
+    kafka.ensure_topics({older: 1}, kafka_bootstrap)  # created without configs
+    assert _cleanup_policies(kafka_bootstrap, [older]) == {older: "delete"}
+
+    kafka.ensure_topics(
+        {fresh: 2, older: 1},
+        kafka_bootstrap,
+        configs={fresh: kafka.COMPACTED, older: kafka.COMPACTED},
+    )
+    assert _cleanup_policies(kafka_bootstrap, [fresh, older]) == {
+        fresh: "compact",
+        older: "compact",
+    }
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert (len(topics[fresh].partitions), len(topics[older].partitions)) == (2, 1)

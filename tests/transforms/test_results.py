@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from pipeline.io.postgres import lookup_factory
 from pipeline.records import Account, AttributedTransaction
 from pipeline.transforms.results import WriteFraudResults, fraud_result, user_document
-from stack.kafka import ensure_topics
+from stack.kafka import COMPACTED, ensure_topics
 
 from factories import T0, account, transaction
 from .pipelines import batch_pipeline
@@ -118,14 +118,16 @@ def test_users_are_looked_up_in_postgres(postgres_dsn, accounts):
     ]
     pipeline = batch_pipeline()
     users = pipeline | beam.Create(records) | beam.ParDo(_UsersFn(lookup_factory(postgres_dsn)))
+    occurred = records[0].transaction.datetime_occurred
+    # Each user document carries the event time of the transaction involving the user.
     assert_that(
-        users | beam.Map(lambda u: (u["account_id"], u.get("email"))),
+        users | beam.MapTuple(lambda at, u: (at, u["account_id"], u.get("email"))),
         equal_to(
             [
-                (sender.account_id, sender.email),
-                (receiver.account_id, receiver.email),
-                (sender.account_id, sender.email),
-                ("nobody", None),
+                (occurred, sender.account_id, sender.email),
+                (occurred, receiver.account_id, receiver.email),
+                (records[1].transaction.datetime_occurred, sender.account_id, sender.email),
+                (records[1].transaction.datetime_occurred, "nobody", None),
             ]
         ),
     )
@@ -136,7 +138,8 @@ def test_replay_changes_nothing(stack_up, postgres_dsn, mongo_uri, s3_config, ac
     bootstrap = stack_up("kafka")["kafka"]["bootstrap_servers"]
     tag = uuid.uuid4().hex[:8]
     topics = {"fraud": f"test-fraud-{tag}", "users": f"test-users-{tag}"}
-    ensure_topics({t: 1 for t in topics.values()}, bootstrap=bootstrap)
+    ensure_topics({t: 1 for t in topics.values()}, bootstrap=bootstrap,
+                  configs={t: COMPACTED for t in topics.values()})
     db_name = f"test_results_{tag}"
     sender, receiver = accounts
     records = [fraudulent(f"t{i}-{tag}", sender.account_id, receiver.account_id) for i in range(5)]
@@ -196,9 +199,13 @@ def test_replay_changes_nothing(stack_up, postgres_dsn, mongo_uri, s3_config, ac
     assert len(first[2]) >= 2
     assert second == first
     assert len(kafka_values(bootstrap, topics["fraud"])) == 12  # at least once: 6 per run
+    # Keyed by the document's natural id: what compaction folds a repeat by.
+    for topic, key in ((topics["fraud"], "transaction_id"), (topics["users"], "account_id")):
+        keyed = kafka_values(bootstrap, topic, with_keys=True)
+        assert keyed and all(k == v[key].encode() for k, v in keyed)
 
 
-def kafka_values(bootstrap: str, topic: str) -> list[dict]:
+def kafka_values(bootstrap: str, topic: str, with_keys: bool = False) -> list:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}"})
     try:
         tp = TopicPartition(topic, 0, 0)
@@ -208,7 +215,8 @@ def kafka_values(bootstrap: str, topic: str) -> list[dict]:
         while len(values) < end:
             message = consumer.poll(30)
             assert message is not None and message.error() is None
-            values.append(json.loads(message.value()))
+            value = json.loads(message.value())
+            values.append((message.key(), value) if with_keys else value)
         return values
     finally:
         consumer.close()

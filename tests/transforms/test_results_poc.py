@@ -136,7 +136,7 @@ def test_users_of_a_transfer_come_from_the_transfer_itself():
     pipeline = batch_pipeline()
     users = pipeline | beam.Create([poc_record()]) | beam.ParDo(_UsersFn(_refusing_lookup_factory))
     assert_that(
-        users | beam.Map(lambda u: (u["id"], u["name"], u["email"], u["bank"])),
+        users | beam.MapTuple(lambda _at, u: (u["id"], u["name"], u["email"], u["bank"])),
         equal_to(
             [
                 ("u-1", "Ada", "ada@example.com", "Harbor Trust"),

@@ -41,9 +41,13 @@ Writing (at least once: a bundle fails, and is retried, unless the broker acknow
 its records; the producer is idempotent with ``acks=all``, ``linger.ms=20`` and lz4)::
 
     scored | "WriteResults" >> WriteToKafka(bootstrap, "fraudulent-transactions-result",
-                                            key_fn=lambda t: t.account_id,
+                                            key_fn=lambda t: t.transaction_id,
                                             value_fn=lambda t: json.dumps(t.to_dict()))
     dead_letters | WriteDeadLetters(bootstrap, "dead-letters")   # JSON keyed topic/partition/offset
+
+A record written again (a replay from a checkpoint, or a corrected version) has the same
+key; the project's output topics are compacted (``stack/kafka.py``), so a consumer keeping
+the latest record per key, and in time the broker, hold one record per key.
 
 Why an SDF and not Beam 2.77's experimental ``apache_beam.io.unbounded_source``: a reader on
 it worked on the FnApiRunner, with commits in ``CheckpointMark.finalize_checkpoint``, but read

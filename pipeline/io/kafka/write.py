@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -161,14 +162,22 @@ class WriteToKafka(beam.PTransform):
 
 
 def dead_letter_key(dead: DeadLetter) -> str:
-    """``topic/partition/offset`` of the record's origin, else the step that rejected it.
+    """``topic/partition/offset`` of the record's origin; without an origin, the step that
+    rejected it and a digest of the reason and payload.
+
+    The dead-letter topic is compacted (the broker keeps the latest record per key), so the
+    key must identify the dead letter: a replay re-sends the same key, two different dead
+    letters never share one.
 
     >>> dead_letter_key(DeadLetter(b"x", "bad json", "Parse", "transactions", 2, 41))
     'transactions/2/41'
+    >>> dead_letter_key(DeadLetter(b"x", "no account", "Join"))
+    'Join/54dbec4eaf1b4b0d7c32d846f291d29a'
     """
     if dead.topic is not None and dead.offset is not None:
         return f"{dead.topic}/{dead.partition}/{dead.offset}"
-    return dead.step
+    digest = hashlib.sha256(dead.reason.encode("utf-8") + b"\0" + (dead.payload or b""))
+    return f"{dead.step}/{digest.hexdigest()[:32]}"
 
 
 def dead_letter_value(dead: DeadLetter) -> bytes:

@@ -1,0 +1,5 @@
+"""``python -m tools.reconcile``: see the package docstring."""
+
+from tools.reconcile import main
+
+main()
