@@ -199,11 +199,12 @@ def test_poc_fraud_results_reach_mongo_and_s3(poc):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        (f"--accounts_topic=missing-{uuid.uuid4().hex[:8]}", "kafka: topic(s) missing-"),
+        ("--accounts_topic=missing-{unique}", "kafka: topic(s) missing-"),
         ("--transactions_topic=", "kafka: --transactions_topic must name a topic"),
     ],
 )
 def test_a_missing_topic_ends_with_one_clear_line(pipeline_stack, flag, message):
+    flag = flag.format(unique=uuid.uuid4().hex[:8])  # not in the id: xdist workers must agree
     done = subprocess.run(
         [
             sys.executable,
