@@ -40,7 +40,7 @@ import apache_beam as beam
 from apache_beam import coders
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, S3Options
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -61,6 +61,13 @@ DEFAULT_SHARDS = 4
 DEFAULT_FLUSH_S = 30.0
 # Worth another attempt: the S3 server unreachable or failing for a while.
 RETRYABLE_ERRORS = (BeamIOError, OSError)
+try:  # boto3's own (apache-beam[aws]): the server unreachable, or a 5xx / throttling answer
+    from botocore.exceptions import ClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    RETRYABLE_ERRORS += (BotoConnectionError, ClientError)
+except ImportError:  # pragma: no cover
+    ClientError = ()
 try:  # the S3 client's own error type (apache-beam[aws])
     from apache_beam.io.aws.clients.s3.messages import S3ClientError
 
@@ -167,6 +174,78 @@ class _KeyByShardFn(beam.DoFn):
         yield shard, (object_path(self.prefix, seconds, shard), canonical_line(doc))
 
 
+def _worth_retrying(error: Exception) -> bool:
+    """An S3 answer is retried only when the server failed or throttled (5xx, 429, 503
+    SlowDown); a 4xx (no such bucket, access denied) is a configuration error."""
+    if ClientError and isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or status == 429
+    return True
+
+
+class _ObjectStore:
+    """Reads and writes whole objects: S3 through one boto3 client kept for the DoFn's life
+    (Beam's S3 filesystem builds a new client, loading botocore's JSON models, on every
+    call: profiled on Flink, that was most of the writer's time), any other filesystem
+    through Beam's FileSystems."""
+
+    def __init__(self, client=None, filesystem=None):
+        self._client, self._filesystem = client, filesystem
+
+    @classmethod
+    def for_prefix(cls, prefix: str, filesystem_args: list[str] | None) -> "_ObjectStore":
+        options = PipelineOptions(filesystem_args or [])
+        if prefix.startswith("s3://") and filesystem_args is not None:
+            import boto3  # apache-beam[aws]
+
+            s3 = options.view_as(S3Options)
+            client = boto3.client(
+                "s3", endpoint_url=s3.s3_endpoint_url, region_name=s3.s3_region_name,
+                aws_access_key_id=s3.s3_access_key_id,
+                aws_secret_access_key=s3.s3_secret_access_key,
+                verify=s3.s3_verify, use_ssl=not s3.s3_disable_ssl,
+            )
+            return cls(client=client)
+        if filesystem_args is None:
+            return cls(filesystem=FileSystems)
+        return cls(filesystem=type(FileSystems.get_filesystem(prefix))(options))
+
+    @staticmethod
+    def _bucket_and_key(path: str) -> tuple[str, str]:
+        bucket, _, key = path.removeprefix("s3://").partition("/")
+        return bucket, key
+
+    def read(self, path: str) -> bytes | None:
+        """The object's bytes, or None when there is none."""
+        if self._client is None:
+            if not self._filesystem.exists(path):
+                return None
+            with self._filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                return f.read()
+        bucket, key = self._bucket_and_key(path)
+        try:
+            return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except self._client.exceptions.NoSuchKey:
+            return None
+
+    def write(self, path: str, body: bytes) -> None:
+        if self._client is None:
+            with self._filesystem.create(
+                path, mime_type="application/x-ndjson",
+                compression_type=CompressionTypes.UNCOMPRESSED,
+            ) as handle:
+                handle.write(body)
+            return
+        bucket, key = self._bucket_and_key(path)
+        self._client.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson"
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 class _MergeIntoObjectsFn(beam.DoFn):
     """Buffers a shard's new lines and merges them into their objects on a timer.
 
@@ -197,11 +276,12 @@ class _MergeIntoObjectsFn(beam.DoFn):
         self.retries = metrics.counter("s3_write_retries")
 
     def setup(self):
-        if self.filesystem_args is None:
-            self.filesystem = FileSystems
-        else:
-            options = PipelineOptions(self.filesystem_args)
-            self.filesystem = type(FileSystems.get_filesystem(self.prefix))(options)
+        self.store = _ObjectStore.for_prefix(self.prefix, self.filesystem_args)
+
+    def teardown(self):
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
 
     def start_bundle(self):
         self.objects.inc(0)  # a series from the first bundle on, for dashboards
@@ -232,18 +312,11 @@ class _MergeIntoObjectsFn(beam.DoFn):
 
     def _merge_into(self, path: str, lines: list[str]) -> bool:
         """Rewrites the object with ``lines`` merged in; False if that changed nothing."""
-        stored = b""
-        if self.filesystem.exists(path):
-            with self.filesystem.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                stored = f.read()
+        stored = self.store.read(path) or b""
         body = merge_jsonl(stored, lines, self.id_field, self.version_field)
         if body == stored:
             return False  # a replay of versions the object already holds: no write
-        with self.filesystem.create(
-            path, mime_type="application/x-ndjson",
-            compression_type=CompressionTypes.UNCOMPRESSED,
-        ) as handle:
-            handle.write(body)
+        self.store.write(path, body)
         logger.debug("wrote %s (%d bytes, %d new lines)", path, len(body), len(lines))
         return True
 
@@ -253,7 +326,7 @@ class _MergeIntoObjectsFn(beam.DoFn):
             try:
                 return write()
             except RETRYABLE_ERRORS as error:
-                if attempt == MAX_ATTEMPTS:
+                if attempt == MAX_ATTEMPTS or not _worth_retrying(error):
                     raise
                 logger.warning(
                     "s3: writing %s failed (attempt %d/%d), retrying in %.1fs: %s",
