@@ -46,7 +46,11 @@ from stack.errors import StackError
 
 JM_MEMORY = "1024m"
 TM_MEMORY = "2048m"
-TM_SLOTS = 4
+# Two TaskManagers (one JVM each): a job at parallelism 2 runs on both, as on a real cluster,
+# and a TaskManager lost is half the cluster, not all of it. Together they hold at least as
+# many slots as the machine has cores (the job's default parallelism, pipeline/runners/flags.py).
+TASKMANAGERS = 2
+TM_SLOTS = max(2, -(-(os.cpu_count() or 1) // TASKMANAGERS))
 RESTART_ATTEMPTS = 10
 RESTART_DELAY = "5s"
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
@@ -245,6 +249,8 @@ def render_config() -> str:
         "taskmanager.bind-host": config.HOST,
         "taskmanager.host": config.HOST,
         "taskmanager.numberOfTaskSlots": TM_SLOTS,
+        # Spread a job's subtasks over the TaskManagers instead of filling the first one.
+        "cluster.evenly-spread-out-slots": True,
         "taskmanager.memory.process.size": TM_MEMORY,
         "parallelism.default": 1,
         "rest.address": config.HOST,
@@ -368,14 +374,15 @@ class _TaskManager(_FlinkProcess):
 
     supervised = True
 
-    def __init__(self):
-        super().__init__(
-            "taskmanager", "taskmanager.sh", "FLINK_TM_METRICS", "FLINK_TM_METRICS"
-        )
+    def __init__(self, number: int = 1):
+        # The first keeps the plain names (taskmanager.log, FLINK_TM_METRICS); then "taskmanager2"...
+        suffix = "" if number == 1 else str(number)
+        port_name = "FLINK_TM_METRICS" if number == 1 else f"FLINK_TM{number}_METRICS"
+        super().__init__(f"taskmanager{suffix}", "taskmanager.sh", port_name, port_name)
 
     @property
     def resource_id_path(self) -> Path:
-        return self.state_dir / "taskmanager.resource-id"
+        return self.state_dir / f"{self.role}.resource-id"
 
     def prepare(self) -> None:
         # base.up already refuses a taken FLINK_TM_METRICS port (our port_name).
@@ -411,7 +418,8 @@ class Flink(Service):
 
     def __init__(self):
         self.jobmanager = _JobManager()
-        self.taskmanager = _TaskManager()
+        self.taskmanagers = [_TaskManager(n) for n in range(1, TASKMANAGERS + 1)]
+        self.taskmanager = self.taskmanagers[0]
 
     @property
     def pid_path(self) -> Path:
@@ -456,15 +464,17 @@ class Flink(Service):
         Path(tmp.name).replace(conf / "config.yaml")
 
     def probe(self) -> None:
-        self.taskmanager.probe()
+        for taskmanager in self.taskmanagers:
+            taskmanager.probe()
 
     def supervised_units(self) -> list[Service]:
-        return self.taskmanager.supervised_units()
+        return [unit for tm in self.taskmanagers for unit in tm.supervised_units()]
 
     def up(self) -> str:
         with self._lock():
             if self._pids_alive() and self.check() is None:
-                self.taskmanager.mark_wanted()
+                for taskmanager in self.taskmanagers:
+                    taskmanager.mark_wanted()
                 return "running"
             if not self.is_installed():
                 self.install()
@@ -473,22 +483,23 @@ class Flink(Service):
             # Both at once: the TaskManager keeps retrying until the JobManager answers (its
             # metrics port is fixed per process, so the start order does not matter); this
             # saves the ~5 s a JobManager takes to come up.
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                started = [
-                    pool.submit(p.up) for p in (self.jobmanager, self.taskmanager)
-                ]
+            processes = [self.jobmanager, *self.taskmanagers]
+            with concurrent.futures.ThreadPoolExecutor(len(processes)) as pool:
+                started = [pool.submit(p.up) for p in processes]
                 for future in started:
                     future.result()
             return "started"
 
     def _pids_alive(self) -> bool:
         return all(
-            process.read_pid(p.pid_path) for p in (self.jobmanager, self.taskmanager)
+            process.read_pid(p.pid_path) for p in (self.jobmanager, *self.taskmanagers)
         )
 
     def down(self) -> bool:
         with self._lock():
-            stopped = self.taskmanager.down()
+            stopped = False
+            for taskmanager in self.taskmanagers:
+                stopped = taskmanager.down() or stopped
             stopped = self.jobmanager.down() or stopped
             if jobserver.stop_job_servers():
                 self.say("stopped leftover Beam job-server JVM(s)")
@@ -497,19 +508,22 @@ class Flink(Service):
 
     def status(self) -> Status:
         jm_pid = process.read_pid(self.jobmanager.pid_path)
-        tm_pid = process.read_pid(self.taskmanager.pid_path)
+        tm_pids = [process.read_pid(tm.pid_path) for tm in self.taskmanagers]
+        tm_pid = all(tm_pids) or None
         problem = self.check()
         if problem is None and jm_pid and not tm_pid:
-            problem = "taskmanager not running"
+            problem = "a taskmanager is not running"
         if problem is None:
             state = "healthy"
             detail = "" if jm_pid and tm_pid else "not started by the stack"
-        elif jm_pid is None and tm_pid is None:
+        elif jm_pid is None and not any(tm_pids):
             state, detail = "stopped", ""
         else:
             state = "unhealthy"
             missing = [
-                r for r, p in (("jobmanager", jm_pid), ("taskmanager", tm_pid)) if not p
+                r for r, p in (("jobmanager", jm_pid), *((tm.role, pid) for tm, pid in
+                                                       zip(self.taskmanagers, tm_pids)))
+                if not p
             ]
             detail = problem
             if missing and "not running" not in problem:
@@ -529,12 +543,13 @@ class Flink(Service):
             "worker_pool": worker_pool_address(),
             "metrics_urls": {
                 "jobmanager": self.jobmanager.metrics_url,
-                "taskmanager": self.taskmanager.metrics_url,
+                **{tm.role: tm.metrics_url for tm in self.taskmanagers},
             },
             "checkpoint_dir": checkpoint_dir().as_uri(),
             "savepoint_dir": savepoint_dir().as_uri(),
             "jobmanager_pid": process.read_pid(self.jobmanager.pid_path),
             "taskmanager_pid": process.read_pid(self.taskmanager.pid_path),
+            "taskmanager_pids": [process.read_pid(tm.pid_path) for tm in self.taskmanagers],
             "pipeline_args": pipeline_args(),
         }
 

@@ -23,6 +23,7 @@ def scrape_targets() -> dict[str, str]:
     return {
         "flink-jobmanager": f"{config.HOST}:{config.port('FLINK_JM_METRICS')}",
         "flink-taskmanager": f"{config.HOST}:{config.port('FLINK_TM_METRICS')}",
+        "flink-taskmanager2": f"{config.HOST}:{config.port('FLINK_TM2_METRICS')}",
         "validator": f"{config.HOST}:{config.port('VALIDATOR')}",
     }
 

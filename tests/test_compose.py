@@ -37,10 +37,11 @@ COUNTERPARTS = {
     "ferretdb": ("mongo",),
     "s3": ("minio",),
     "minio": ("minio",),
-    "flink": ("jobmanager", "taskmanager"),
+    "flink": ("jobmanager", "taskmanager", "taskmanager2"),
     "flink-jobmanager": ("jobmanager",),
     "jobmanager": ("jobmanager",),
     "flink-taskmanager": ("taskmanager",),
+    "flink-taskmanager2": ("taskmanager2",),
     "taskmanager": ("taskmanager",),
     "prometheus": ("prometheus",),
     "validator": ("validator",),
@@ -72,6 +73,7 @@ PUBLISHED = {
     "FLINK": ("jobmanager", 8081),
     "FLINK_JM_METRICS": ("jobmanager", 9249),
     "FLINK_TM_METRICS": ("taskmanager", 9249),
+    "FLINK_TM2_METRICS": ("taskmanager2", 9249),
     "PROMETHEUS": ("prometheus", 9090),
     "VALIDATOR": ("validator", 8000),
 }
@@ -241,8 +243,10 @@ def test_what_the_supervisor_restarts_compose_restarts(services):
     supervised = {
         unit.unit: unit for service in SERVICES.values() for unit in service.supervised_units()
     }
-    assert set(supervised) == {"workerpool", "validator", "flink-taskmanager"}
-    for counterpart in ("beam-worker-pool", "validator", "taskmanager"):
+    assert set(supervised) == {"workerpool", "validator", "flink-taskmanager",
+                               "flink-taskmanager2"}
+    for counterpart in ("beam-worker-pool", "beam-worker-pool2", "validator", "taskmanager",
+                        "taskmanager2"):
         assert services[counterpart]["restart"] == "unless-stopped", counterpart
 
 
@@ -623,6 +627,7 @@ def test_prometheus_scrapes_what_the_local_stack_scrapes(services):
     assert jobs == {
         "flink-jobmanager": ["jobmanager:9249"],
         "flink-taskmanager": ["taskmanager:9249"],
+        "flink-taskmanager2": ["taskmanager2:9249"],
         "validator": ["validator:8000"],
     }
     assert (

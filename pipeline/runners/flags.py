@@ -39,6 +39,13 @@ __all__ = [
 VERSIONS_FILE = Path(__file__).resolve().parents[2] / "versions.env"
 CHECKPOINT_INTERVAL_MS = int(os.environ.get("RISKPIPE_CHECKPOINT_INTERVAL_MS") or 10_000)
 LOCAL_FLINK_MASTER = "127.0.0.1:8081"
+# Bundles, measured on the local cluster (docs/flink-notes.md): large bundles for the stateful
+# step's throughput (every bundle end commits state and waits for its sinks), a short bundle
+# time because the runner runs a Python read only when the bundle holding it ends, and
+# elements handed to the SDK every 16 KB instead of at the bundle's end.
+MAX_BUNDLE_SIZE = 20_000
+MAX_BUNDLE_TIME_MS = 500
+DATA_BUFFER_SIZE_LIMIT = 16 * 1024
 LOCAL_WORKER_POOL = "127.0.0.1:50000"
 EMBEDDED_MASTERS = ("[local]", "[auto]")
 
@@ -98,6 +105,12 @@ def job_server_jar() -> str | None:
     return None
 
 
+def parallelism() -> int:
+    """The job's default parallelism: ``$RISKPIPE_FLINK_PARALLELISM``, else this machine's
+    cores (the local stack gives its TaskManagers at least that many slots)."""
+    return int(os.environ.get("RISKPIPE_FLINK_PARALLELISM") or os.cpu_count() or 1)
+
+
 def flink_flags(
     master: str,
     jar: str | None,
@@ -122,6 +135,10 @@ def flink_flags(
         # bundle's output in operator state, and nothing flushes it: the job runs, checkpoints,
         # and never reads (2 of 6 submissions here). See docs/flink-notes.md.
         "--finish_bundle_before_checkpointing",
+        f"--parallelism={parallelism()}",
+        f"--max_bundle_size={MAX_BUNDLE_SIZE}",
+        f"--max_bundle_time_mills={MAX_BUNDLE_TIME_MS}",
+        f"--experiments=data_buffer_size_limit={DATA_BUFFER_SIZE_LIMIT}",
     ]
     if streaming:
         flags += ["--streaming", f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}"]
@@ -133,6 +150,8 @@ def flink_flags(
             "--flink_submit_uber_jar",
             "--environment_type=EXTERNAL",
             f"--environment_config={worker_pool}",
+            # One SDK worker per slot the job uses: Python steps run on every core.
+            f"--sdk_worker_parallelism={parallelism()}",
         ]
     if jar:
         flags.append(f"--flink_job_server_jar={jar}")
@@ -213,4 +232,12 @@ def with_runner_defaults(argv: list[str], job_name: str) -> list[str]:
         defaults += flink_flags(
             master, job_server_jar(), env("RISKPIPE_WORKER_POOL", LOCAL_WORKER_POOL)
         )
-    return argv + [flag for flag in defaults if not _given(argv, _name(flag))]
+    return argv + [flag for flag in defaults if not _given(argv, _name(flag))
+                   or (_name(flag) == "--experiments" and not _has_experiment(argv, flag))]
+
+
+def _has_experiment(argv: list[str], flag: str) -> bool:
+    """Whether ``argv`` already sets the experiment ``flag`` names (experiments add up)."""
+    name = flag.split("=", 2)[1]
+    return any(a.startswith(f"--experiments={name}=") or a == f"--experiments={name}"
+               for a in argv)

@@ -117,6 +117,14 @@ def test_flink_end_to_end(services, tmp_path):
     # STALL_TIMEOUT_S has stalled at start (what --finish_bundle_before_checkpointing,
     # a runner default, prevents: pipeline/runners/flags.py).
     job_id = submit()
+    # The local cluster has two TaskManagers and the job runs at parallelism 2 (the runner
+    # default on two cores): the stateful step has a subtask on each TaskManager.
+    stateful = [v for v in flink_rest.job(job_id)["vertices"]
+                if v["name"].startswith("[") and "AttributeTransactions" in v["name"]]
+    assert stateful and all(v["parallelism"] >= 2 for v in stateful), stateful
+    hosts = flink_rest.request(
+        "GET", f"/jobs/{job_id}/vertices/{stateful[0]['id']}/taskmanagers")["taskmanagers"]
+    assert len({h["taskmanager-id"] for h in hosts}) == 2, hosts
     if not first_rows():
         flink_rest.cancel(job_id)
         raise AssertionError(f"job {job_id} is RUNNING but wrote no row in "
