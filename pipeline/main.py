@@ -46,7 +46,7 @@ from pipeline.runners.flags import with_runner_defaults
 from pipeline.runners.savepoint import SavepointAwareFlinkRunner
 from pipeline.transforms.attribute import AttributeTransactions
 from pipeline.transforms.decide import DecideFraud
-from pipeline.transforms.parse import ParseAccounts, ParseTransactions, ReadRecords
+from pipeline.transforms.parse import ReadBankRecords
 from pipeline.transforms.results import WriteFraudResults
 from pipeline.transforms.validate import ValidateUnidentified
 
@@ -97,22 +97,15 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
 
     if not kafka.transactions_topic:
         raise ConfigurationError("kafka: --transactions_topic must name a topic")
-    transactions = p | "ReadTransactions" >> ReadRecords(
+    inputs = p | "ReadBankRecords" >> ReadBankRecords(
+        # --accounts_topic='' reads no accounts topic (the fraud PoC's transfers carry them).
+        read(kafka.accounts_topic, "accounts") if kafka.accounts_topic else None,
         read(kafka.transactions_topic, "transactions"),
-        ParseTransactions(input_format=kafka.input_format),
+        input_format=kafka.input_format,
     )
-    # Accounts: the accounts topic's (none with --accounts_topic='') and those the
-    # transactions' own messages describe (the fraud PoC's transfers carry both users).
-    account_streams, dead_letters = [transactions.accounts], [transactions.dead_letters]
-    if kafka.accounts_topic:
-        accounts = p | "ReadAccounts" >> ReadRecords(
-            read(kafka.accounts_topic, "accounts"), ParseAccounts(input_format=kafka.input_format)
-        )
-        account_streams.insert(0, accounts.records)
-        dead_letters.insert(0, accounts.dead_letters)
     validator = options.view_as(ValidatorOptions)
     decisions = (
-        (account_streams | "MergeAccounts" >> beam.Flatten(), transactions.records)
+        (inputs["accounts"], inputs["transactions"])
         | "AttributeTransactions" >> AttributeTransactions(
             lookups, ttl=options.view_as(JoinOptions).join_ttl_s
         )
@@ -147,7 +140,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         )
     )
     (
-        (*dead_letters, decisions["dead_letters"])
+        (inputs["dead_letters"], decisions["dead_letters"])
         | "MergeDeadLetters" >> beam.Flatten()
         | "WriteDeadLetters" >> WriteDeadLetters(kafka.kafka_bootstrap, kafka.dead_letter_topic)
     )

@@ -190,3 +190,40 @@ class ReadRecords(beam.PTransform):
     def expand(self, pbegin):
         # The parse keeps its own name (ParseTransactions): dead letters carry it as their step.
         return pbegin | "Read" >> self._read | type(self._parse).__name__ >> self._parse
+
+
+class ReadBankRecords(beam.PTransform):
+    """The job's input: ``{"accounts", "transactions", "dead_letters"}``.
+
+    Transactions come from their topic; accounts from the accounts topic (none when
+    ``accounts_read`` is None) and from the transactions' own messages (the fraud PoC's
+    transfers carry both users); dead letters from every parse.
+
+    Args:
+      accounts_read: the read of the accounts topic (a PTransform of KafkaRecords), or None.
+      transactions_read: the read of the transactions topic.
+      input_format: the record shape, see :class:`ParseTransactions`.
+    """
+
+    def __init__(self, accounts_read, transactions_read, input_format: str = "auto"):
+        super().__init__()
+        self._accounts = accounts_read
+        self._transactions = transactions_read
+        self._format = input_format
+
+    def expand(self, pbegin):
+        transactions = pbegin | "ReadTransactions" >> ReadRecords(
+            self._transactions, ParseTransactions(input_format=self._format)
+        )
+        accounts, dead_letters = [transactions.accounts], [transactions.dead_letters]
+        if self._accounts is not None:
+            topic = pbegin | "ReadAccounts" >> ReadRecords(
+                self._accounts, ParseAccounts(input_format=self._format)
+            )
+            accounts.insert(0, topic.records)
+            dead_letters.insert(0, topic.dead_letters)
+        return {
+            "accounts": accounts | "MergeAccounts" >> beam.Flatten(),
+            "transactions": transactions.records,
+            "dead_letters": dead_letters | "MergeParseDeadLetters" >> beam.Flatten(),
+        }
