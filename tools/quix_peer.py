@@ -16,8 +16,10 @@ How it is built, as a Quix user would build it:
   would give a transaction the account version of its time, but not the job's corrections
   when an account arrives after its transactions, nor the rolling features.
 - **state**: the account's :class:`~pipeline.domain.attribution.AccountHistory`, as its
-  ``to_tuple()`` form in the default RocksDB store (JSON), under the message key, with Quix's
-  changelog topic; the store lives in a temporary folder for the run.
+  ``to_tuple()`` form in the RocksDB store under the message key, with Quix's changelog
+  topic; values are pickled (``RocksDBOptions(dumps=, loads=)``, Quix's knob for it) rather
+  than JSON, the default, which made state the peer's largest cost; the store lives in a
+  temporary folder for the run.
 - **sink**: :class:`AttributedRowsSink` upserts a checkpoint's rows in one COPY
   (:func:`pipeline.io.postgres.copy_rows`) when Quix commits, every 5 s by default.
 - **stop**: ``app.run(count=N)`` with N the number of messages up to the end offsets (each
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import pickle
 import signal
 import sys
 import tempfile
@@ -45,6 +48,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 from quixstreams import Application
 from quixstreams.sinks import BaseSink
+from quixstreams.state.rocksdb import RocksDBOptions
 
 from pipeline.domain.attribution import AccountHistory
 from pipeline.io.postgres import connect, copy_rows
@@ -184,6 +188,9 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
             app = Application(
                 broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest",
                 state_dir=state_dir, loglevel="WARNING",
+                # The history is nested tuples of primitives: pickle reads and writes them
+                # faster than the default JSON.
+                rocksdb_options=RocksDBOptions(dumps=pickle.dumps, loads=pickle.loads),
             )
             _dataframes(app, accounts_topic, transactions_topic, step, sink)
             app.run(count=expected, timeout=idle_timeout_s, collect=False)

@@ -17,7 +17,8 @@ different speeds, an unkeyed producer whose records of one account sit in severa
 - when an account version arrives after transactions it applies to, or a transaction arrives
   after later ones, every logged transaction whose row changes is emitted again.
 
-Exactness holds within the log: the newest :data:`LOG_SIZE` transactions per account. An input
+Exactness holds within the log: the newest :data:`LOG_SIZE` transactions per account (up to
+:data:`PROVISIONAL_LOG_SIZE` while the account's topic has given no version yet). An input
 older than all of them (``late`` in the counters) is scored against what is known and counted.
 
 >>> from datetime import UTC, datetime
@@ -49,6 +50,10 @@ __all__ = ["LOG_SIZE", "MAX_VERSIONS", "AccountHistory", "Scored", "order_key"]
 
 MAX_VERSIONS = 4  # account versions kept per account (the newest ones)
 LOG_SIZE = 32  # transactions kept whole per account; older ones live on in the features
+# While an account has no version from its topic yet (none at all, or only the lookup's stand-in),
+# its rows are provisional: the log keeps up to this many, so that the first real version can
+# still correct them even when a whole backlog of transactions was read before the accounts.
+PROVISIONAL_LOG_SIZE = 1024
 BEGINNING = -(2**62)  # the production time of a version from the lookup: valid from the start
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -159,7 +164,9 @@ class AccountHistory:
             i for i, entry in enumerate(self.log)
             if _version_at(self.versions, entry.produced) != before[i]
         }
-        return self._rescore(changed) if changed else []
+        rows = self._rescore(changed) if changed else []
+        self._trim()  # a first real version ends the provisional rows' longer stay
+        return rows
 
     def add_transaction(self, produced: int, txn: Transaction) -> list[Scored]:
         """Takes a transaction produced at ``produced`` (µs); returns its row and corrections."""
@@ -189,7 +196,9 @@ class AccountHistory:
         return rows
 
     def _trim(self) -> None:
-        while len(self.log) > LOG_SIZE:
+        provisional = all(at == BEGINNING for at, _ in self.versions)
+        keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
+        while len(self.log) > keep:
             self.base.add_facts(*self.log.pop(0).facts)
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:

@@ -122,6 +122,7 @@ def test_a_version_arriving_late_corrects_only_the_rows_it_applies_to():
 
 def test_inputs_older_than_the_log_are_counted_late_not_lost():
     history = AccountHistory()
+    history.add_version(0, account())
     for i in range(LOG_SIZE + 5):
         history.add_transaction(i, transaction(transaction_id=f"t{i:03d}",
                                                datetime_occurred=T0 + timedelta(minutes=i)))
@@ -143,3 +144,20 @@ def test_a_looked_up_version_stands_in_only_until_the_topics_versions_come():
     assert [r.account.account_name for r in corrected] == ["First"]
     assert history.add_version(BEGINNING, account(account_name="Looked up again")) == []
     assert [name for _, name in [(v[0], v[1].account_name) for v in history.versions]] == ["First"]
+
+
+def test_a_backlog_read_before_its_account_is_corrected_whole():
+    """A bounded run may read every transaction before any account: the first real version
+    still corrects every row, not just the last LOG_SIZE."""
+    from pipeline.domain.attribution import BEGINNING
+
+    history = AccountHistory()
+    history.add_version(BEGINNING, account(account_name="Today's name in the table"))
+    for i in range(3 * LOG_SIZE):
+        history.add_transaction(micros(timedelta(minutes=i + 1)),
+                                transaction(transaction_id=f"t{i:03d}",
+                                            datetime_occurred=T0 + timedelta(minutes=i)))
+    corrected = history.add_version(0, account(account_name="First"))
+    assert len(corrected) == 3 * LOG_SIZE
+    assert {r.account.account_name for r in corrected} == {"First"}
+    assert len(history.log) == LOG_SIZE
