@@ -20,8 +20,8 @@ from pipeline.io.postgres import _redact
 from validator.__main__ import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-# The only places the local stack's default credentials may be spelled out (DESIGN.md:
-# "Credentials come from the environment; the defaults work only against the local stack").
+# The only places the local stack's default credentials may be spelled out: credentials come
+# from the environment, and the defaults work only against the local stack (README).
 ALLOWED = {"pipeline/local_defaults.py", "stack/config.py", "docker-compose.yml"}
 CREDENTIALS = (
     re.compile(r"riskpipe-secret"),  # S3 secret key
