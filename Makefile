@@ -34,7 +34,8 @@ status: ## Show the health of every local service
 # `make chaos`; `make test` runs the fast faults (tests/e2e/test_fast_faults.py), scaled down.
 test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
-	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
+	@$(PY) -m pytest tests -m "not serial" -n 2 --ignore=tests/e2e/test_flink_recovery.py
+	@$(PY) -m pytest tests -m serial --ignore=tests/e2e/test_flink_recovery.py
 
 test-unit: install ## The tests that need no service, in seconds; starts nothing
 	@RISKPIPE_NO_SERVICES=1 $(PY) -m pytest tests -m "not services" -q -n 2

@@ -25,6 +25,9 @@ from validator.process import ValidatorProcess
 # Fixtures that start services, and folders whose tests all need them.
 SERVICE_FIXTURES = {"stack_up", "kafka_broker", "server", "flink"}
 SERVICE_FOLDERS = {"e2e", "integration", "reliability", "stack"}
+# Folders whose tests share the Flink cluster or stop, kill and restart shared services:
+# `make test` runs them one at a time, after the others (which run on every core).
+SERIAL_FOLDERS = {"e2e", "stack"}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -33,6 +36,8 @@ def pytest_collection_modifyitems(config, items):
         folder = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
         if SERVICE_FIXTURES & set(item.fixturenames) or folder in SERVICE_FOLDERS:
             item.add_marker(pytest.mark.services)
+        if folder in SERIAL_FOLDERS:
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(autouse=True)
