@@ -34,6 +34,7 @@ status: ## Show the health of every local service
 # `make chaos`; `make test` runs the fast faults (tests/e2e/test_fast_faults.py), scaled down.
 test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
+	@$(PY) -m stack install prism
 	@$(PY) -m pytest tests --ignore=tests/e2e/test_flink_recovery.py
 
 test-unit: install ## The tests that need no service, in seconds; starts nothing
