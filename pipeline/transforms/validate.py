@@ -28,9 +28,9 @@ timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
   once, one transaction per request, and only the refused ones are decided by the policy.
 
 A transaction whose row the join corrects (an account version read after it) is buffered
-again; only its newest version (by ``processed_at``) is validated and emitted, so that a
-stale version never reaches the sinks, which keep the last row written, after the
-correction (:func:`newest_versions`).
+again; only its newest version (by ``processed_at``) is validated and emitted, never a stale
+version after the correction (:func:`newest_versions`): the Kafka results keep the last
+record written.
 
 End of input (the watermark passing the window's end: a bounded run, or a drain) fires an
 event-time timer. Neither runner waits for a processing-time timer then: the FnApiRunner ends
