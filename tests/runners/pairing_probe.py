@@ -304,12 +304,17 @@ def features(proto: beam_runner_api_pb2.Pipeline) -> set[tuple]:
     return found
 
 
+# Translated by the runner whatever environment the SDK gave them.
+_RUNNER_URNS = (common_urns.primitives.FLATTEN.urn, common_urns.composites.RESHUFFLE.urn)
+
+
 def runner_primitives(proto: beam_runner_api_pb2.Pipeline) -> set[str]:
-    """The URNs the runner must translate itself: primitives with no SDK environment, and
-    the composites it may translate natively (Reshuffle)."""
+    """The URNs the runner must translate itself: primitives with no SDK environment
+    (Impulse, GroupByKey), Flatten, and Reshuffle, which a portable runner translates
+    natively."""
     return {
         feature[1]
         for feature in features(proto)
-        if (feature[0] == "primitive" and feature[2] == "runner")
-        or feature[:2] == ("composite", common_urns.composites.RESHUFFLE.urn)
+        if feature[0] in ("primitive", "composite")
+        and (feature[1] in _RUNNER_URNS or feature[-1] == "runner")
     }
