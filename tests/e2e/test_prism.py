@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import boto3
 import psycopg2
 import pymongo
 import pytest
@@ -56,6 +57,8 @@ RUN_TIMEOUT_S = 420
 ORDER_FREE_COUNTERS = (
     "kafka_records_read", "parsed", "dead_lettered", "joined", "expired_unjoined", "scored",
 )
+# Each run's consumer group (suffix).
+GROUPS = {"PrismRunner": "prism", "FnApiRunner": "fnapi"}
 # The row columns compared (Postgres banking.attributed_transactions).
 COMPARED = "account_name, risk_score, risk_reasons, is_fraudulent, validated_by"
 
@@ -110,11 +113,26 @@ def _fraud_results(data: SeededTopics) -> dict[str, dict]:
         client.close()
 
 
+def _delete_s3_folders(s3: dict, folders: list[str]) -> None:
+    """Deletes the S3 objects the runs wrote (one folder per result topic)."""
+    client = boto3.client(
+        "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["s3_access_key_id"],
+        aws_secret_access_key=s3["s3_secret_access_key"], region_name=s3["s3_region_name"],
+    )
+    for folder in folders:
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=s3["bucket"], Prefix=f"{folder}/"
+        ):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=s3["bucket"], Key=obj["Key"])
+
+
 @pytest.fixture(scope="module")
 def runs(stack_up):
     """The simulation, the job on Prism and the job on the FnApiRunner, once."""
     binary = prism_binary()  # built on first use (about 90 s), then cached
-    data = SeededTopics(stack_up(*SERVICES), prefix="prism")
+    endpoints = stack_up(*SERVICES)
+    data = SeededTopics(endpoints, prefix="prism")
     try:
         simulated = data.simulate(
             COUNT, SEED, ACCOUNTS, "--bad-rate", "0.01", "--late-account-rate", "0.05",
@@ -128,7 +146,7 @@ def runs(stack_up):
             "simulated": simulated, "binary": binary, "ids": data.ids,
             "busiest_account": max(per_account.values()),
         }
-        for runner, group in (("PrismRunner", "prism"), ("FnApiRunner", "fnapi")):
+        for runner, group in GROUPS.items():
             summary, stderr = _run_job(data, group, f"--runner={runner}")
             results[runner] = {
                 "summary": summary, "stderr": stderr,
@@ -139,6 +157,9 @@ def runs(stack_up):
         yield results
     finally:
         data.cleanup()
+        _delete_s3_folders(
+            endpoints["s3"], [data.topics["fraud_results"], data.topics["users"]]
+        )
 
 
 def test_no_account_has_more_transactions_than_the_join_keeps_exact(runs):
