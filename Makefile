@@ -34,6 +34,7 @@ status: ## Show the health of every local service
 # `make chaos`; `make test` runs the fast faults (tests/e2e/test_fast_faults.py), scaled down.
 test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m stack up
+	@$(PY) -m stack install prism
 	@$(PY) -m pytest tests -m "not serial" -n 2 --ignore=tests/e2e/test_flink_recovery.py
 	@$(PY) -m pytest tests -m serial --ignore=tests/e2e/test_flink_recovery.py
 

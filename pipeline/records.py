@@ -57,6 +57,10 @@ KNOWN_ACCOUNT_TYPES = (*ACCOUNT_TYPES, INVESTMENT)
 MAX_DEAD_LETTER_PAYLOAD = 64 * 1024
 
 
+# Older than any processed_at (see AttributedTransaction.version).
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
+
+
 def _iso(value: Optional[datetime | date]) -> Optional[str]:
     return value.isoformat() if value is not None else None
 
@@ -270,6 +274,12 @@ class AttributedTransaction:
     def known_account(self) -> Optional[Account]:
         """The sender's account: as joined, else as the transaction's message described it."""
         return self.account if self.account is not None else self.transaction.account_details
+
+    @property
+    def version(self) -> datetime:
+        """What orders the rows of one transaction: ``processed_at`` (a correction is made
+        after the row it corrects); a record without one counts as the oldest."""
+        return self.processed_at or _NEVER
 
     def to_dict(self) -> dict:
         """The flat JSON-ready form: the transaction's fields plus the attribution."""

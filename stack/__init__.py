@@ -9,6 +9,7 @@ From the shell::
     .venv/bin/python -m stack up [service ...]      # install what is missing, start, wait
     .venv/bin/python -m stack status [service ...]  # table of health; non-zero if unhealthy
     .venv/bin/python -m stack down [service ...]
+    .venv/bin/python -m stack install [service|tool ...]  # e.g. `install prism`, nothing started
 
 From Python (tests)::
 
@@ -42,11 +43,13 @@ def select(services: list[str] | None):
     return select_services(services)
 
 
-def install(services: list[str] | None = None) -> None:
-    """Fetches whatever the named services (default: all) need, without starting them."""
-    for service in select(services):
-        if not service.is_installed():
-            service.install()
+def install(names: list[str] | None = None) -> None:
+    """Fetches whatever the named services and tools (default: all) need, starting nothing."""
+    from stack.services import select_installable
+
+    for item in select_installable(names):
+        if not item.is_installed():
+            item.install()
 
 
 def up(services: list[str] | None = None) -> dict[str, dict]:

@@ -1,5 +1,7 @@
 """Command line of the local stack: ``python -m stack {install,up,down,status,urls,supervise}``.
 
+``install`` also takes the tools the stack builds but never runs (``install prism``).
+
 ``up`` with a supervised service (worker pool, Flink, validator) also starts the supervisor;
 ``supervise`` is the supervisor itself, in the foreground (``stack/supervisor.py``).
 """
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    # Imported here: the registry is built on first use (see stack/__init__.py).
+    from stack.services import TOOLS
+
     parser = argparse.ArgumentParser(
         prog="python -m stack", description=stack.__doc__.splitlines()[0]
     )
@@ -72,7 +77,8 @@ def _main(argv: list[str] | None) -> int:
         "services",
         nargs="*",
         metavar="service",
-        help=f"any of: {', '.join(stack.SERVICES)} (default: all)",
+        help=f"any of: {', '.join(stack.SERVICES)} (default: all); install also takes "
+        f"{', '.join(TOOLS)}",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
@@ -91,6 +97,13 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if args.command == "install":
         stack.install(args.services)
+        for name, tool in TOOLS.items():
+            if not args.services or name in args.services:
+                print(f"{name}: {tool.binary}")
+        services = [name for name in args.services if name not in TOOLS]
+        if args.services and not services:
+            return 0  # tools only: no service table
+        args.services = services
     elif args.command == "up":
         from stack.services import with_supervisor
 

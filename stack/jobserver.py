@@ -65,12 +65,14 @@ def run_with_progress(
     heartbeat_s: float = 15.0,
     interesting: Callable[[str], str | None] = lambda line: None,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Runs an install step, logging its output and printing progress while it runs.
 
     Args:
         say: prints one progress line.
         interesting: maps an output line to a progress message (or None to stay quiet).
+        env: the step's environment (None: ours).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -86,6 +88,7 @@ def run_with_progress(
                 text=True,
                 errors="replace",
                 cwd=cwd,
+                env=env,
             )
         except OSError as exc:
             raise StackError(f"{what} failed: cannot run {command[0]}: {exc}") from exc

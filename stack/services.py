@@ -3,6 +3,9 @@
 The supervisor comes last: it restarts the supervised ones (worker pool, TaskManager,
 validator) when they die, and ``down`` stops it first.
 
+``TOOLS`` are what the stack installs but never runs (Prism: each PrismRunner job starts its
+own); ``python -m stack install`` takes their names too.
+
 To add a service (flink, mongo, validator...), write ``stack/<name>.py`` with a ``Service``
 subclass (see ``stack/base.py`` and ``stack/s3.py`` for a short example) and list it here.
 """
@@ -15,6 +18,7 @@ from stack.flink import Flink
 from stack.kafka import Kafka
 from stack.mongo import Mongo
 from stack.postgres import Postgres
+from stack.prism import Prism
 from stack.prometheus import Prometheus
 from stack.s3 import s3_server
 from stack.supervisor import Supervisor
@@ -38,6 +42,10 @@ SERVICES: dict[str, Service] = {
 }
 
 
+# Installed by `install` (all of them when it names nothing), never started.
+TOOLS = {tool.name: tool for tool in (Prism(),)}
+
+
 def select(names: list[str] | tuple[str, ...] | None) -> list[Service]:
     """The named services in registry order (all of them for None or an empty list)."""
     if not names:
@@ -48,6 +56,20 @@ def select(names: list[str] | tuple[str, ...] | None) -> list[Service]:
             f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}"
         )
     return [service for name, service in SERVICES.items() if name in names]
+
+
+def select_installable(names: list[str] | None) -> list:
+    """The named services and tools (all of both for None or an empty list)."""
+    if not names:
+        return [*SERVICES.values(), *TOOLS.values()]
+    unknown = sorted(set(names) - SERVICES.keys() - TOOLS.keys())
+    if unknown:
+        raise StackError(
+            f"unknown service(s) or tool(s) {', '.join(unknown)}; known: "
+            f"{', '.join([*SERVICES, *TOOLS])}"
+        )
+    services = [service for name, service in SERVICES.items() if name in names]
+    return [*services, *(tool for name, tool in TOOLS.items() if name in names)]
 
 
 def with_supervisor(names: list[str] | None) -> list[str] | None:

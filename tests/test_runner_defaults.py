@@ -58,3 +58,38 @@ def test_runner_names_are_normalised_once():
         assert flags["--runner"] == "FlinkRunner" and "--streaming" in flags
     flags = _flags(with_runner_defaults(["--runner", "prism"], "transaction-attribution"))
     assert flags["--runner"] == "PrismRunner" and "prism" not in flags
+
+
+def test_prism_runs_on_the_stacks_binary_once_it_is_built(tmp_path, monkeypatch):
+    from pipeline.runners.flags import prism_binary_name
+
+    monkeypatch.delenv("RISKPIPE_PRISM_LOCATION", raising=False)
+    monkeypatch.setenv("RISKPIPE_CACHE_DIR", str(tmp_path))
+    flags = _flags(with_runner_defaults(["--runner=prism"], "transaction-attribution"))
+    assert flags["--runner"] == "PrismRunner"
+    assert "--prism_location" not in flags  # not built: Beam fetches its release binary
+    binary = tmp_path / prism_binary_name()
+    binary.parent.mkdir(parents=True)
+    binary.write_bytes(b"")
+    flags = _flags(with_runner_defaults(["--runner=prism"], "transaction-attribution"))
+    assert flags["--prism_location"] == str(binary)
+    assert "--streaming" not in flags and "--environment_type" not in flags
+
+
+def test_a_prism_location_from_the_environment_or_the_command_line_wins(tmp_path, monkeypatch):
+    monkeypatch.setenv("RISKPIPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RISKPIPE_PRISM_LOCATION", "/opt/prism/prism")
+    flags = _flags(with_runner_defaults(["--runner=PrismRunner"], "transaction-attribution"))
+    assert flags["--prism_location"] == "/opt/prism/prism"
+    argv = ["--runner=PrismRunner", "--prism_location=/elsewhere/prism"]
+    flags = _flags(with_runner_defaults(argv, "transaction-attribution"))
+    assert flags["--prism_location"] == "/elsewhere/prism"
+
+
+def test_the_stack_builds_prism_where_the_job_looks_for_it(tmp_path, monkeypatch):
+    from pipeline.runners.flags import cache_dir, pinned_version, prism_binary_name
+    from stack.prism import Prism
+
+    monkeypatch.setenv("RISKPIPE_CACHE_DIR", str(tmp_path))
+    assert Prism().binary == cache_dir() / prism_binary_name()
+    assert Prism().version == f"v{pinned_version('BEAM_VERSION')}"

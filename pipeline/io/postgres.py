@@ -1,6 +1,7 @@
 """PostgreSQL IO: the attributed-transactions sink and the account lookup.
 
-Write every scored transaction, upserting on ``transaction_id``::
+Write every scored transaction, upserting on ``transaction_id`` (a stored row gives way to
+a version with the same or a later ``processed_at`` only)::
 
     scored | 'WriteToPostgres' >> WriteAttributedTransactions(dsn)
 
@@ -58,11 +59,16 @@ STAGE_SQL = (
 COPY_SQL = (
     f"COPY {_STAGE} ({', '.join(ATTRIBUTED_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
 )
+# A stored row is replaced by a version processed no earlier than it (a correction), never by
+# an older one: a runner may hand a transaction's rows to the sink in another order than the
+# join emitted them (Prism orders a step's input by timestamp).
 UPSERT_SQL = (
     f"INSERT INTO banking.attributed_transactions ({', '.join(ATTRIBUTED_COLUMNS)}) "
     f"SELECT {', '.join(ATTRIBUTED_COLUMNS)} FROM {_STAGE} "
     "ON CONFLICT (transaction_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in ATTRIBUTED_COLUMNS[1:])
+    + " WHERE banking.attributed_transactions.processed_at IS NULL"
+    " OR banking.attributed_transactions.processed_at <= EXCLUDED.processed_at"
 )
 
 ACCOUNT_COLUMNS = (
@@ -190,8 +196,13 @@ class _UpsertAttributedFn(BatchingWriteFn):
         client.close()
 
     def write_batch(self, client, batch):
-        # One statement may not touch a row twice: keep the last version of each id.
-        latest = {record.transaction_id: record for record in batch}
+        # One statement may not touch a row twice: keep the newest version of each id (of
+        # equal ones, the last).
+        latest: dict[str, AttributedTransaction] = {}
+        for record in batch:
+            kept = latest.get(record.transaction_id)
+            if kept is None or not record.version < kept.version:
+                latest[record.transaction_id] = record
         rows = [attributed_row(record) for record in latest.values()]
         try:
             with client.cursor() as cursor:

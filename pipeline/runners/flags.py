@@ -7,6 +7,10 @@ every ``CHECKPOINT_INTERVAL_MS`` and bundles finished before each checkpoint. Wi
 ``--flink_master=[local]`` the job runs on an embedded cluster and the SDK harness in this
 process (LOOPBACK), which must then stay alive while the job runs.
 
+``--runner=PrismRunner`` gets ``--prism_location`` of the Prism binary the local stack built
+(``stack/prism.py``) or ``$RISKPIPE_PRISM_LOCATION``: without it Beam downloads a release
+binary from GitHub.
+
 The local stack (``stack/flink.py``), the tests and docker-compose's submitter all take
 their Flink flags from :func:`flink_flags`; versions come from ``versions.env``.
 
@@ -32,6 +36,8 @@ __all__ = [
     "flink_flags",
     "job_server_jar",
     "pinned_version",
+    "prism_binary_name",
+    "prism_location",
     "with_runner_defaults",
 ]
 
@@ -109,6 +115,21 @@ def parallelism() -> int:
     """The job's default parallelism: ``$RISKPIPE_FLINK_PARALLELISM``, else this machine's
     cores (the local stack gives its TaskManagers at least that many slots)."""
     return int(os.environ.get("RISKPIPE_FLINK_PARALLELISM") or os.cpu_count() or 1)
+
+
+def prism_binary_name() -> str:
+    """Where, under the cache, the stack builds Prism (``stack/prism.py``): one folder per
+    Beam version, since Prism is built from the Go module of ``BEAM_VERSION``."""
+    return f"prism-v{pinned_version('BEAM_VERSION')}/prism"
+
+
+def prism_location() -> str | None:
+    """``$RISKPIPE_PRISM_LOCATION``, else the stack's cached Prism binary, else None: Beam
+    then downloads the release binary from GitHub (which fails offline)."""
+    if os.environ.get("RISKPIPE_PRISM_LOCATION"):
+        return os.environ["RISKPIPE_PRISM_LOCATION"]
+    binary = cache_dir() / prism_binary_name()
+    return str(binary) if binary.exists() else None
 
 
 def flink_flags(
@@ -232,6 +253,8 @@ def with_runner_defaults(argv: list[str], job_name: str) -> list[str]:
         defaults += flink_flags(
             master, job_server_jar(), env("RISKPIPE_WORKER_POOL", LOCAL_WORKER_POOL)
         )
+    elif runner == "PrismRunner" and prism_location():
+        defaults.append(f"--prism_location={prism_location()}")
     return argv + [flag for flag in defaults if not _given(argv, _name(flag))
                    or (_name(flag) == "--experiments" and not _has_experiment(argv, flag))]
 

@@ -24,7 +24,9 @@ What goes where:
 - The topics are keyed and compacted (``stack/kafka.py``): a consumer keeping the latest
   record per key, and in time the broker, hold one record per transaction and per user.
 - Mongo documents carry ``_id`` (the transaction or account id); ``WriteToMongo`` replaces
-  the stored document (``ReplaceOne(upsert=True)``), so the latest version is the one kept.
+  the stored document (``ReplaceOne(upsert=True)``); a fraud result only by one with the
+  same or a later ``processed_at``, so the latest version is the one kept whatever order
+  the runner delivered them in.
 - S3 ``s3://<bucket>/<topic>/dt=.../hour=.../part-<window>-<shard>.jsonl``: each document
   in the object of its transaction's event time (``datetime_occurred``; a user, that of the
   fraudulent transaction involving them), merged into what the object holds
@@ -270,7 +272,10 @@ class WriteFraudResults(beam.PTransform):
                 docs
                 | f"Add{name}MongoId" >> beam.Map(with_mongo_id(key))
                 | f"Write{name}ToMongo"
-                >> WriteToMongo(self.mongo_uri, self.mongo_db, name.lower(), self.mongo_batch_size)
+                >> WriteToMongo(
+                    self.mongo_uri, self.mongo_db, name.lower(), self.mongo_batch_size,
+                    version_field=version,
+                )
             )
             if self.s3_bucket:
                 written[topic] = dated | f"Write{name}ToS3" >> WriteEventTimeJson(

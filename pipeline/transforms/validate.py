@@ -27,6 +27,11 @@ timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
   (422 invalid, 413 too large, 400) may come from one transaction, so the batch is sent again
   once, one transaction per request, and only the refused ones are decided by the policy.
 
+A transaction whose row the join corrects (an account version read after it) is buffered
+again; only its newest version (by ``processed_at``) is validated and emitted, never a stale
+version after the correction (:func:`newest_versions`): the Kafka results keep the last
+record written.
+
 End of input (the watermark passing the window's end: a bounded run, or a drain) fires an
 event-time timer. Neither runner waits for a processing-time timer then: the FnApiRunner ends
 its loop when nothing is ready and fails with "time-pending bundles did not execute", and
@@ -45,7 +50,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
@@ -77,7 +82,7 @@ from pipeline.io.validator_client import (
 )
 from pipeline.records import AttributedTransaction, DeadLetter
 
-__all__ = ["DEAD_LETTERS", "NUM_SHARDS", "ValidateUnidentified", "shard_of"]
+__all__ = ["DEAD_LETTERS", "NUM_SHARDS", "ValidateUnidentified", "newest_versions", "shard_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +107,31 @@ def shard_of(transaction_id: str, num_shards: int = NUM_SHARDS) -> int:
     True
     """
     return zlib.crc32(transaction_id.encode("utf-8")) % num_shards
+
+
+def newest_versions(pending: Iterable[Pending]) -> list[Pending]:
+    """The newest version of each buffered transaction, by timestamp (then id).
+
+    The join emits a transaction again when it corrects the row, with the timestamp of the
+    input that caused the correction (an account version produced before the transaction),
+    so the correction may sort before the row it replaces. The version with the latest
+    ``processed_at`` wins (of equal ones, the one buffered last); the others need no verdict.
+
+    >>> from datetime import datetime, UTC
+    >>> from pipeline.records import Transaction
+    >>> t = Transaction("t1", "a1", None, "payment", 5.0, "EUR", "completed",
+    ...                 datetime(2026, 1, 1, tzinfo=UTC), None, "unidentified")
+    >>> first = AttributedTransaction(t, "Ann", 25, processed_at=datetime(2026, 1, 1, 9, tzinfo=UTC))
+    >>> fixed = AttributedTransaction(t, "Ann", 0, processed_at=datetime(2026, 1, 1, 10, tzinfo=UTC))
+    >>> [record.risk_score for _, record in newest_versions([(20, first), (10, fixed)])]
+    [0]
+    """
+    newest: dict[str, Pending] = {}
+    for item in pending:
+        kept = newest.get(item[1].transaction_id)
+        if kept is None or not item[1].version < kept[1].version:
+            newest[item[1].transaction_id] = item
+    return sorted(newest.values(), key=lambda item: (item[0], item[1].transaction_id))
 
 
 class ValidateUnidentified(beam.PTransform):
@@ -267,7 +297,7 @@ class _ValidateFn(beam.DoFn):
 
     def _flush(self, buffer, count, retry, flush, timestamp, final=False):
         """Decides the whole buffer in batches; keeps what the validator did not answer."""
-        pending: list[Pending] = sorted(buffer.read(), key=lambda item: item[0])
+        pending = newest_versions(buffer.read())
         if not pending:
             retry.clear()
             return

@@ -74,6 +74,29 @@ def test_a_correction_replaces_the_stored_document(mongo_uri, database):
     assert list(database.transactions.find({})) == [{"_id": "t1", **corrected}]
 
 
+def test_a_versioned_document_gives_way_only_to_a_newer_one(mongo_uri, database):
+    """With a version field the newest version stays whatever order the versions come in:
+    in one batch, or an older one written after a newer one (a runner may deliver them so)."""
+    def result(tid, name, second):
+        return {"_id": tid, "account_name": name,
+                "processed_at": f"2026-11-01T13:00:0{second}.000000+00:00"}
+
+    def upsert(docs):
+        with beam.Pipeline(runner="FnApiRunner") as pipeline:
+            _ = (
+                pipeline
+                | beam.Create(docs)
+                | WriteToMongo(mongo_uri, database.name, "transactions",
+                               version_field="processed_at")
+            )
+
+    upsert([result("t1", "Corrected", 2), result("t1", "First", 1), result("t2", "First", 1)])
+    upsert([result("t2", "Corrected", 2), result("t3", "Corrected", 2)])
+    upsert([result("t3", "First", 1)])
+    found = {doc["_id"]: doc["account_name"] for doc in database.transactions.find({})}
+    assert found == {"t1": "Corrected", "t2": "Corrected", "t3": "Corrected"}
+
+
 def test_write_to_mongo_rejects_empty_settings():
     with pytest.raises(ValueError, match="collection"):
         WriteToMongo("mongodb://127.0.0.1:27017", "db", "")

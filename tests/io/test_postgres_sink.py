@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 import pytest
@@ -66,3 +67,24 @@ def test_a_later_version_of_a_row_overwrites_the_earlier_one(postgres_dsn):
                          record(prefix + "1", "Newest", score=30, fraudulent=True)])
     name, _, _, score, fraudulent, *_ = read(postgres_dsn, prefix)[prefix + "1"]
     assert (name, score, fraudulent) == ("Newest", 30, True)
+
+
+def test_an_older_version_never_replaces_a_newer_one(postgres_dsn):
+    """A runner may deliver a transaction's rows out of the order they were made in: the row
+    with the latest ``processed_at`` stays, in one batch or across batches."""
+    prefix = f"sink-{uuid.uuid4().hex[:8]}-"
+    at = datetime(2026, 11, 1, 13, tzinfo=timezone.utc)
+
+    def version(tid, name, minutes):
+        later = at + timedelta(minutes=minutes)
+        return dataclasses.replace(record(prefix + tid, name), processed_at=later)
+
+    write(postgres_dsn, [version("1", "Corrected", 2), version("1", "First", 1)])
+    write(postgres_dsn, [version("2", "Corrected", 2)])
+    write(postgres_dsn, [version("2", "First", 1)])
+    write(postgres_dsn, [version("3", "First", 1)])
+    write(postgres_dsn, [version("3", "Corrected", 2)])
+    rows = read(postgres_dsn, prefix)
+    assert {tid.removeprefix(prefix): row[0] for tid, row in rows.items()} == {
+        "1": "Corrected", "2": "Corrected", "3": "Corrected",
+    }

@@ -7,12 +7,14 @@ service received.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import re
 import time
 from collections import Counter
+from datetime import timedelta
 
 import apache_beam as beam
 import pytest
@@ -167,6 +169,34 @@ def test_batches_are_bounded_by_time(validator, advance_processing_time):
     else:  # everything at end of input, one call per shard
         calls = len(set(shards))
     assert (got_calls, sent) == (calls, 6)
+
+
+def test_a_corrected_row_replaces_the_one_it_corrects(validator):
+    """The join corrects a row when an older account version arrives after it, and the
+    correction carries that version's older timestamp. Both wait in one batch: only the
+    correction is validated and emitted, never the stale row after it."""
+    first, second = records(2)
+    stale = dataclasses.replace(first, account_name="Ada", processed_at=T0)
+    fixed = dataclasses.replace(
+        first, account_name="Ada King", processed_at=T0 + timedelta(seconds=1)
+    )
+    before = batch_sizes(validator.url)
+    pipeline = batch_pipeline()
+    out = (
+        pipeline
+        | beam.Create([
+            TimestampedValue(stale, T0.timestamp() + 60),
+            TimestampedValue(second, T0.timestamp() + 30),
+            TimestampedValue(fixed, T0.timestamp()),
+        ])
+        | "Validate" >> validate(validator.url)
+    )
+    assert_that(
+        out.records | beam.Map(lambda r: (r.transaction_id, r.account_name)),
+        equal_to([(first.transaction_id, "Ada King"), (second.transaction_id, "Ada Lovelace")]),
+    )
+    run_and_count(pipeline)
+    assert batch_sizes(validator.url)[1] - before[1] == 2
 
 
 class _StartOnFirstFailure(logging.Handler):
