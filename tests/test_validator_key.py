@@ -61,7 +61,7 @@ def _validate_fn(pipeline: beam.Pipeline):
     (call,) = [
         t
         for t in proto.components.transforms.values()
-        if t.unique_name.startswith("ValidateUnidentified/CallValidator/")
+        if "ValidateUnidentified/CallValidator/" in t.unique_name
         and t.spec.urn == common_urns.primitives.PAR_DO.urn
     ]
     payload = proto_utils.parse_Bytes(call.spec.payload, beam_runner_api_pb2.ParDoPayload)

@@ -168,14 +168,8 @@ def leaked_account(ctx: Context, rng: random.Random, t: float) -> Plan:
     span = rng.uniform(HOUR, 12 * HOUR)
     plan = []
     for _ in range(rng.randint(2, 6)):
-        if rng.random() < 0.6:
-            other = ctx.pick_established(rng)
-            for _ in range(30):
-                if other is not p:
-                    break
-                other = ctx.pick_established(rng)
-            else:
-                other = ctx.pick_any(rng)  # a bank of one ordinary account
+        other = _another_account(ctx, rng, p) if rng.random() < 0.6 else None
+        if other is not None:
             amount = transfer_habit(p, rng) * rng.uniform(3, 8)
             plan.append(
                 Planned(rng.uniform(0, span), p, "transfer", amount, other.account_id)
@@ -188,3 +182,13 @@ def leaked_account(ctx: Context, rng: random.Random, t: float) -> Plan:
                 )
             )
     return plan
+
+
+def _another_account(ctx: Context, rng: random.Random, p):
+    """An account of the bank other than ``p``, or None in a bank that has no other."""
+    for pick in (ctx.pick_established, ctx.pick_any):
+        for _ in range(30):
+            other = pick(rng)
+            if other is not p:
+                return other
+    return None
