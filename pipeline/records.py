@@ -261,6 +261,11 @@ class AttributedTransaction:
     # The account as the join found it (its version as of the transaction), when the
     # scorer passes it on; the sinks copy its email, type and balance. Not in to_dict().
     account: Optional[Account] = None
+    # Between the stateful steps and the model: the feature vector so far (the sender's,
+    # then the counterparty's appended), and whether this row corrects one emitted before
+    # for the same transaction. Not in to_dict(); the model step empties ``features``.
+    features: tuple[float, ...] = ()
+    correction: bool = False
 
     @property
     def transaction_id(self) -> str:
@@ -280,6 +285,35 @@ class AttributedTransaction:
         """What orders the rows of one transaction: ``processed_at`` (a correction is made
         after the row it corrects); a record without one counts as the oldest."""
         return self.processed_at or _NEVER
+
+    def to_tuple(self) -> tuple:
+        """The row as a tuple of primitives, for compact state; see :meth:`from_tuple`.
+
+        >>> t = Transaction("t1", "a1", "a2", "transfer", 1.5, "EUR", "completed",
+        ...                 datetime(2026, 1, 2, tzinfo=timezone.utc), None, "unidentified")
+        >>> row = AttributedTransaction(t, "Ann", 12, ("night: 03:00 UTC (+5)",),
+        ...                             processed_at=datetime(2026, 1, 2, tzinfo=timezone.utc),
+        ...                             account=Account("a1", "Ann"), features=(1.0, 0.5))
+        >>> AttributedTransaction.from_tuple(row.to_tuple()) == row
+        True
+        """
+        return (
+            self.transaction.to_tuple(), self.account_name, self.risk_score, self.risk_reasons,
+            self.is_fraudulent, self.validated_by, _micros(self.processed_at),
+            None if self.account is None else self.account.to_tuple(), self.features,
+            self.correction,
+        )
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "AttributedTransaction":
+        """Inverse of :meth:`to_tuple`."""
+        (txn, name, score, reasons, fraudulent, validated_by, processed, account, features,
+         correction) = values
+        return cls(
+            Transaction.from_tuple(txn), name, score, tuple(reasons), fraudulent, validated_by,
+            _from_micros(processed), None if account is None else Account.from_tuple(account),
+            tuple(features), correction,
+        )
 
     def to_dict(self) -> dict:
         """The flat JSON-ready form: the transaction's fields plus the attribution."""

@@ -39,11 +39,15 @@ older than all of them (``late`` in the counters) is scored against what is know
 from __future__ import annotations
 
 import bisect
+import functools
+import struct
 import zlib
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from pipeline.domain.scoring import AccountFeatures, facts, score_transaction
+from pipeline.domain.account_features import AccountFeatures, facts
+from pipeline.domain.scoring import score_transaction
+from pipeline.domain.sender_features import sender_vector
 from pipeline.records import Account, Transaction
 
 __all__ = ["LOG_SIZE", "MAX_VERSIONS", "AccountHistory", "Scored", "order_key"]
@@ -60,12 +64,14 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 class Scored(NamedTuple):
-    """A transaction, the account version it belongs to (None: unknown) and its score."""
+    """A transaction, the account version it belongs to (None: unknown), its rules' score
+    and reasons, and its :data:`~pipeline.domain.sender_features.SENDER_FEATURES`."""
 
     transaction: Transaction
     account: Account | None
     risk_score: int
     risk_reasons: tuple[str, ...]
+    features: tuple[float, ...] = ()
 
 
 def order_key(txn: Transaction) -> tuple[int, str]:
@@ -73,10 +79,17 @@ def order_key(txn: Transaction) -> tuple[int, str]:
     return (txn.datetime_occurred - _EPOCH) // _MICROSECOND, txn.transaction_id
 
 
-def _signature(account: Account | None, score: int, reasons: tuple[str, ...]) -> int:
-    """A stable checksum of what a row shows (not ``hash()``: that is salted per process)."""
-    name = account.account_name if account is not None else ""
-    return zlib.crc32(f"{name}\x1f{score}\x1f{chr(31).join(reasons)}".encode())
+@functools.lru_cache(maxsize=4096)
+def _account_signature(account: Account | None) -> int:
+    return zlib.crc32(repr(account.to_tuple()).encode()) if account is not None else 0
+
+
+def _signature(account: Account | None, score: int, reasons: tuple[str, ...],
+               features: tuple[float, ...]) -> int:
+    """A stable checksum of what a row shows and carries on (not ``hash()``: that is salted
+    per process). The account counts whole: its fields reach the sinks and the features."""
+    shown = struct.pack(f"<iI{len(features)}d", score, _account_signature(account), *features)
+    return zlib.crc32("\x1f".join(reasons).encode(), zlib.crc32(shown))
 
 
 def _version_order(version: tuple[int, Account]) -> tuple[int, str]:
@@ -141,7 +154,7 @@ class AccountHistory:
         if self._total is None:
             total = self.base.copy()
             for entry in self.log:
-                total.add_facts(*entry.facts)
+                total.add_facts(entry.facts)
             self._total = total
         return self._total
 
@@ -175,7 +188,7 @@ class AccountHistory:
         total = self._features()  # before the log changes: it is built from the log
         if not log or entry.key > log[-1].key:  # in order: the common case
             scored = self._score(entry, total)
-            total.add_facts(*entry.facts)
+            total.add_facts(entry.facts)
             log.append(entry)
             self._trim()
             return [scored]
@@ -186,11 +199,11 @@ class AccountHistory:
             # Older than every logged transaction: its exact place is lost with the base.
             self.late += 1
             scored = self._score(entry, self.base.copy())
-            self.base.add_facts(*entry.facts)
-            total.add_facts(*entry.facts)
+            self.base.add_facts(entry.facts)
+            self._total = None  # folded out of order: rebuilt in event-time order when needed
             return [scored]
         log.insert(index, entry)
-        total.add_facts(*entry.facts)
+        self._total = None
         rows = self._rescore(range(index, len(log)))
         self._trim()
         return rows
@@ -199,13 +212,14 @@ class AccountHistory:
         provisional = all(at == BEGINNING for at, _ in self.versions)
         keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
         while len(self.log) > keep:
-            self.base.add_facts(*self.log.pop(0).facts)
+            self.base.add_facts(self.log.pop(0).facts)
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
         score, reasons = score_transaction(entry.txn, account, features)
-        entry.emitted = _signature(account, score, reasons)
-        return Scored(entry.txn, account, score, reasons)
+        vector = sender_vector(entry.txn, account, features, score, entry.facts)
+        entry.emitted = _signature(account, score, reasons, vector)
+        return Scored(entry.txn, account, score, reasons, vector)
 
     def _rescore(self, indexes) -> list[Scored]:
         """Scores the log entries at ``indexes`` again; returns those whose row changed."""
@@ -218,7 +232,7 @@ class AccountHistory:
                 scored = self._score(entry, running)
                 if entry.emitted != shown:
                     rows.append(scored)
-            running.add_facts(*entry.facts)
+            running.add_facts(entry.facts)
         return rows
 
     # -- a compact form for Beam state ---------------------------------------------------

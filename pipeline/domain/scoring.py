@@ -1,7 +1,7 @@
 """The risk formula: per-account rolling features and a 0–100 score with reasons.
 
 Pure functions, no Beam: :func:`update` folds a transaction into an account's
-:class:`AccountFeatures`, and :func:`score_transaction` scores a transaction against its
+:class:`~pipeline.domain.account_features.AccountFeatures`, and :func:`score_transaction` scores a transaction against its
 account (``None`` after a left-join miss) and the features of the account's *earlier*
 transactions. Each signal that fires adds its weight from :data:`WEIGHTS` and one reason
 ``"<signal>: <detail> (+<weight>)"``; the sum is capped at 100. A score at or above
@@ -30,12 +30,11 @@ transactions. Each signal that fires adds its weight from :data:`WEIGHTS` and on
 
 from __future__ import annotations
 
-import bisect
-import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
+from pipeline.domain.account_features import AccountFeatures, amount_cents, facts
 from pipeline.domain.currency import to_eur
 from pipeline.records import Account, Transaction
 
@@ -76,8 +75,6 @@ VELOCITY_WINDOW = timedelta(minutes=10)
 VELOCITY_COUNT = 5  # transactions in the window, the scored one included
 BURST_COUNT = 10
 VELOCITY_RATIO = 4.0  # ...and this many times the account's own rate
-RATE_MIN_SPAN = timedelta(hours=1)  # a rate is never estimated over less history
-MAX_RECENT = 32  # newest timestamps kept for velocity; enough to see a burst
 MIN_HISTORY = 5  # earlier (non-failed) transactions before an amount outlier can fire
 OUTLIER_Z = 3.0
 OUTLIER_RATIO = 3.0  # ...and at least this multiple of the mean
@@ -92,146 +89,6 @@ LARGE_AMOUNT_EUR = 10_000.0
 VERY_LARGE_AMOUNT_EUR = 100_000.0
 _WINDOW_S = VELOCITY_WINDOW.total_seconds()
 _WINDOW_MINUTES = int(_WINDOW_S // 60)
-
-
-def amount_cents(txn: Transaction) -> int:
-    """The transaction's amount in EUR cents, rounded: the unit of the amount history.
-
-    >>> amount_cents(Transaction("t", "a", None, "payment", 12.345, "EUR", "completed",
-    ...              datetime(2026, 1, 1, tzinfo=UTC), None, "cleared"))
-    1234
-    """
-    return round(to_eur(txn.amount, txn.currency) * 100)
-
-
-def facts(txn: Transaction) -> tuple[float, int, int | None]:
-    """What the features keep of a transaction: epoch seconds, UTC hour, and the amount in EUR
-    cents (None for a failed transaction, which does not count towards the amounts).
-
-    >>> facts(Transaction("t", "a", None, "payment", 12.5, "EUR", "failed",
-    ...                   datetime(2026, 1, 1, 7, 30, tzinfo=UTC), None, "cleared"))
-    (1767252600.0, 7, None)
-    """
-    seen = txn.datetime_occurred.timestamp()
-    cents = None if txn.transaction_status == "failed" else amount_cents(txn)
-    return seen, int(seen // 3600 % 24), cents
-
-
-class AccountFeatures:
-    """Rolling features of one account's transaction history, folded in place by :meth:`add`.
-
-    Every aggregate is exact and commutative (integers, counts, min/max, the newest
-    timestamps), so the features of a set of transactions do not depend on the order in
-    which they were added: a replay that reads them in another order scores the same.
-
-    Attributes:
-      recent: epoch seconds of the newest MAX_RECENT transactions, ascending.
-      count, sum_cents, sumsq_cents: how many non-failed transactions, and the sum and sum of
-        squares of their amounts in EUR cents.
-      seen, first_seen, last_seen: how many transactions (failed ones included) over which
-        span, in epoch seconds; together they give the account's usual rate.
-      hours: how many of those transactions happened in each UTC hour of the day.
-    """
-
-    __slots__ = ("count", "first_seen", "hours", "last_seen", "recent", "seen", "sum_cents",
-                 "sumsq_cents")
-
-    def __init__(self) -> None:
-        self.recent: list[float] = []
-        self.count = 0
-        self.sum_cents = 0
-        self.sumsq_cents = 0
-        self.seen = 0
-        self.first_seen: float | None = None
-        self.last_seen: float | None = None
-        self.hours = [0] * 24
-
-    def add(self, txn: Transaction) -> None:
-        """Folds one transaction in (in place).
-
-        >>> f = AccountFeatures()
-        >>> f.add(Transaction("t1", "a1", None, "payment", 10.0, "EUR", "completed",
-        ...                   datetime(2026, 1, 1, tzinfo=UTC), None, "cleared"))
-        >>> (f.count, f.mean_eur, len(f.recent), f.hours[0])
-        (1, 10.0, 1, 1)
-        """
-        self.add_facts(*facts(txn))
-
-    def add_facts(self, seen: float, hour: int, cents: int | None) -> None:
-        """Folds in one transaction given as its :func:`facts`."""
-        recent = self.recent
-        if not recent or seen >= recent[-1]:
-            recent.append(seen)
-        else:
-            bisect.insort(recent, seen)
-        if len(recent) > MAX_RECENT:
-            del recent[0]
-        self.seen += 1
-        if self.first_seen is None or seen < self.first_seen:
-            self.first_seen = seen
-        if self.last_seen is None or seen > self.last_seen:
-            self.last_seen = seen
-        self.hours[hour] += 1
-        if cents is not None:
-            self.count += 1
-            self.sum_cents += cents
-            self.sumsq_cents += cents * cents
-
-    def copy(self) -> "AccountFeatures":
-        """An independent copy."""
-        other = AccountFeatures.__new__(AccountFeatures)
-        other.recent = list(self.recent)
-        other.count, other.sum_cents, other.sumsq_cents = self.count, self.sum_cents, self.sumsq_cents
-        other.seen, other.first_seen, other.last_seen = self.seen, self.first_seen, self.last_seen
-        other.hours = list(self.hours)
-        return other
-
-    def to_tuple(self) -> tuple:
-        """The features as a tuple of primitives (for a state coder); see :meth:`from_tuple`."""
-        return (tuple(self.recent), self.count, self.sum_cents, self.sumsq_cents, self.seen,
-                self.first_seen, self.last_seen, tuple(self.hours))
-
-    @classmethod
-    def from_tuple(cls, values: tuple) -> "AccountFeatures":
-        """Inverse of :meth:`to_tuple`."""
-        features = cls.__new__(cls)
-        (recent, features.count, features.sum_cents, features.sumsq_cents, features.seen,
-         features.first_seen, features.last_seen, hours) = values
-        features.recent, features.hours = list(recent), list(hours)
-        return features
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, AccountFeatures) and self.to_tuple() == other.to_tuple()
-
-    def __repr__(self) -> str:
-        return f"AccountFeatures(seen={self.seen}, count={self.count}, mean_eur={self.mean_eur:.2f})"
-
-    @property
-    def mean_eur(self) -> float:
-        """Mean EUR amount of the non-failed transactions (0 without any)."""
-        return self.sum_cents / self.count / 100 if self.count else 0.0
-
-    @property
-    def std_eur(self) -> float:
-        """Sample standard deviation of the EUR amounts (0 below two transactions)."""
-        if self.count < 2:
-            return 0.0
-        # Exact in integers, then one rounding: the same history gives the same float.
-        variance_cents = (self.count * self.sumsq_cents - self.sum_cents**2) / (
-            self.count * (self.count - 1)
-        )
-        return math.sqrt(max(variance_cents, 0.0)) / 100
-
-    def count_between(self, start: float, end: float) -> int:
-        """How many recent transactions happened in ``(start, end]`` (epoch seconds)."""
-        return bisect.bisect_right(self.recent, end) - bisect.bisect_right(self.recent, start)
-
-    def usual_in_window(self) -> float:
-        """How many transactions the account's own rate predicts in VELOCITY_WINDOW."""
-        if not self.seen:
-            return 0.0
-        span = max(self.last_seen - self.first_seen, RATE_MIN_SPAN.total_seconds())
-        return self.seen / span * VELOCITY_WINDOW.total_seconds()
 
 
 def update(features: AccountFeatures, txn: Transaction) -> AccountFeatures:
@@ -252,7 +109,8 @@ def _velocity(features: AccountFeatures, at: float) -> tuple[str, str] | None:
     if len(features.recent) < VELOCITY_COUNT - 1:
         return None
     count = features.count_between(at - _WINDOW_S, at) + 1
-    if count < VELOCITY_COUNT or count < VELOCITY_RATIO * features.usual_in_window():
+    usual = features.usual_per_second() * _WINDOW_S  # what the account's own rate predicts
+    if count < VELOCITY_COUNT or count < VELOCITY_RATIO * usual:
         return None
     signal = "velocity_burst" if count >= BURST_COUNT else "velocity"
     return signal, f"{count} transactions in {_WINDOW_MINUTES} min"

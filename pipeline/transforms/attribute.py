@@ -154,7 +154,9 @@ class AttributeTransactionsFn(beam.DoFn):
 
     Input: ``(account_id, ("account", Account.to_tuple()) | ("transaction",
     Transaction.to_tuple()))``, timestamped with the Kafka timestamp. Output:
-    :class:`AttributedTransaction` (``validated_by="none"``).
+    :class:`AttributedTransaction` (``validated_by="none"``) with the sender's features
+    (:data:`~pipeline.domain.sender_features.SENDER_FEATURES`); ``correction`` is set on every
+    row but the first of a transaction.
 
     State and timers (per account_id):
       HISTORY: the account's :class:`AccountHistory` (versions, features, recent log) plus the
@@ -320,14 +322,14 @@ class AttributeTransactionsFn(beam.DoFn):
             self._counters.inc("high_risk")
         if len(scored) > 1:
             self._counters.inc("corrected", len(scored) - 1)
-        return [self._attributed(row) for row in scored]
+        return [self._attributed(row, correction=i > 0) for i, row in enumerate(scored)]
 
     def _corrections(self, scored: list[Scored]) -> list[AttributedTransaction]:
         if scored:
             self._counters.inc("corrected", len(scored))
-        return [self._attributed(row) for row in scored]
+        return [self._attributed(row, correction=True) for row in scored]
 
-    def _attributed(self, row: Scored) -> AttributedTransaction:
+    def _attributed(self, row: Scored, correction: bool) -> AttributedTransaction:
         return AttributedTransaction(
             transaction=row.transaction,
             account_name=row.account.account_name if row.account is not None else None,
@@ -337,6 +339,8 @@ class AttributeTransactionsFn(beam.DoFn):
             validated_by="none",
             processed_at=self._clock(),
             account=row.account,
+            features=row.features,
+            correction=correction,
         )
 
     # -- timers --------------------------------------------------------------------------

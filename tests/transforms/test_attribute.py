@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from factories import T0, account, transaction
 from pipeline.domain.scoring import THRESHOLD, WEIGHTS
+from pipeline.domain.sender_features import SENDER_FEATURES
 from pipeline.errors import LookupUnavailable
 from pipeline.records import AttributedTransaction, KafkaRecord
 from pipeline.transforms.attribute import LOOKUP_RETRIES, AttributeTransactions
@@ -173,7 +175,10 @@ def test_idle_account_state_without_lookup_leaves_later_transactions_unjoined():
 
 def test_a_full_buffer_lets_transactions_through_unjoined():
     events = [txn_at(10, "t1"), txn_at(11, "t2"), txn_at(12, "t3")]
-    run_step(events, [("t1", None, 70.0), ("t2", None, 71.0), ("t3", None, 12.0)],
+    # All three occurred at T0, so t1 and t2 come before t3 in event time: when each is
+    # released, t3's features (its earlier transactions) change and its row is corrected.
+    run_step(events, [("t1", None, 70.0), ("t2", None, 71.0), ("t3", None, 12.0),
+                      ("t3", None, 70.0), ("t3", None, 71.0)],
              max_buffered=2)
 
 
@@ -210,9 +215,12 @@ def test_scores_with_the_features_of_earlier_transactions():
 def test_a_late_earlier_transaction_corrects_the_rows_after_it():
     weight = WEIGHTS["velocity"]
     first, *rest = burst(5)
+    # t1-t3 keep their score, but each gains an earlier transaction (t0): their features,
+    # which the rows carry on to the model, change, so they are corrected too.
     run_step(
         [acct_at(-1), *rest, first],  # t0 occurred first but arrives last
         [("t1", 0, ()), ("t2", 0, ()), ("t3", 0, ()), ("t4", 0, ()), ("t0", 0, ()),
+         ("t1", 0, ()), ("t2", 0, ()), ("t3", 0, ()),
          ("t4", weight, (f"velocity: 5 transactions in 10 min (+{weight})",))],
         summary=score_summary,
     )
@@ -224,7 +232,9 @@ def test_emits_attributed_transactions_not_yet_validated():
         transaction=txn, account_name="Ada Lovelace", risk_score=0, risk_reasons=(),
         is_fraudulent=False, validated_by="none", processed_at=PROCESSED_AT, account=account(),
     )
-    run_step([acct_at(0), ("transaction", txn, 10)], [expected], summary=lambda row: row)
+    # The sender's features go on with the row (their values: tests/domain).
+    run_step([acct_at(0), ("transaction", txn, 10)], [(expected, len(SENDER_FEATURES))],
+             summary=lambda row: (dataclasses.replace(row, features=()), len(row.features)))
 
 
 @pytest.mark.parametrize("idle_gap, outlier", [(timedelta(days=1), True), (timedelta(days=8), False)])

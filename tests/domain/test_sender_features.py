@@ -1,0 +1,140 @@
+"""Tests of the sender's features: they mean what their names say, and a history's final rows
+carry the same features whatever order its transactions arrived in."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factories import T0, account, transaction
+from pipeline.domain.account_features import MAX_PAIRS, MAX_RECENT, AccountFeatures
+from pipeline.domain.attribution import LOG_SIZE, AccountHistory
+from pipeline.domain.scoring import score_transaction
+from pipeline.domain.sender_features import SENDER_FEATURES, sender_vector
+
+PAYEES = [f"p{i}" for i in range(5)]
+HOUR = 3600
+
+
+def txn(i, seconds, payee=None, amount=40.0, kind="transfer", status="completed"):
+    return transaction(transaction_id=f"t{i:04d}", counterparty_account_id=payee, amount=amount,
+                       transaction_type=kind, transaction_status=status,
+                       datetime_occurred=T0 + timedelta(seconds=seconds))
+
+
+def vector(history: list, current) -> dict[str, float]:
+    features = AccountFeatures()
+    for t in history:
+        features.add(t)
+    score, _ = score_transaction(current, account(), features)
+    return dict(zip(SENDER_FEATURES, sender_vector(current, account(), features, score)))
+
+
+histories = st.lists(
+    st.tuples(st.integers(0, 48 * HOUR), st.sampled_from([None, *PAYEES]),
+              st.sampled_from([10.0, 40.0, 100.0, 2500.0]),
+              st.sampled_from(["transfer", "payment", "withdrawal"])),
+    min_size=0, max_size=MAX_RECENT - 1,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories, st.sampled_from(PAYEES), st.sampled_from([40.0, 100.0]))
+def test_features_match_their_definition(specs, payee, amount):
+    """The counting features, brute force over the earlier transactions (fewer than the
+    recent list and the counterparty table hold, so nothing is cut)."""
+    now = 48 * HOUR + 1
+    earlier = [txn(i, at, p, a, k) for i, (at, p, a, k) in enumerate(specs)]
+    current = txn(999, now, payee, amount)
+    got = vector(earlier, current)
+
+    def within(hours):
+        return [t for t in earlier
+                if t.datetime_occurred > current.datetime_occurred - timedelta(hours=hours)]
+
+    to_payee = [t for t in earlier if t.counterparty_account_id == payee]
+    first_paid = {}
+    for t in sorted(earlier, key=lambda t: t.datetime_occurred):
+        if t.counterparty_account_id:
+            first_paid.setdefault(t.counterparty_account_id, t.datetime_occurred)
+    assert got["history_count"] == len(earlier)
+    assert got["count_1h"] == len(within(1)) and got["count_24h"] == len(within(24))
+    assert got["pair_count"] == len(to_payee)
+    assert got["pair_count_24h"] == sum(t.counterparty_account_id == payee for t in within(24))
+    assert got["payees_24h"] == len({t.counterparty_account_id for t in within(24)} - {None})
+    assert got["new_payees_24h"] == sum(
+        at > current.datetime_occurred - timedelta(hours=24) for at in first_paid.values())
+    assert got["same_amount_24h"] == sum(t.amount == amount for t in within(24))
+    assert got["withdrawals_24h"] == sum(t.transaction_type == "withdrawal" for t in within(24))
+    if to_payee:
+        first = min(t.datetime_occurred for t in to_payee)
+        age = (current.datetime_occurred - first) / timedelta(days=1)
+        assert math.isclose(got["pair_age_days"], age)
+    else:
+        assert math.isnan(got["pair_age_days"])
+    transfers = [t.amount for t in earlier if t.transaction_type == "transfer"]
+    if len(transfers) >= 3:
+        habit = sum(math.log(a * 100) for a in transfers) / len(transfers)
+        assert math.isclose(got["amount_vs_kind_habit"], math.log(amount * 100) - habit,
+                            abs_tol=2e-3)  # levels are rounded to 1/1000 neper
+    else:
+        assert math.isnan(got["amount_vs_kind_habit"])
+
+
+def test_the_vector_has_one_value_per_name():
+    assert len(vector([], txn(0, 0, "p0"))) == len(SENDER_FEATURES) == len(set(SENDER_FEATURES))
+
+
+def test_a_new_payee_at_five_times_the_habit():
+    habit = [txn(i, i * 86_400, "p0", 40.0) for i in range(10)]
+    got = vector(habit, txn(99, 10 * 86_400, "p9", 200.0))
+    assert got["pair_count"] == 0 and got["has_counterparty"] == 1
+    assert math.isclose(got["amount_vs_kind_habit"], math.log(5), abs_tol=2e-3)
+    assert got["amount_kind_z"] > 3  # a steady payer: the spread is the floor
+
+
+def test_repeated_fixed_cash_outs_are_counted():
+    cash = [txn(i, 600 * i, None, 500.0, "withdrawal") for i in range(4)]
+    got = vector(cash, txn(9, 3000, None, 500.0, "withdrawal"))
+    assert got["same_amount_24h"] == 4 and got["withdrawals_24h"] == 4
+    assert got["roundness"] == 2 and math.isnan(got["pair_count"])
+
+
+def test_the_counterparty_table_keeps_the_most_recently_paid():
+    features = AccountFeatures()
+    for i in range(MAX_PAIRS + 5):
+        features.add(txn(i, 60 * i, f"payee{i}"))
+    got = dict(zip(SENDER_FEATURES, sender_vector(txn(999, 10_000, "payee0"), None, features, 0)))
+    assert len(features.pairs) == MAX_PAIRS
+    assert got["pair_count"] == 0  # the five least recent payees left the table
+
+
+def history_rows(arrivals) -> dict:
+    history = AccountHistory()
+    history.add_version(0, account())
+    final = {}
+    for produced, t in arrivals:
+        for row in history.add_transaction(produced, t):
+            final[row.transaction.transaction_id] = (row.risk_score, row.risk_reasons,
+                                                     tuple(map(repr, row.features)))
+    return final
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from([None, *PAYEES]),
+                          st.sampled_from([10.0, 40.0, 100.0, 2500.0])),
+                min_size=LOG_SIZE + 1, max_size=4 * LOG_SIZE),
+       st.lists(st.integers(0, 7), min_size=4 * LOG_SIZE, max_size=4 * LOG_SIZE))
+def test_long_histories_read_a_little_out_of_order_end_the_same(specs, jitter):
+    """Beyond the log (older transactions in the base, the counterparty table evicting), a
+    transaction overtaken by fewer than LOG_SIZE later ones still ends with the same row."""
+    at, txns = 0, []
+    for i, (gap, payee, amount) in enumerate(specs):
+        at += gap
+        txns.append((i, txn(i, at, payee, amount)))
+    in_order = history_rows(txns)
+    shuffled = sorted(txns, key=lambda item: item[0] + jitter[item[0]])
+    assert history_rows(shuffled) == in_order
