@@ -1,0 +1,171 @@
+"""The counterparty step: the receiver's side of the features, in one DoFn per counterparty.
+
+Usage::
+
+    profiled = (
+        attributed  # PCollection[AttributedTransaction], from AttributeTransactions
+        | "ProfileCounterparties" >> ProfileCounterparties()
+    )  # the same rows, their features extended by COUNTERPARTY_FEATURES
+
+Rows with a counterparty are keyed by ``counterparty_account_id`` and go through one stateful
+step whose logic is the pure :class:`~pipeline.domain.counterparty.CounterpartyHistory`: each
+row leaves at once with the features of the counterparty's *earlier* inflows (event time), and
+rows are corrected when an earlier inflow arrives late, so a transaction's final row does not
+depend on the order a run read its inputs in. The account step's own corrections replace the
+row logged for their transaction. Rows without a counterparty skip the shuffle and get
+:data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
+
+State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
+Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
+when its deadline has moved by :data:`GC_SLACK` (no timer per element).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import apache_beam as beam
+from apache_beam.coders import Coder, FastPrimitivesCoder
+from apache_beam.runners.worker.statecache import CacheAware
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.typehints import KV, Any, Tuple
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
+from pipeline.metrics import Counters
+from pipeline.records import AttributedTransaction
+from pipeline.transforms.attribute import DEFAULT_ACCOUNT_IDLE, GC_SLACK, _seconds
+
+__all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
+
+WITH, WITHOUT = "with_counterparty", "without_counterparty"
+
+
+class _History(CounterpartyHistory, CacheAware):
+    """A CounterpartyHistory that Beam's state cache weighs by an estimate, not by walking it."""
+
+    __slots__ = ("gc_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gc_at = 0  # where the GC timer is set (µs)
+
+    def get_referents_for_cache(self) -> list:
+        return []
+
+    def __sizeof__(self) -> int:
+        return 2048 + 1200 * len(self.log)
+
+
+class CounterpartyHistoryCoder(Coder):
+    """Encodes a counterparty history as nested tuples of primitives (no pickling)."""
+
+    _TUPLES = FastPrimitivesCoder()
+
+    def encode(self, history: _History) -> bytes:
+        return self._TUPLES.encode((history.to_tuple(), history.gc_at))
+
+    def decode(self, encoded: bytes) -> _History:
+        values, gc_at = self._TUPLES.decode(encoded)
+        restored = CounterpartyHistory.from_tuple(values)
+        history = _History()
+        history.base, history.log, history.late = restored.base, restored.log, restored.late
+        history.gc_at = gc_at
+        return history
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+class ProfileCounterpartiesFn(beam.DoFn):
+    """Adds the counterparty features to the rows of one counterparty (module docstring).
+
+    Input: ``(counterparty_account_id, AttributedTransaction.to_tuple())``, timestamped with
+    the Kafka timestamp. Output: :class:`AttributedTransaction` with ``COUNTERPARTY_FEATURES``
+    appended to its features.
+
+    State and timers (per counterparty_account_id):
+      HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
+      GC: event-time timer after ``idle`` without inflows; it drops the state.
+    """
+
+    HISTORY = ReadModifyWriteStateSpec("history", CounterpartyHistoryCoder())
+    GC = TimerSpec("gc", TimeDomain.WATERMARK)
+
+    def __init__(self, idle: Duration):
+        self._idle = idle
+        self._counters = Counters(
+            "counterparty_rows", "counterparty_corrected", "counterparty_late_beyond_log",
+            "counterparties_evicted",
+        )
+
+    def start_bundle(self):
+        self._counters.report_zero()
+
+    def process(
+        self,
+        element: tuple[str, tuple],
+        timestamp=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        gc=beam.DoFn.TimerParam(GC),
+    ):
+        _, values = element
+        history = history_state.read() or _History()
+        late = history.late
+        rows = history.add(AttributedTransaction.from_tuple(values))
+        self._counters.inc("counterparty_rows")
+        if len(rows) > 1:
+            self._counters.inc("counterparty_corrected", len(rows) - 1)
+        if history.late > late:
+            self._counters.inc("counterparty_late_beyond_log", history.late - late)
+        deadline = (timestamp + self._idle).micros
+        if deadline > history.gc_at + GC_SLACK.micros or not history.gc_at:
+            history.gc_at = deadline
+            gc.set(Timestamp(micros=deadline))
+        history_state.write(history)
+        yield from rows
+
+    @on_timer(GC)
+    def _on_gc(self, history_state=beam.DoFn.StateParam(HISTORY)):
+        if history_state.read() is not None:
+            self._counters.inc("counterparties_evicted")
+            history_state.clear()
+
+
+def _route(row: AttributedTransaction, _partitions: int) -> int:
+    return 0 if row.transaction.counterparty_account_id is not None else 1
+
+
+def _key(row: AttributedTransaction) -> tuple[str, tuple]:
+    """Keyed by counterparty, as a tuple of primitives: the shuffle encodes it unpickled."""
+    return row.transaction.counterparty_account_id, row.to_tuple()
+
+
+def _no_counterparty(row: AttributedTransaction) -> AttributedTransaction:
+    return dataclasses.replace(row, features=row.features + NO_COUNTERPARTY_VECTOR)
+
+
+class ProfileCounterparties(beam.PTransform):
+    """AttributedTransactions → the same rows with the counterparty features appended.
+
+    Args:
+      idle: how long (event time) without inflows before a counterparty's state is dropped.
+    """
+
+    def __init__(self, idle=DEFAULT_ACCOUNT_IDLE):
+        super().__init__()
+        self._idle = Duration.of(_seconds(idle, "idle"))
+
+    def expand(self, rows):
+        with_cp, without_cp = rows | "SplitByCounterparty" >> beam.Partition(_route, 2)
+        profiled = (
+            with_cp
+            | "KeyByCounterparty" >> beam.Map(_key).with_output_types(KV[str, Tuple[Any, ...]])
+            | "Profile" >> beam.ParDo(ProfileCounterpartiesFn(self._idle))
+            .with_output_types(AttributedTransaction)
+        )
+        passed = without_cp | "NoCounterparty" >> beam.Map(_no_counterparty).with_output_types(
+            AttributedTransaction
+        )
+        return (profiled, passed) | "Merge" >> beam.Flatten()

@@ -1,0 +1,98 @@
+"""Tests of the counterparty step, on the runners that execute it (TestStream for timing)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_stream import TestStream as BeamTestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from factories import T0, transaction
+from pipeline.domain.counterparty import COUNTERPARTY_FEATURES
+from pipeline.records import AttributedTransaction
+from pipeline.transforms.counterparties import ProfileCounterparties
+
+from .pipelines import batch_pipeline, run_and_count, stream_pipeline
+
+INFLOWS = COUNTERPARTY_FEATURES.index("cp_inflows")
+SENDER = (7.0,)  # stands for the sender's features
+
+
+def row(txn_id, minute, sender="a1", cp="mule", correction=False, score=0):
+    txn = transaction(transaction_id=txn_id, account_id=sender, counterparty_account_id=cp,
+                      transaction_type="transfer", datetime_occurred=T0 + timedelta(minutes=minute))
+    return AttributedTransaction(txn, sender, score, features=SENDER, correction=correction)
+
+
+def summary(out: AttributedTransaction):
+    """(id, score, the sender's features kept, earlier inflows or None without a counterparty)."""
+    inflows = out.features[len(SENDER) + INFLOWS]
+    return (out.transaction_id, out.risk_score, out.features[: len(SENDER)],
+            None if math.isnan(inflows) else inflows)
+
+
+def test_rows_get_the_counterparty_features_and_rows_without_one_pass_through():
+    with batch_pipeline() as pipeline:
+        rows = pipeline | beam.Create([row("t1", 0, "a1"), row("t2", 5, "a2"),
+                                       row("t3", 1, "a3", cp=None), row("t4", 2, "a4", cp="shop")])
+        out = rows | ProfileCounterparties()
+        assert_that(out | beam.Map(summary), equal_to([
+            ("t1", 0, SENDER, 0.0), ("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, None),
+            ("t4", 0, SENDER, 0.0),
+        ]))
+
+
+def test_counters():
+    pipeline = batch_pipeline()
+    rows = pipeline | beam.Create([row("t1", 0), row("t2", 5), row("t3", 1, cp=None)])
+    _ = rows | ProfileCounterparties()
+    assert run_and_count(pipeline)["counterparty_rows"] == 2
+
+
+def run_stream(events, expected, **args):
+    stream = BeamTestStream()
+    for event in events:
+        if isinstance(event, int):
+            stream.advance_watermark_to(event)
+        else:
+            record, ts = event
+            stream.add_elements([TimestampedValue(record, ts)])
+    stream.advance_watermark_to_infinity()
+    with stream_pipeline() as pipeline:
+        out = pipeline | stream | ProfileCounterparties(**args)
+        assert_that(out | beam.Map(summary), equal_to(expected))
+
+
+def test_a_late_earlier_inflow_corrects_the_rows_after_it():
+    run_stream(
+        [(row("t2", 10, "a2"), 10), (row("t3", 20, "a3"), 20), (row("t1", 5, "a1"), 30)],
+        [("t2", 0, SENDER, 0.0), ("t3", 0, SENDER, 1.0), ("t1", 0, SENDER, 0.0),
+         ("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)],
+    )
+
+
+def test_a_corrected_row_replaces_the_logged_one():
+    run_stream(
+        [(row("t1", 0, "a1"), 10), (row("t2", 10, "a2"), 20),
+         (row("t1", 0, "a1", correction=True, score=80), 30), (row("t0", -5, "a0"), 40)],
+        [("t1", 0, SENDER, 0.0), ("t2", 0, SENDER, 1.0), ("t1", 80, SENDER, 0.0),
+         ("t0", 0, SENDER, 0.0), ("t1", 80, SENDER, 1.0), ("t2", 0, SENDER, 2.0)],
+    )
+
+
+def test_idle_state_is_dropped():
+    run_stream(
+        [(row("t1", 0, "a1"), 0), 400, (row("t2", 10, "a2"), 500)],
+        [("t1", 0, SENDER, 0.0), ("t2", 0, SENDER, 0.0)],
+        idle=300,
+    )
+
+
+@pytest.mark.parametrize("idle", [0, -1, timedelta(seconds=0)])
+def test_bad_arguments_fail_at_construction(idle):
+    with pytest.raises(ValueError):
+        ProfileCounterparties(idle=idle)
