@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status test test-unit run bench evaluate chaos ui open clean
+.PHONY: help install up down status test test-unit run bench train evaluate chaos ui open clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(STAMP): setup.py versions.env
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --progress-bar off -q --upgrade pip
 	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' | grep -vE '^(Requirement already satisfied|  )' || true
-	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams" && touch $(STAMP)
+	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams, lightgbm" && touch $(STAMP)
 	@echo "[install] done"
 
 up: install ## Install what is missing and start the local stack (Kafka, Postgres, Mongo, S3, Flink, Prometheus)
@@ -49,7 +49,15 @@ run: install ## The demo: stack, validator, simulator and the job on Flink; prin
 bench: install ## Benchmarks: the job on Flink and the FnApiRunner vs a Quix Streams peer and a baseline, same topics; Flink latency; prints JSON
 	@$(PY) -m tools.bench --latency-rates 200,1000
 
-evaluate: install ## Detection quality (precision/recall/F1) of a seeded simulation
+# The `ml` extra (matplotlib) only where it is used, installed quietly once.
+ML := $(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --progress-bar off -q -e '.[ml]'
+
+train: install ## Train the fraud model on simulated data into models/fraud-lgbm-v1 (minutes; replays cached)
+	@$(ML)
+	@$(PY) -m tools.train
+
+evaluate: install ## Detection of the fraud the bank missed, on held-out seeds, per family, leave-one-out; JSON + PNGs
+	@$(ML)
 	@$(PY) -m tools.evaluate
 
 chaos: install ## Flink recovery tests, then a fault-free reference run and every fault over the same seeded input on Flink, reconciled per sink; prints the table (FAULTS=a,b)

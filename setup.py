@@ -43,8 +43,14 @@ setup(
         "pyyaml>=6",
         "requests>=2.31",
         "sqlalchemy>=2",
+        # The fraud model (models/): the job scores with it by default, in the SDK workers.
+        "lightgbm>=4.5,<5",
     ],
     extras_require={
+        # make train / make evaluate: the pictures of the evaluation.
+        "ml": [
+            "matplotlib>=3.8",
+        ],
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",

@@ -1,4 +1,5 @@
-"""The riskpipe job: Kafka → parse → join → score → route → validate → write.
+"""The riskpipe job: Kafka → parse → join → score (rules, counterparties, model) → route →
+validate → write.
 
 Run it on the DirectRunner over a bounded slice of the topics (local debugging)::
 
@@ -26,6 +27,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from pipeline import metrics, preflight
+from pipeline.domain.model import load_artifact
 from pipeline.errors import ConfigurationError, RiskpipeError
 from pipeline.io.kafka import ReadFromKafka, WriteDeadLetters
 from pipeline.io.postgres import (
@@ -36,6 +38,7 @@ from pipeline.io.postgres import (
 from pipeline.options import (
     JoinOptions,
     KafkaOptions,
+    ModelOptions,
     MongoOptions,
     PostgresOptions,
     ResultsOptions,
@@ -45,7 +48,9 @@ from pipeline.options import (
 from pipeline.runners.flags import with_runner_defaults
 from pipeline.runners.savepoint import SavepointAwareFlinkRunner
 from pipeline.transforms.attribute import AttributeTransactions
+from pipeline.transforms.counterparties import ProfileCounterparties
 from pipeline.transforms.decide import DecideFraud
+from pipeline.transforms.model import ScoreWithModel
 from pipeline.transforms.parse import ReadBankRecords
 from pipeline.transforms.results import WriteFraudResults
 from pipeline.transforms.validate import ValidateUnidentified
@@ -55,12 +60,12 @@ logger = logging.getLogger(__name__)
 JOB_NAME = "transaction-attribution"
 OPTION_GROUPS = (
     KafkaOptions, PostgresOptions, MongoOptions, ResultsOptions, ValidatorOptions,
-    JoinOptions, RunOptions,
+    JoinOptions, ModelOptions, RunOptions,
 )
 # The figures printed after a bounded run, in the order of the graph.
 SUMMARY_COUNTERS = (
     "kafka_records_read", "parsed", "dead_lettered", "joined", "expired_unjoined",
-    "scored", "high_risk", "routed_bank_fraudulent", "validated_fraudulent",
+    "scored", "high_risk", "model_alerts", "routed_bank_fraudulent", "validated_fraudulent",
     "postgres_rows_written", "mongo_rows_written", "kafka_records_written",
 )
 
@@ -80,8 +85,9 @@ def s3_args(options: PipelineOptions) -> list[str]:
 
 
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
-    """Adds the whole graph to ``p``: read → parse → attribute (join + score) → decide →
-    write, one labelled step per arrow of the README's architecture."""
+    """Adds the whole graph to ``p``: read → parse → attribute (join + rules + the sender's
+    features) → profile counterparties → score with the model → decide → write, one labelled
+    step per arrow of the README's architecture."""
     kafka = options.view_as(KafkaOptions)
     dsn = options.view_as(PostgresOptions).postgres_dsn
     run = options.view_as(RunOptions)
@@ -104,11 +110,18 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         input_format=kafka.input_format,
     )
     validator = options.view_as(ValidatorOptions)
-    decisions = (
-        (inputs["accounts"], inputs["transactions"])
-        | "AttributeTransactions" >> AttributeTransactions(
-            lookups, ttl=options.view_as(JoinOptions).join_ttl_s
+    scored = (inputs["accounts"], inputs["transactions"]) | "AttributeTransactions" >> (
+        AttributeTransactions(lookups, ttl=options.view_as(JoinOptions).join_ttl_s)
+    )
+    model_path = options.view_as(ModelOptions).model_path
+    if model_path:  # the fraud model scores; without one the rules' score stands
+        scored = (
+            scored
+            | "ProfileCounterparties" >> ProfileCounterparties()
+            | "ScoreWithModel" >> ScoreWithModel(load_artifact(model_path))
         )
+    decisions = (
+        scored
         | "DecideFraud" >> DecideFraud(
             ValidateUnidentified(
                 validator.validator_url,

@@ -11,6 +11,7 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.domain.model import DEFAULT_MODEL_PATH
 from pipeline.domain.shapes import INPUT_FORMATS
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
@@ -23,6 +24,7 @@ from pipeline.local_defaults import (
 __all__ = [
     "JoinOptions",
     "KafkaOptions",
+    "ModelOptions",
     "MongoOptions",
     "PostgresOptions",
     "ResultsOptions",
@@ -183,6 +185,20 @@ class JoinOptions(PipelineOptions):
             default=60,
             help="Seconds a transaction waits for its account before it goes on unjoined "
             "(a LEFT JOIN).",
+        )
+
+
+class ModelOptions(PipelineOptions):
+    """The fraud model that scores every transaction (the rules alone without one)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--model_path",
+            default=env("RISKPIPE_MODEL_PATH", str(DEFAULT_MODEL_PATH)),
+            help="Folder of a model artifact (model.json + model.txt, see models/README.md); "
+            "the default is the one committed with this code (env RISKPIPE_MODEL_PATH). "
+            "'' scores with the explainable rules alone, as before the model.",
         )
 
 

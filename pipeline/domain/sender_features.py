@@ -44,6 +44,7 @@ MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 MIN_HABIT = 3  # earlier amounts of a kind before its habit is known
 LEVEL_STD_FLOOR = 200  # 0.2 neper: steady payers don't get a zero spread
 HIGH_LEVEL = 1099  # ln(3): "three times the habit"
+ABOVE_HABIT_LEVEL = 693  # ln(2): "twice the habit"
 SMALL_CENTS = 300  # card-testing amounts: under 3 EUR
 NEAR_THRESHOLD_EUR = (9_000.0, 10_000.0)  # just under a common 10,000 reporting threshold
 
@@ -64,6 +65,7 @@ SENDER_FEATURES: tuple[str, ...] = (
     "amount_kind_z",  # the same in standard deviations of this type's log-amounts
     "amount_vs_habit",  # ln(amount / geometric mean of all amounts)
     "hour_share",  # share of earlier transactions within +-1 h of this UTC hour
+    "hour_share_before_today",  # share of the transactions older than 24 h in this UTC hour
     "usual_per_day",  # the account's own rate
     "gap_log",  # ln(1 + seconds since the previous transaction)
     # the recent past (the newest MAX_RECENT transactions)
@@ -72,6 +74,7 @@ SENDER_FEATURES: tuple[str, ...] = (
     "count_24h_surprise",  # -log10 of the chance of so many in 24 h at the usual rate
     "failed_1h", "small_1h", "withdrawals_24h",
     "same_amount_24h",  # earlier transactions in 24 h of exactly this amount
+    "same_amount_24h_above_habit",  # the same, when this amount is 2x its type's habit or more
     "high_12h",  # earlier transactions in 12 h at 3x their type's habit or more
     "high_new_payees_24h",  # ...in 24 h, to a counterparty first paid within 24 h
     "spend_24h_vs_daily",  # money out in 24 h against the usual daily outflow
@@ -80,7 +83,9 @@ SENDER_FEATURES: tuple[str, ...] = (
     "pair_count",  # earlier transactions to this counterparty (0: a new payee)
     "pair_age_days", "pair_gap_hours",
     "amount_vs_pair",  # ln(amount / geometric mean paid to this counterparty)
+    "new_payee_vs_habit",  # amount_vs_kind_habit when this counterparty is new, else missing
     "pair_count_24h",
+    "new_pair_count_24h",  # pair_count_24h when the counterparty was first paid within 7 days
     "payees_24h",  # distinct counterparties in 24 h
     "new_payees_24h", "new_payees_7d",  # counterparties first paid within 24 h / 7 days
 )
@@ -123,9 +128,12 @@ def _recent(f: AccountFeatures, fact: Facts, means: list) -> tuple:
     pairs = f.pairs
     day = f.since(new_since)
     count_10m = count_1h = failed_1h = small_1h = withdrawals = same = high = 0
-    high_new = to_cp = spent = 0
+    high_new = to_cp = spent = this_hour = 0
     payees = set()
-    for seen, _, cents, kind, payee, level in day:
+    own_hour = fact.hour
+    for seen, hour, cents, kind, payee, level in day:
+        if hour == own_hour:
+            this_hour += 1
         if seen > hour_ago:
             count_1h += 1
             if cents < 0:
@@ -151,7 +159,7 @@ def _recent(f: AccountFeatures, fact: Facts, means: list) -> tuple:
             if payee == cp:
                 to_cp += 1
     return (len(day), count_10m, count_1h, failed_1h, small_1h, withdrawals, same, high,
-            high_new, spent, to_cp, len(payees))
+            high_new, spent, to_cp, len(payees), this_hour)
 
 
 def sender_vector(
@@ -180,6 +188,7 @@ def sender_vector(
     hours, hour = f.hours, fact.hour
     nearby = hours[hour - 1] + hours[hour] + hours[(hour + 1) % 24]
     hour_share = nearby / seen if seen >= 5 else NAN
+    before_today = seen - len(f.since(at - DAY))
     if seen:
         span = f.last_seen - f.first_seen
         usual_per_day = seen / max(span, RATE_MIN_SPAN_S) * DAY
@@ -188,12 +197,18 @@ def sender_vector(
     else:
         usual_per_day, gap, daily_out = 0.0, NAN, 0.0
     (count_24h, count_10m, count_1h, failed_1h, small_1h, withdrawals, same, high, high_new,
-     spent, to_cp, payees) = _recent(f, fact, means)
+     spent, to_cp, payees, this_hour_24h) = _recent(f, fact, means)
+    before_today = seen - count_24h
+    if before_today >= 5:
+        hour_before_today = (hours[hour] - this_hour_24h) / before_today
+    else:
+        hour_before_today = NAN
     out_now = fact.cents if kind != 3 and fact.cents > 0 else 0
+    above_habit = level >= 0 and mean is not None and level - mean >= ABOVE_HABIT_LEVEL
     spend_ratio = (spent + out_now) / daily_out if daily_out else NAN
     cp = fact.counterparty
     if cp == NO_COUNTERPARTY:
-        pair = (0.0, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
+        pair = (0.0, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
     else:
         new_24h = new_7d = 0
         for first, _, _, _ in f.pairs.values():
@@ -203,12 +218,14 @@ def sender_vector(
                     new_24h += 1
         known = f.pairs.get(cp)
         if known is None:
-            pair = (1.0, 0.0, NAN, NAN, NAN)
+            pair = (1.0, 0.0, NAN, NAN, NAN, vs_kind, float(to_cp), float(to_cp))
         else:
             first, last, n, levels = known
             vs_pair = (level - levels / n) / LEVELS_PER_NEPER if level >= 0 else NAN
-            pair = (1.0, float(n), (at - first) / DAY, (at - last) / HOUR, vs_pair)
-        pair += (float(to_cp), float(payees), float(new_24h), float(new_7d))
+            recent = float(to_cp) if first > at - 7 * DAY else 0.0
+            pair = (1.0, float(n), (at - first) / DAY, (at - last) / HOUR, vs_pair, NAN,
+                    float(to_cp), recent)
+        pair += (float(payees), float(new_24h), float(new_7d))
     known_account, age, share = _account(txn, account, at)
     status = txn.transaction_status
     return (
@@ -220,10 +237,10 @@ def sender_vector(
         float(rule_score),
         known_account, age, share,
         float(f.count), float(counts[kind]),
-        vs_kind, kind_z, vs_all, hour_share, usual_per_day, gap,
+        vs_kind, kind_z, vs_all, hour_share, hour_before_today, usual_per_day, gap,
         float(count_10m), float(count_1h), float(count_24h),
         count_24h / max(usual_per_day, 0.5), poisson_surprise(count_24h, usual_per_day),
-        float(failed_1h), float(small_1h), float(withdrawals), float(same), float(high),
-        float(high_new), spend_ratio,
+        float(failed_1h), float(small_1h), float(withdrawals), float(same),
+        float(same if above_habit else 0), float(high), float(high_new), spend_ratio,
         *pair,
     )

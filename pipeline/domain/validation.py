@@ -5,8 +5,8 @@ transactions wait and are retried with a capped exponential backoff, :func:`retr
 
 When the validator *rejects* a request (any other 4xx: a wrong key, an invalid payload, a body
 too large), asking again will not help and waiting would block the transactions forever. The
-policy decides each affected transaction as not fraudulent, decided by nobody, and flagged
-for a human: :func:`decide_rejected` keeps the row, :func:`rejection_dead_letter` reports it
+policy decides each affected transaction as not fraudulent (unless the fraud model alerted on
+it), decided by nobody, and flagged for a human: :func:`decide_rejected` keeps the row, :func:`rejection_dead_letter` reports it
 on the dead-letter topic with the validator's message.
 
 >>> from datetime import UTC, datetime
@@ -57,11 +57,11 @@ def retry_delay_s(attempt: int) -> float:
 
 
 def decide_rejected(record: AttributedTransaction, reason: str) -> AttributedTransaction:
-    """The row of a transaction the validator refused to judge: not fraudulent, decided by
-    nobody (``validated_by="none"``), with ``"review: <reason>"`` added to its reasons."""
+    """The row of a transaction the validator refused to judge: fraudulent only if the fraud
+    model alerted on it (``is_fraudulent`` as it came), decided by nobody
+    (``validated_by="none"``), with ``"review: <reason>"`` added to its reasons."""
     return dataclasses.replace(
         record,
-        is_fraudulent=False,
         validated_by="none",
         risk_reasons=(*record.risk_reasons, REVIEW_PREFIX + reason),
     )

@@ -2,7 +2,8 @@
 
 ``evaluation == "fraudulent"``: the sender's bank already knows; the transaction is
 fraudulent and ``validated_by = "bank"``. ``"unidentified"``: the fraud validator
-decides. Anything else: cleared, ``validated_by = "none"``.
+decides (the fraud model's alert, already in ``is_fraudulent``, stands beside its verdict).
+Anything else: cleared, ``validated_by = "none"``.
 
     routed = scored | 'RouteByEvaluation' >> RouteByEvaluation()
     routed.decided        # AttributedTransactions with a final verdict

@@ -10,6 +10,11 @@ Usage::
     validated.records        # AttributedTransactions with their verdict
     validated.dead_letters   # DeadLetters of transactions the validator refused to judge
 
+The decision: ``is_fraudulent`` is the validator's verdict, or the fraud model's alert when a
+model scored the row (``ScoreWithModel`` sets ``is_fraudulent`` on alerts before routing):
+either one makes an ``unidentified`` transaction fraudulent. The validator receives the
+row's ``risk_score`` (with a model: its probability on the 0-100 scale) among its inputs.
+
 How: each transaction is keyed by a stable shard (crc32 of its id modulo :data:`NUM_SHARDS`)
 and buffered in the state of :class:`_ValidateFn`. A batch goes to the validator when the
 buffer reaches ``batch_size`` or ``max_wait_s`` after its first transaction (a processing-time
@@ -20,8 +25,9 @@ timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
   backoff (:func:`pipeline.domain.validation.retry_delay_s`, 0.5 s doubling up to 30 s). They
   are validated when the service returns; never dropped, never cleared by default.
 - the validator *rejects* the request (any other 4xx): the transactions are decided by the
-  policy of :mod:`pipeline.domain.validation`: ``is_fraudulent=False``,
-  ``validated_by="none"``, a ``"review: validator rejected the request (HTTP …: …)"`` reason,
+  policy of :mod:`pipeline.domain.validation`: ``is_fraudulent=False`` (unless the fraud
+  model alerted), ``validated_by="none"``, a ``"review: validator rejected the request (HTTP
+  …: …)"`` reason,
   a dead letter with the validator's message, and the counter ``validator_rejected``. A 401
   or 403 refuses the caller, so the whole batch is decided at once; any other rejection
   (422 invalid, 413 too large, 400) may come from one transaction, so the batch is sent again
@@ -382,8 +388,9 @@ class _ValidateFn(beam.DoFn):
         outputs = []
         for (micros, record), verdict in zip(items, verdicts):
             self.counters.inc("validated_fraudulent" if verdict else "validated_clean")
+            # The fraud model's alert (is_fraudulent already set) stands beside the verdict.
             validated = dataclasses.replace(
-                record, is_fraudulent=verdict, validated_by="validator"
+                record, is_fraudulent=verdict or record.is_fraudulent, validated_by="validator"
             )
             outputs.append(TimestampedValue(validated, Timestamp(micros=micros)))
         return outputs

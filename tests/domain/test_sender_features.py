@@ -69,19 +69,37 @@ def test_features_match_their_definition(specs, payee, amount):
         at > current.datetime_occurred - timedelta(hours=24) for at in first_paid.values())
     assert got["same_amount_24h"] == sum(t.amount == amount for t in within(24))
     assert got["withdrawals_24h"] == sum(t.transaction_type == "withdrawal" for t in within(24))
+    first = min((t.datetime_occurred for t in to_payee), default=None)
     if to_payee:
-        first = min(t.datetime_occurred for t in to_payee)
         age = (current.datetime_occurred - first) / timedelta(days=1)
         assert math.isclose(got["pair_age_days"], age)
     else:
         assert math.isnan(got["pair_age_days"])
+    new_payee = not to_payee
+    recently_new = bool(to_payee) and first > current.datetime_occurred - timedelta(days=7)
+    assert got["new_pair_count_24h"] == (got["pair_count_24h"] if new_payee or recently_new
+                                         else 0)
     transfers = [t.amount for t in earlier if t.transaction_type == "transfer"]
     if len(transfers) >= 3:
         habit = sum(math.log(a * 100) for a in transfers) / len(transfers)
         assert math.isclose(got["amount_vs_kind_habit"], math.log(amount * 100) - habit,
                             abs_tol=2e-3)  # levels are rounded to 1/1000 neper
+        if new_payee:
+            assert got["new_payee_vs_habit"] == got["amount_vs_kind_habit"]
+        above = math.log(amount * 100) - habit >= math.log(2) + 1e-3
+        if above:
+            assert got["same_amount_24h_above_habit"] == got["same_amount_24h"]
     else:
         assert math.isnan(got["amount_vs_kind_habit"])
+    if not new_payee:
+        assert math.isnan(got["new_payee_vs_habit"])
+    older = [t for t in earlier if t not in within(24)]
+    if len(older) >= 5:
+        same_hour = sum(t.datetime_occurred.hour == current.datetime_occurred.hour
+                        for t in older)
+        assert math.isclose(got["hour_share_before_today"], same_hour / len(older))
+    else:
+        assert math.isnan(got["hour_share_before_today"])
 
 
 def test_the_vector_has_one_value_per_name():
