@@ -21,7 +21,7 @@ other; the rows of the run before are deleted first, so each run's ``written_at`
 An engine's ``transactions_per_s`` is the simulation's transactions over its wall time (run
 start to last row written), Flink's the saturation's sustained rate. After each run,
 ``rows_check`` says whether every transaction has its row and how many rows equal the first
-engine's (``rows_agree``; account_name, risk_score, risk_reasons). ``ratios``: each engine's
+engine's (``rows_agree``; account_name and the rules' risk_reasons). ``ratios``: each engine's
 transactions/s over each other's. ``--state-cache`` adds the FnApiRunner runs with Beam's
 state cache off. The services are started first (``stack.up``); the rows, topics and Mongo
 database are removed afterwards (``--keep`` keeps them).

@@ -8,8 +8,9 @@
     data.cleanup()                                 # rows, topics, Mongo database
 
 The rows an engine must agree on are the ones every engine computes the same way:
-``account_name``, ``risk_score`` and ``risk_reasons`` (the verdict columns depend on the
-validator, which the baseline and the Quix peer do not call).
+``account_name`` and the rules' signals in ``risk_reasons`` (the verdict columns depend on the
+validator, which the baseline and the Quix peer do not call; the job's ``risk_score`` and the
+first reason are its fraud model's, which they do not run).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ import pymongo
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from pipeline.domain.model import REASON_PREFIX as MODEL_REASON_PREFIX
 from pipeline.main import JOB_NAME
 from pipeline.runners.flags import with_runner_defaults
 from stack.kafka import ensure_topics
 
-__all__ = ["SERVICES", "SeededTopics", "compare_rows", "ratios"]
+__all__ = ["SERVICES", "SeededTopics", "compare_rows", "ratios", "rule_reasons"]
 
 logger = logging.getLogger(__name__)
 # The services of the in-process runs (the Flink runs add the cluster and the worker pool).
@@ -41,8 +43,17 @@ REPO = Path(__file__).resolve().parents[1]
 # How many differing rows a comparison shows.
 EXAMPLES = 3
 
-# A row as the engines must agree on it: (account_name, risk_score, risk_reasons).
+# A row as the engines must agree on it: (account_name, the rules' risk_reasons).
 Row = tuple
+
+
+def rule_reasons(reasons) -> tuple[str, ...]:
+    """The rules' signals of a row's ``risk_reasons``, without the fraud model's entry.
+
+    >>> rule_reasons(["model fraud-lgbm@1: p=0.010 < 0.500", "night: 03:00 UTC (+5)"])
+    ('night: 03:00 UTC (+5)',)
+    """
+    return tuple(r for r in reasons or () if not r.startswith(MODEL_REASON_PREFIX))
 
 
 def compare_rows(ids: list[str], rows: dict[str, Row], reference: dict[str, Row]) -> dict:
@@ -160,11 +171,12 @@ class SeededTopics:
             conn.close()
 
     def rows(self, ids: list[str]) -> dict[str, Row]:
-        """(account_name, risk_score, risk_reasons) of each id's row."""
-        found = self._query("SELECT transaction_id, account_name, risk_score, risk_reasons "
+        """(account_name, the rules' risk_reasons) of each id's row: the fraud model's
+        reason, when the job scored with one, is left out."""
+        found = self._query("SELECT transaction_id, account_name, risk_reasons "
                             "FROM banking.attributed_transactions "
                             "WHERE transaction_id = ANY(%s)", ids)
-        return {tid: (name, score, tuple(reasons or ())) for tid, name, score, reasons in found}
+        return {tid: (name, rule_reasons(reasons)) for tid, name, reasons in found}
 
     def row_count(self, ids: list[str]) -> int:
         (count,), = self._query("SELECT count(*) FROM banking.attributed_transactions "

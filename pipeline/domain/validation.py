@@ -6,8 +6,8 @@ transactions wait and are retried with a capped exponential backoff, :func:`retr
 When the validator *rejects* a request (any other 4xx: a wrong key, an invalid payload, a body
 too large), asking again will not help and waiting would block the transactions forever. The
 policy decides each affected transaction as not fraudulent (unless the fraud model alerted on
-it), decided by nobody, and flagged for a human: :func:`decide_rejected` keeps the row, :func:`rejection_dead_letter` reports it
-on the dead-letter topic with the validator's message.
+it), decided by nobody, and flagged for a human: :func:`decide_rejected` keeps the row,
+:func:`rejection_dead_letter` reports it on the dead-letter topic with the validator's message.
 
 >>> from datetime import UTC, datetime
 >>> from pipeline.records import AttributedTransaction, Transaction
