@@ -110,10 +110,12 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         input_format=kafka.input_format,
     )
     validator = options.view_as(ValidatorOptions)
-    scored = (inputs["accounts"], inputs["transactions"]) | "AttributeTransactions" >> (
-        AttributeTransactions(lookups, ttl=options.view_as(JoinOptions).join_ttl_s)
-    )
     model_path = options.view_as(ModelOptions).model_path
+    scored = (inputs["accounts"], inputs["transactions"]) | "AttributeTransactions" >> (
+        AttributeTransactions(
+            lookups, ttl=options.view_as(JoinOptions).join_ttl_s, features=bool(model_path)
+        )
+    )
     if model_path:  # the fraud model scores; without one the rules' score stands
         scored = (
             scored

@@ -183,8 +183,10 @@ class AttributeTransactionsFn(beam.DoFn):
         account_idle: timedelta | float = DEFAULT_ACCOUNT_IDLE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         clock: Callable[[], datetime] | None = None,
+        features: bool = True,
     ):
         self._lookup_factory = lookup_factory
+        self._features = features
         self._ttl = Duration.of(_seconds(ttl, "ttl"))
         self._account_idle = Duration.of(_seconds(account_idle, "account_idle"))
         if self._account_idle <= self._ttl:
@@ -339,7 +341,7 @@ class AttributeTransactionsFn(beam.DoFn):
             validated_by="none",
             processed_at=self._clock(),
             account=row.account,
-            features=row.features,
+            features=row.features if self._features else (),
             correction=correction,
         )
 
@@ -410,6 +412,8 @@ class AttributeTransactions(beam.PTransform):
         versions and history) is dropped; must exceed ttl.
       max_buffered: transactions waiting per account; beyond, they go on unjoined at once.
       clock: returns ``processed_at``; defaults to the UTC clock.
+      features: whether rows carry the sender's features on (for the fraud model); without,
+        they leave with none, so the later steps do not keep or encode them.
     """
 
     def __init__(
@@ -419,6 +423,7 @@ class AttributeTransactions(beam.PTransform):
         account_idle: timedelta | float = DEFAULT_ACCOUNT_IDLE,
         max_buffered: int = DEFAULT_MAX_BUFFERED,
         clock: Callable[[], datetime] | None = None,
+        features: bool = True,
     ):
         super().__init__()
         if lookup_factory is not None and not callable(lookup_factory):
@@ -426,7 +431,9 @@ class AttributeTransactions(beam.PTransform):
         if clock is not None and not callable(clock):
             raise ValueError(f"clock must be callable, got {clock!r}")
         # Built here so that bad arguments fail at construction, not at expansion.
-        self._fn = AttributeTransactionsFn(lookup_factory, ttl, account_idle, max_buffered, clock)
+        self._fn = AttributeTransactionsFn(
+            lookup_factory, ttl, account_idle, max_buffered, clock, features
+        )
 
     def expand(self, records):
         accounts, transactions = records

@@ -237,6 +237,19 @@ def test_emits_attributed_transactions_not_yet_validated():
              summary=lambda row: (dataclasses.replace(row, features=()), len(row.features)))
 
 
+def test_without_a_model_rows_leave_without_features():
+    """``features=False`` (the job with --model_path=''): the same rows, carrying none."""
+    weight = WEIGHTS["velocity"]
+    run_step(
+        [acct_at(-1), *burst(5)],
+        [("t0", 0, (), 0), ("t1", 0, (), 0), ("t2", 0, (), 0), ("t3", 0, (), 0),
+         ("t4", weight, (f"velocity: 5 transactions in 10 min (+{weight})",), 0)],
+        summary=lambda row: (row.transaction_id, row.risk_score, row.risk_reasons,
+                             len(row.features)),
+        features=False,
+    )
+
+
 @pytest.mark.parametrize("idle_gap, outlier", [(timedelta(days=1), True), (timedelta(days=8), False)])
 def test_idle_history_is_dropped(idle_gap, outlier):
     hours = [txn_at(3600 * i, f"h{i}", datetime_occurred=T0 + timedelta(hours=i))
