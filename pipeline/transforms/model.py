@@ -20,6 +20,11 @@ a call) and the booster scores a batch in one native call, on one thread. Each r
   validation step adds the validator's verdict for ``unidentified`` rows);
 - ``features`` emptied: they have been used, and later steps keep rows in state.
 
+Each row keeps its own timestamp: ``RunInference``'s batching emits a batch at the end of
+the global window, so the step carries the timestamp through the batch and restores it. (A
+row stamped at the end of time would hold the processing-time timers it sets later, in the
+validation and S3 steps, until then: the FnApiRunner ends a bounded run with them pending.)
+
 The model travels inside the pipeline (the artifact's text is part of the handler), so
 workers need no access to the artifact's folder.
 """
@@ -32,6 +37,8 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import metrics
 from pipeline.domain.features import FEATURES
@@ -44,10 +51,14 @@ __all__ = ["FraudModelHandler", "ScoreWithModel"]
 MIN_BATCH, MAX_BATCH = 50, 500
 
 
-class FraudModelHandler(ModelHandler[AttributedTransaction, PredictionResult, FraudModel]):
-    """Loads the artifact's booster; scores a batch of rows in one call.
+# An example: a row and its timestamp in microseconds.
+Stamped = tuple[int, AttributedTransaction]
 
-    Each :class:`PredictionResult` holds the row and ``(probability, reason)``.
+
+class FraudModelHandler(ModelHandler[Stamped, PredictionResult, FraudModel]):
+    """Loads the artifact's booster; scores a batch of ``(timestamp_micros, row)`` in one call.
+
+    Each :class:`PredictionResult` holds the example and ``(probability, reason)``.
     """
 
     def __init__(self, artifact: ModelArtifact):
@@ -58,9 +69,9 @@ class FraudModelHandler(ModelHandler[AttributedTransaction, PredictionResult, Fr
         return FraudModel(self._artifact)
 
     def run_inference(
-        self, batch: Sequence[AttributedTransaction], model: FraudModel, inference_args=None
+        self, batch: Sequence[Stamped], model: FraudModel, inference_args=None
     ) -> Iterable[PredictionResult]:
-        X = np.array([row.features for row in batch], dtype=np.float64)
+        X = np.array([row.features for _, row in batch], dtype=np.float64)
         probabilities = model.probabilities(X)
         alerts = np.flatnonzero(probabilities >= model.threshold)
         reasons = [model.reason(p) for p in probabilities]
@@ -68,19 +79,23 @@ class FraudModelHandler(ModelHandler[AttributedTransaction, PredictionResult, Fr
             for i, shares in zip(alerts, model.contributions(X[alerts])):
                 reasons[i] = model.reason(probabilities[i], X[i], shares)
         return [
-            PredictionResult(row, (float(p), reason), model.label)
-            for row, p, reason in zip(batch, probabilities, reasons)
+            PredictionResult(example, (float(p), reason), model.label)
+            for example, p, reason in zip(batch, probabilities, reasons)
         ]
 
-    def get_num_bytes(self, batch: Sequence[AttributedTransaction]) -> int:
+    def get_num_bytes(self, batch: Sequence[Stamped]) -> int:
         return 8 * len(FEATURES) * len(batch)  # the feature matrix (the default pickles it)
 
     def get_metrics_namespace(self) -> str:
         return metrics.NAMESPACE
 
 
+def _stamp(row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam) -> Stamped:
+    return timestamp.micros, row
+
+
 class _ApplyScoreFn(beam.DoFn):
-    """Writes a prediction into its row (see the module docstring)."""
+    """Writes a prediction into its row, at the row's own timestamp (module docstring)."""
 
     def __init__(self, threshold: float):
         self._threshold = threshold
@@ -90,17 +105,17 @@ class _ApplyScoreFn(beam.DoFn):
         self._counters.report_zero()
 
     def process(self, result: PredictionResult):
-        row: AttributedTransaction = result.example
+        micros, row = result.example
         probability, reason = result.inference
         score = risk_score(probability, self._threshold)
         alert = probability >= self._threshold
         self._counters.inc("model_scored")
         if alert:
             self._counters.inc("model_alerts")
-        yield dataclasses.replace(
+        yield TimestampedValue(dataclasses.replace(
             row, risk_score=score, risk_reasons=(reason, *row.risk_reasons),
             is_fraudulent=alert, features=(),
-        )
+        ), Timestamp(micros=micros))
 
 
 class ScoreWithModel(beam.PTransform):
@@ -121,6 +136,7 @@ class ScoreWithModel(beam.PTransform):
     def expand(self, rows):
         return (
             rows
+            | "Stamp" >> beam.Map(_stamp)
             | "RunInference" >> RunInference(FraudModelHandler(self._artifact))
             | "ApplyScores" >> beam.ParDo(_ApplyScoreFn(float(self._artifact.meta["threshold"])))
             .with_output_types(AttributedTransaction)

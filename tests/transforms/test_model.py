@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
 
 from factories import transaction
 from pipeline.domain.features import FEATURES
@@ -47,6 +48,20 @@ def test_counters(tmp_path):
     _ = rows | ScoreWithModel(tiny_artifact(tmp_path / "m"))
     counts = run_and_count(pipeline)
     assert counts["model_scored"] == 60 and counts["model_alerts"] == 3
+
+
+def test_rows_keep_their_own_timestamps(tmp_path):
+    """RunInference emits its batches at the end of the global window; the rows leave at the
+    timestamps they came with."""
+    stamped = [TimestampedValue(row(f"t{i}", LARGE if i % 2 else 0.0), 1_000 + i)
+               for i in range(70)]
+    with batch_pipeline() as pipeline:
+        rows = pipeline | beam.Create(stamped)
+        out = rows | ScoreWithModel(tiny_artifact(tmp_path / "m"))
+        assert_that(
+            out | beam.Map(lambda r, ts=beam.DoFn.TimestampParam: (r.transaction_id, float(ts))),
+            equal_to([(f"t{i}", 1_000.0 + i) for i in range(70)]),
+        )
 
 
 def test_a_bad_artifact_fails_at_construction():
