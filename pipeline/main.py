@@ -65,7 +65,7 @@ OPTION_GROUPS = (
 # The figures printed after a bounded run, in the order of the graph.
 SUMMARY_COUNTERS = (
     "kafka_records_read", "parsed", "dead_lettered", "joined", "expired_unjoined",
-    "scored", "high_risk", "model_alerts", "routed_bank_fraudulent", "validated_fraudulent",
+    "scored", "high_risk", "corrected", "counterparty_corrected", "model_alerts", "routed_bank_fraudulent", "validated_fraudulent",
     "postgres_rows_written", "mongo_rows_written", "kafka_records_written",
 )
 
