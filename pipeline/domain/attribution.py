@@ -134,15 +134,19 @@ class AccountHistory:
       base: features of the transactions that left the log (all older than the logged ones).
       log: the newest transactions by event time, at most LOG_SIZE.
       late: how many inputs arrived too late to be placed exactly (older than the log).
+      with_features: whether rows carry the sender's features (a fraud model reads them);
+        without, ``Scored.features`` is empty and a row is emitted again only when what it
+        shows changes. Not part of the state: its owner sets it.
     """
 
-    __slots__ = ("_total", "base", "late", "log", "versions")
+    __slots__ = ("_total", "base", "late", "log", "versions", "with_features")
 
-    def __init__(self) -> None:
+    def __init__(self, with_features: bool = True) -> None:
         self.versions: list[tuple[int, Account]] = []
         self.base = AccountFeatures()
         self.log: list[_Entry] = []
         self.late = 0
+        self.with_features = with_features
         self._total: AccountFeatures | None = None
 
     @property
@@ -217,7 +221,8 @@ class AccountHistory:
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
         score, reasons = score_transaction(entry.txn, account, features)
-        vector = sender_vector(entry.txn, account, features, score, entry.facts)
+        vector = (sender_vector(entry.txn, account, features, score, entry.facts)
+                  if self.with_features else ())
         entry.emitted = _signature(account, score, reasons, vector)
         return Scored(entry.txn, account, score, reasons, vector)
 
@@ -256,5 +261,6 @@ class AccountHistory:
             _Entry(produced, Transaction.from_tuple(txn), emitted) for produced, txn, emitted in log
         ]
         history.late = late
+        history.with_features = True
         history._total = None
         return history

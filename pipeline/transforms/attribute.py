@@ -226,6 +226,7 @@ class AttributeTransactionsFn(beam.DoFn):
         record = Account.from_tuple(values) if kind == ACCOUNT else Transaction.from_tuple(values)
         produced = timestamp.micros
         history = history_state.read() or _History()
+        history.with_features = self._features
         late = history.late
         if kind == ACCOUNT:
             rows = self._corrections(history.add_version(produced, record))
@@ -341,7 +342,7 @@ class AttributeTransactionsFn(beam.DoFn):
             validated_by="none",
             processed_at=self._clock(),
             account=row.account,
-            features=row.features if self._features else (),
+            features=row.features,
             correction=correction,
         )
 
@@ -358,6 +359,7 @@ class AttributeTransactionsFn(beam.DoFn):
         history = history_state.read()
         if history is None or not history.waiting:
             return
+        history.with_features = self._features
         if 0 < history.lookups_failed <= LOOKUP_RETRIES:
             # The store was unreachable: ask again before anything goes on unjoined.
             self._look_up(key, history)
@@ -383,6 +385,7 @@ class AttributeTransactionsFn(beam.DoFn):
         history = history_state.read()
         if history is None:
             return
+        history.with_features = self._features
         if history.waiting:  # the expiry comes first; look again later
             gc.set(fired + self._ttl)
             return
@@ -412,8 +415,9 @@ class AttributeTransactions(beam.PTransform):
         versions and history) is dropped; must exceed ttl.
       max_buffered: transactions waiting per account; beyond, they go on unjoined at once.
       clock: returns ``processed_at``; defaults to the UTC clock.
-      features: whether rows carry the sender's features on (for the fraud model); without,
-        they leave with none, so the later steps do not keep or encode them.
+      features: whether rows carry the sender's features (for the fraud model); without, the
+        step does not compute them, rows leave with none, and a row is emitted again only
+        when what it shows changes.
     """
 
     def __init__(

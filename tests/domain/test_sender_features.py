@@ -156,3 +156,42 @@ def test_long_histories_read_a_little_out_of_order_end_the_same(specs, jitter):
     in_order = history_rows(txns)
     shuffled = sorted(txns, key=lambda item: item[0] + jitter[item[0]])
     assert history_rows(shuffled) == in_order
+
+
+def final_rows(arrivals, with_features: bool) -> dict:
+    """The last row of each transaction: (score, reasons, features, account name)."""
+    history = AccountHistory(with_features=with_features)
+    final = {}
+    for produced, item in arrivals:
+        rows = (history.add_version(produced, item) if hasattr(item, "account_name")
+                else history.add_transaction(produced, item))
+        for row in rows:
+            final[row.transaction.transaction_id] = (
+                row.risk_score, row.risk_reasons, row.features,
+                row.account.account_name if row.account else None,
+            )
+    return final
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from([None, *PAYEES]),
+                          st.sampled_from([10.0, 40.0, 100.0, 2500.0])),
+                min_size=1, max_size=3 * LOG_SIZE),
+       st.randoms(use_true_random=False))
+def test_without_features_the_rows_show_the_same_and_carry_none(specs, rng):
+    """A history that computes no features (the job without a model) gives every transaction
+    the same final score, reasons and account as one that does, in any arrival order, and
+    its rows carry no features."""
+    at, arrivals = 0, [(0, account(account_name="Ann")), (10**9, account(account_name="Bo"))]
+    for i, (gap, payee, amount) in enumerate(specs):
+        at += gap
+        arrivals.append((i * 1000, txn(i, at, payee, amount)))
+    rng.shuffle(arrivals)
+    full = final_rows(arrivals, with_features=True)
+    bare = final_rows(arrivals, with_features=False)
+    assert sorted(bare) == sorted(full) == sorted(f"t{i:04d}" for i in range(len(specs)))
+    assert all(features == () for _, _, features, _ in bare.values())
+    assert all(len(features) == len(SENDER_FEATURES) for _, _, features, _ in full.values())
+    assert {tid: (s, r, n) for tid, (s, r, _, n) in bare.items()} == {
+        tid: (s, r, n) for tid, (s, r, _, n) in full.items()
+    }
