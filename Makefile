@@ -17,7 +17,10 @@ $(STAMP): setup.py versions.env
 	@echo "[install] creating $(VENV) and installing riskpipe (first run downloads Apache Beam and friends)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --progress-bar off -q --upgrade pip
-	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' | grep -vE '^(Requirement already satisfied|  )' || true
+	@echo "[install] pip install -e '.[test,bench]' (a few minutes the first time; log: $(VENV)/install.log)"
+	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' > $(VENV)/install.log 2>&1 \
+		|| { tail -n 25 $(VENV)/install.log; echo "[install] pip failed; the whole log: $(VENV)/install.log"; exit 1; }
+	@echo "[install] $$(grep '^Successfully installed' $(VENV)/install.log | wc -w | awk '{print ($$1 > 2 ? $$1 - 2 : 0)}') packages installed"
 	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams" && touch $(STAMP)
 	@echo "[install] done"
 
