@@ -21,7 +21,9 @@ $(STAMP): setup.py versions.env
 	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 25 $(VENV)/install.log; echo "[install] pip failed; the whole log: $(VENV)/install.log"; exit 1; }
 	@echo "[install] $$(grep '^Successfully installed' $(VENV)/install.log | wc -w | awk '{print ($$1 > 2 ? $$1 - 2 : 0)}') packages installed"
-	@$(PY) -W ignore -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams" && touch $(STAMP)
+	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams" 2> $(VENV)/import-check.log \
+		|| { cat $(VENV)/import-check.log; exit 1; }
+	@touch $(STAMP)
 	@echo "[install] done"
 
 up: install ## Install what is missing and start the local stack (Kafka, Postgres, Mongo, S3, Flink, Prometheus)
