@@ -153,7 +153,7 @@ class AccountHistory:
         version = (produced, account)
         if version in self.versions:
             return []
-        if BEGINNING != produced <= self.base_produced:
+        if produced != BEGINNING and produced <= self.base_produced:
             # Transactions that left the log may have taken another version: their rows
             # cannot be corrected any more.
             self.late += 1
@@ -209,8 +209,7 @@ class AccountHistory:
         while len(self.log) > keep:
             entry = self.log.pop(0)
             self.base.add_facts(*entry.facts)
-            if entry.produced > self.base_produced:
-                self.base_produced = entry.produced
+            self.base_produced = max(self.base_produced, entry.produced)
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
