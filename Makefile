@@ -17,8 +17,13 @@ $(STAMP): setup.py versions.env
 	@echo "[install] creating $(VENV) and installing riskpipe (first run downloads Apache Beam and friends)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --progress-bar off -q --upgrade pip
-	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' | grep -vE '^(Requirement already satisfied|  )' || true
-	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams, lightgbm" && touch $(STAMP)
+	@echo "[install] pip install -e '.[test,bench]' (a few minutes the first time; log: $(VENV)/install.log)"
+	@$(PY) -m pip install --progress-bar off -e '.[test,bench]' > $(VENV)/install.log 2>&1 \
+		|| { tail -n 25 $(VENV)/install.log; echo "[install] pip failed; the whole log: $(VENV)/install.log"; exit 1; }
+	@echo "[install] $$(grep '^Successfully installed' $(VENV)/install.log | wc -w | awk '{print ($$1 > 2 ? $$1 - 2 : 0)}') packages installed"
+	@$(PY) -c "import apache_beam, confluent_kafka, psycopg2, pymongo, quixstreams, lightgbm" 2> $(VENV)/import-check.log \
+		|| { cat $(VENV)/import-check.log; exit 1; }
+	@touch $(STAMP)
 	@echo "[install] done"
 
 up: install ## Install what is missing and start the local stack (Kafka, Postgres, Mongo, S3, Flink, Prometheus)
@@ -39,7 +44,7 @@ test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m pytest tests -m serial --ignore=tests/e2e/test_flink_recovery.py
 
 test-unit: install ## The tests that need no service, in seconds; starts nothing
-	@RISKPIPE_NO_SERVICES=1 $(PY) -m pytest tests -m "not services" -q -n 2
+	@RISKPIPE_NO_SERVICES=1 $(PY) -m pytest tests -m "not services" -q -n 2 --dist worksteal
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m tools.demo

@@ -73,6 +73,13 @@ class Supervisor(Service):
         supervision.save({})
         heartbeat_path().unlink(missing_ok=True)
 
+    def down(self) -> bool:
+        stopped = super().down()
+        # Its last heartbeat is fresh for a few more seconds: without it, a supervisor just
+        # stopped would still look healthy, and `make down` would report it running.
+        heartbeat_path().unlink(missing_ok=True)
+        return stopped
+
     def probe(self) -> None:
         try:
             age = time.time() - heartbeat_path().stat().st_mtime

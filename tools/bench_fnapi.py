@@ -69,3 +69,9 @@ def run_join_only(data: SeededTopics, group: str, *extra: str) -> dict:
     wall, figures = _timed(p)
     return {"seconds": round(wall, 3), "joined": figures["joined"],
             "transactions_per_s": round(figures["joined"] / wall, 1)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        "tools.bench_fnapi is a library, not a command: it is used by python -m tools.bench, python -m tools.evaluate"
+    )

@@ -41,3 +41,9 @@ def riskpipe_counters(job_id: str, namespace: str = "riskpipe") -> dict[str, int
                 name = labels.get("NAME", "?")
                 totals[name] = totals.get(name, 0) + _varint(base64.b64decode(info["payload"]))
     return totals
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        "tools.flink_counters is a library, not a command: it is used by python -m tools.demo"
+    )

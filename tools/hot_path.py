@@ -155,3 +155,9 @@ class HotPath:
             ))[1])
             for row in scored
         ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        "tools.hot_path is a library, not a command: it is used by python -m tools.baseline, python -m tools.quix_peer, python -m tools.bench"
+    )

@@ -174,3 +174,9 @@ def _query(duckdb, root: str) -> list[dict]:
         cursor = connection.execute(fraud_lookup_sql(root))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(
+        "tools.queries is a library, not a command: it is used by the tests and docs/results-queries.md"
+    )

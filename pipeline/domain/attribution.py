@@ -133,13 +133,15 @@ class AccountHistory:
       versions: ``[(produced_micros, Account)]`` by production time, at most MAX_VERSIONS.
       base: features of the transactions that left the log (all older than the logged ones).
       log: the newest transactions by event time, at most LOG_SIZE.
-      late: how many inputs arrived too late to be placed exactly (older than the log).
+      late: how many inputs arrived too late to be placed exactly: a transaction older than
+        the log, or an account version produced before a transaction already in ``base``.
+      base_produced: the newest production time among the transactions in ``base``.
       with_features: whether rows carry the sender's features (a fraud model reads them);
         without, ``Scored.features`` is empty and a row is emitted again only when what it
         shows changes. Not part of the state: its owner sets it.
     """
 
-    __slots__ = ("_total", "base", "late", "log", "versions", "with_features")
+    __slots__ = ("_total", "base", "base_produced", "late", "log", "versions", "with_features")
 
     def __init__(self, with_features: bool = True) -> None:
         self.versions: list[tuple[int, Account]] = []
@@ -147,6 +149,7 @@ class AccountHistory:
         self.log: list[_Entry] = []
         self.late = 0
         self.with_features = with_features
+        self.base_produced = BEGINNING
         self._total: AccountFeatures | None = None
 
     @property
@@ -167,6 +170,10 @@ class AccountHistory:
         version = (produced, account)
         if version in self.versions:
             return []
+        if produced != BEGINNING and produced <= self.base_produced:
+            # Transactions that left the log may have taken another version: their rows
+            # cannot be corrected any more.
+            self.late += 1
         before = [_version_at(self.versions, entry.produced) for entry in self.log]
         if produced != BEGINNING:
             # A version from the lookup (the table's row today, valid "from the start") only
@@ -204,6 +211,7 @@ class AccountHistory:
             self.late += 1
             scored = self._score(entry, self.base.copy())
             self.base.add_facts(entry.facts)
+            self.base_produced = max(self.base_produced, produced)
             self._total = None  # folded out of order: rebuilt in event-time order when needed
             return [scored]
         log.insert(index, entry)
@@ -216,7 +224,9 @@ class AccountHistory:
         provisional = all(at == BEGINNING for at, _ in self.versions)
         keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
         while len(self.log) > keep:
-            self.base.add_facts(self.log.pop(0).facts)
+            entry = self.log.pop(0)
+            self.base.add_facts(entry.facts)
+            self.base_produced = max(self.base_produced, entry.produced)
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
@@ -248,12 +258,13 @@ class AccountHistory:
             self.base.to_tuple(),
             tuple((e.produced, e.txn.to_tuple(), e.emitted) for e in self.log),
             self.late,
+            self.base_produced,
         )
 
     @classmethod
     def from_tuple(cls, values: tuple) -> "AccountHistory":
         """Inverse of :meth:`to_tuple`."""
-        versions, base, log, late = values
+        versions, base, log, late, base_produced = values
         history = cls.__new__(cls)
         history.versions = [(at, Account.from_tuple(account)) for at, account in versions]
         history.base = AccountFeatures.from_tuple(base)
@@ -262,5 +273,6 @@ class AccountHistory:
         ]
         history.late = late
         history.with_features = True
+        history.base_produced = base_produced
         history._total = None
         return history

@@ -115,6 +115,7 @@ class HistoryCoder(Coder):
         history.versions, history.base, history.log, history.late = (
             restored.versions, restored.base, restored.log, restored.late
         )
+        history.base_produced = restored.base_produced
         history.waiting, history.deadline = waiting, deadline
         history.lookups_failed, history.gc_at = lookups_failed, gc_at
         return history

@@ -12,6 +12,7 @@ from simulator.fraud.plan import (
     Context,
     Plan,
     Planned,
+    distinct,
     new_payee,
     transfer_habit,
 )
@@ -168,11 +169,16 @@ def leaked_account(ctx: Context, rng: random.Random, t: float) -> Plan:
     span = rng.uniform(HOUR, 12 * HOUR)
     plan = []
     for _ in range(rng.randint(2, 6)):
-        other = _another_account(ctx, rng, p) if rng.random() < 0.6 else None
-        if other is not None:
+        others = []
+        if rng.random() < 0.6:
+            # Another account of the bank; none in a bank with no other (then a shop).
+            others = distinct(ctx.pick_established, rng, 1, {p.index}) or distinct(
+                ctx.pick_any, rng, 1, {p.index}
+            )
+        if others:
             amount = transfer_habit(p, rng) * rng.uniform(3, 8)
             plan.append(
-                Planned(rng.uniform(0, span), p, "transfer", amount, other.account_id)
+                Planned(rng.uniform(0, span), p, "transfer", amount, others[0].account_id)
             )
         else:
             amount = p.typical_amount(rng) * rng.uniform(3, 8)
@@ -183,12 +189,3 @@ def leaked_account(ctx: Context, rng: random.Random, t: float) -> Plan:
             )
     return plan
 
-
-def _another_account(ctx: Context, rng: random.Random, p):
-    """An account of the bank other than ``p``, or None in a bank that has no other."""
-    for pick in (ctx.pick_established, ctx.pick_any):
-        for _ in range(30):
-            other = pick(rng)
-            if other is not p:
-                return other
-    return None

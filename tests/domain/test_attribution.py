@@ -161,3 +161,39 @@ def test_a_backlog_read_before_its_account_is_corrected_whole():
     assert len(corrected) == 3 * LOG_SIZE
     assert {r.account.account_name for r in corrected} == {"First"}
     assert len(history.log) == LOG_SIZE
+
+
+def _history_with_a_long_past(first_version_at: int):
+    """One version, then LOG_SIZE + 8 transactions a minute apart (8 of them leave the log)."""
+    history = AccountHistory()
+    history.add_version(first_version_at, account(account_name="First"))
+    for i in range(LOG_SIZE + 8):
+        history.add_transaction(micros(timedelta(minutes=i + 1)),
+                                transaction(transaction_id=f"t{i:03d}",
+                                            datetime_occurred=T0 + timedelta(minutes=i)))
+    return history
+
+
+def test_a_version_for_transactions_that_left_the_log_is_counted_late():
+    """The second version was produced after t002: t002..t007 (out of the log) should have
+    it, and their rows can no longer be corrected. The loss is counted, not silent."""
+    history = _history_with_a_long_past(0)
+    assert history.late == 0
+    rows = history.add_version(micros(timedelta(minutes=3)), account(account_name="Second"))
+    assert history.late == 1
+    # The logged transactions are still corrected.
+    assert len(rows) == LOG_SIZE and {r.account.account_name for r in rows} == {"Second"}
+
+
+def test_a_version_newer_than_every_transaction_that_left_the_log_is_not_late():
+    history = _history_with_a_long_past(0)
+    # Produced after t007, the newest transaction that left the log (produced at minute 8).
+    history.add_version(micros(timedelta(minutes=8, seconds=30)), account(account_name="Second"))
+    assert history.late == 0
+
+
+def test_the_late_count_and_its_bound_survive_the_tuple_form():
+    history = _history_with_a_long_past(0)
+    restored = AccountHistory.from_tuple(history.to_tuple())
+    restored.add_version(micros(timedelta(minutes=3)), account(account_name="Second"))
+    assert restored.late == 1

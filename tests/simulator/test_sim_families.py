@@ -27,12 +27,12 @@ NEW_FAMILIES = (
 )
 
 
-def simulate(scenarios, count=25_000, **overrides):
+def simulate(scenarios, count=10_000, **overrides):
     config = SimConfig(
         **{
             "seed": 13,
             "accounts": 400,
-            "fraud_rate": 0.03,
+            "fraud_rate": 0.06,
             "scenarios": scenarios,
             **overrides,
         }
@@ -99,7 +99,7 @@ def test_a_selected_family_and_only_it_is_in_ground_truth(by_family, name):
 
 
 def test_all_families_appear_by_default():
-    _, events = simulate(tuple(fraud.SCENARIOS), count=60_000, accounts=300)
+    _, events = simulate(tuple(fraud.SCENARIOS), count=25_000, accounts=300)
     assert {
         t.truth["scenario"] for t in events if type(t) is TransactionEvent and t.truth
     } == set(fraud.SCENARIOS)

@@ -16,10 +16,11 @@ def test_ready(prometheus_url):
     assert _get(f"{prometheus_url}/-/ready")[0] == 200
 
 
-def test_targets_include_flink_and_validator(prometheus_url):
+def test_targets_include_flink_both_taskmanagers_and_validator(prometheus_url):
     expected = {
         "flink-jobmanager": "http://127.0.0.1:9249/metrics",
         "flink-taskmanager": "http://127.0.0.1:9250/metrics",
+        "flink-taskmanager2": "http://127.0.0.1:9251/metrics",
         "validator": "http://127.0.0.1:8000/metrics",
     }
     targets, deadline = {}, time.monotonic() + TIMEOUT_S

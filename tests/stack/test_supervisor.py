@@ -127,6 +127,10 @@ def test_down_is_not_undone_and_leaves_no_process(own_stack):
     stack.down(["workerpool", "validator", "supervisor"])
     assert [name for name, pid in pids.items() if process.is_alive(pid)] == []
     assert not process.port_open(config.HOST, config.port("WORKER_POOL"))
+    # What `python -m stack down` (make down) checks before it exits 0: a supervisor just
+    # stopped must not look healthy by its last heartbeat.
+    states = {row.service: row.state for row in stack.status(list(pids))}
+    assert states == {name: "stopped" for name in pids}
 
 
 class _CrashAtStart(Service):

@@ -1,0 +1,50 @@
+"""make evaluate's arithmetic (tools.detection), on hand-made rows: no model, no services."""
+
+import numpy as np
+
+from tools import detection
+from tools.replay import Dataset
+
+
+def _dataset(is_fraud, bank_labelled, scenario):
+    n = len(is_fraud)
+    return Dataset(
+        ids=np.array([f"t{i}" for i in range(n)]),
+        X=np.zeros((n, 1)),
+        is_fraud=np.array(is_fraud),
+        bank_labelled=np.array(bank_labelled),
+        scenario=np.array(scenario),
+        rule_score=np.zeros(n, dtype=int),
+        evaluation=np.array(["fraudulent" if b else "unidentified" for b in bank_labelled]),
+        validator_below_alert=np.zeros(n, dtype=bool),
+        validator_with_rules=np.zeros(n, dtype=bool),
+    )
+
+
+def test_fraud_the_bank_labelled_leaves_positives_negatives_and_alert_rate():
+    data = _dataset(
+        is_fraud=[True, True, True, False, False, False, False, False],
+        bank_labelled=[True, False, False, False, False, False, False, False],
+        scenario=["card_testing", "mule_inflow", "mule_inflow", "", "", "", "", ""],
+    )
+    honest = detection.honest(data)
+    assert honest.ids.tolist() == ["t1", "t2", "t3", "t4", "t5", "t6", "t7"]
+    # t1 caught, t2 missed, t3 a false alarm
+    alerts = np.array([True, False, True, False, False, False, False])
+    figures = detection.confusion(alerts, honest.is_fraud)
+    assert (figures["tp"], figures["fp"], figures["fn"]) == (1, 1, 1)
+    assert figures["precision"] == 0.5 and figures["recall"] == 0.5 and figures["f1"] == 0.5
+    assert figures["alert_rate"] == round(2 / 7, 5) and figures["positives"] == 2
+
+
+def test_no_alert_and_no_fraud_give_zeros_not_errors():
+    figures = detection.confusion(np.zeros(3, dtype=bool), np.zeros(3, dtype=bool))
+    assert figures["precision"] == figures["recall"] == figures["f1"] == 0.0
+    assert detection.average_precision(np.array([0.3, 0.1]), np.array([False, False])) == 0.0
+
+
+def test_average_precision_of_a_hand_ranked_list():
+    # ranked: fraud, ordinary, fraud, ordinary: precision 1 at recall 0.5, 2/3 at recall 1
+    scores = np.array([0.9, 0.7, 0.5, 0.1])
+    positive = np.array([True, False, True, False])
+    assert abs(detection.average_precision(scores, positive) - (0.5 * 1 + 0.5 * 2 / 3)) < 1e-12
