@@ -13,10 +13,17 @@ counterparty id in Beam state. It follows :mod:`pipeline.domain.attribution`:
 - a row that corrects an earlier one (``correction``: the account step re-scored it) replaces
   the logged row and leaves with the features already computed for it.
 
-Exactness holds within the log: the newest :data:`LOG_SIZE` inflows that lie within
-:data:`LOG_HORIZON_S` of the newest one. An input older than all of them is counted ``late``:
-a new inflow is then judged against everything known and folded in; a correction of an
-inflow that has left the log is judged against everything known, and not folded in again.
+An inflow stays in the log until it is **settled** (:meth:`CounterpartyHistory.settle`: the
+step's watermark has passed the time it was produced, so every input produced before it has
+been read) *and* it is neither among the newest :data:`LOG_SIZE` inflows nor within
+:data:`LOG_HORIZON_S` of the newest one; at most :data:`MAX_LOG` stay in any case (memory).
+The counterparty step is fed by every sender's partition, so its inputs are out of event-time
+order by as much as the partitions are read apart; holding unsettled inflows makes the final
+rows independent of that order, and a bounded run, whose watermark moves only at the end of
+its input, exact up to :data:`MAX_LOG` inflows per counterparty. An input older than every
+logged inflow is counted ``late``: a new inflow is then judged against everything known and
+folded in; a correction of an inflow that has left the log is judged against everything
+known, and not folded in again.
 
 >>> from datetime import UTC, datetime, timedelta
 >>> from pipeline.records import AttributedTransaction, Transaction
@@ -57,6 +64,7 @@ __all__ = [
     "COUNTERPARTY_FEATURES",
     "LOG_HORIZON_S",
     "LOG_SIZE",
+    "MAX_LOG",
     "NO_COUNTERPARTY_VECTOR",
     "CounterpartyHistory",
     "Inflow",
@@ -65,8 +73,10 @@ __all__ = [
     "inflow",
 ]
 
-LOG_SIZE = 32  # inflows kept whole (with their rows) per counterparty
+LOG_SIZE = 32  # settled inflows kept whole (with their rows) per counterparty
 LOG_HORIZON_S = 86_400.0  # ...and only while within a day of the newest inflow
+MAX_LOG = 1024  # inflows kept whole in any case, settled or not (a bound on memory)
+_LONG_AGO = -(2**62)  # µs: "settled from the start" (an inflow) and "nothing settled yet"
 MAX_LATEST = 64  # newest inflows kept (their facts) for the windows
 MAX_SENDERS = 64  # senders kept, the most recent ones
 HOUR, DAY = 3600.0, 86400.0
@@ -267,14 +277,17 @@ def _signature(vector: tuple[float, ...]) -> int:
 
 
 class _Entry:
-    """A logged inflow: its order key, its :class:`Inflow`, the latest row received for it,
-    its counterparty features and their signature as last emitted."""
+    """A logged inflow: its order key, its :class:`Inflow`, when it was produced (µs), the
+    latest row received for it, its counterparty features and their signature as last
+    emitted."""
 
-    __slots__ = ("emitted", "inflow", "key", "row", "vector")
+    __slots__ = ("emitted", "inflow", "key", "produced", "row", "vector")
 
-    def __init__(self, row: AttributedTransaction, vector: tuple = (), emitted: int = -1):
+    def __init__(self, row: AttributedTransaction, produced: int, vector: tuple = (),
+                 emitted: int = -1):
         self.key = order_key(row.transaction)
         self.inflow = inflow(row.transaction)
+        self.produced = produced
         self.row = row
         self.vector = vector
         self.emitted = emitted
@@ -285,16 +298,19 @@ class CounterpartyHistory:
 
     Attributes:
       base: features of the inflows that left the log (all older than the logged ones).
-      log: the newest inflows by event time (at most LOG_SIZE, within LOG_HORIZON_S).
+      log: the newest inflows by event time: the unsettled ones, and of the settled ones at
+        most LOG_SIZE within LOG_HORIZON_S (module docstring); at most MAX_LOG in all.
       late: how many inputs arrived too late to be placed exactly (older than the log).
+      settled: inflows produced at or before this time (µs) are settled.
     """
 
-    __slots__ = ("_total", "base", "late", "log")
+    __slots__ = ("_total", "base", "late", "log", "settled")
 
     def __init__(self) -> None:
         self.base = InflowFeatures()
         self.log: list[_Entry] = []
         self.late = 0
+        self.settled = _LONG_AGO
         self._total: InflowFeatures | None = None
 
     def _features(self) -> InflowFeatures:
@@ -306,9 +322,11 @@ class CounterpartyHistory:
             self._total = total
         return self._total
 
-    def add(self, row: AttributedTransaction) -> list[AttributedTransaction]:
-        """Takes the account step's row of a transaction into this counterparty; returns its
-        row with the counterparty features appended, and the corrections of later ones."""
+    def add(self, row: AttributedTransaction,
+            produced: int = _LONG_AGO) -> list[AttributedTransaction]:
+        """Takes the account step's row of a transaction into this counterparty, produced at
+        ``produced`` (µs; by default settled at once); returns its row with the counterparty
+        features appended, and the corrections of later ones."""
         key = order_key(row.transaction)
         log = self.log
         index = bisect.bisect_left(log, key, key=lambda e: e.key)
@@ -321,7 +339,7 @@ class CounterpartyHistory:
             # judged against what is known, not folded in a second time.
             self.late += 1
             return [_with(row, counterparty_vector(inflow(row.transaction), self._features()))]
-        entry = _Entry(row)
+        entry = _Entry(row, produced)
         total = self._features()
         if not log or key > log[-1].key:  # in order: the common case
             emitted = self._score(entry, total)
@@ -341,9 +359,27 @@ class CounterpartyHistory:
         self._trim()
         return rows
 
+    def settle(self, until: int) -> None:
+        """Every input produced at or before ``until`` (µs) has been read: inflows produced
+        by then may leave the log."""
+        if until > self.settled:
+            self.settled = until
+            self._trim()
+
+    @property
+    def newest_unsettled(self) -> int | None:
+        """When the newest unsettled inflow in the log was produced (None: all are settled)."""
+        settled = self.settled
+        newest = max((e.produced for e in self.log), default=settled)
+        return newest if newest > settled else None
+
     def _trim(self) -> None:
-        log = self.log
-        while len(log) > LOG_SIZE or log[0].inflow.seen < log[-1].inflow.seen - LOG_HORIZON_S:
+        log, settled = self.log, self.settled
+        while log and (
+            len(log) > MAX_LOG
+            or log[0].produced <= settled
+            and (len(log) > LOG_SIZE or log[0].inflow.seen < log[-1].inflow.seen - LOG_HORIZON_S)
+        ):
             self.base.add(log.pop(0).inflow)
 
     def _score(self, entry: _Entry, features: InflowFeatures) -> AttributedTransaction:
@@ -370,21 +406,23 @@ class CounterpartyHistory:
         """The history as nested tuples of primitives; see :meth:`from_tuple`."""
         return (
             self.base.to_tuple(),
-            tuple((e.row.to_tuple(), e.vector, e.emitted) for e in self.log),
+            tuple((e.row.to_tuple(), e.produced, e.vector, e.emitted) for e in self.log),
             self.late,
+            self.settled,
         )
 
     @classmethod
     def from_tuple(cls, values: tuple) -> "CounterpartyHistory":
         """Inverse of :meth:`to_tuple`."""
-        base, log, late = values
+        base, log, late, settled = values
         history = cls.__new__(cls)
         history.base = InflowFeatures.from_tuple(base)
         history.log = [
-            _Entry(AttributedTransaction.from_tuple(row), tuple(vector), emitted)
-            for row, vector, emitted in log
+            _Entry(AttributedTransaction.from_tuple(row), produced, tuple(vector), emitted)
+            for row, produced, vector, emitted in log
         ]
         history.late = late
+        history.settled = settled
         history._total = None
         return history
 

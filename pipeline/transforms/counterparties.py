@@ -17,7 +17,11 @@ row logged for their transaction. Rows without a counterparty skip the shuffle a
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
 Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
-when its deadline has moved by :data:`GC_SLACK` (no timer per element).
+when its deadline has moved by :data:`GC_SLACK` (no timer per element). A second event-time
+timer, SETTLE, tells the history when the watermark has passed its unsettled inflows: until
+then they stay in the log, so an earlier inflow still to be read from another partition is
+placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is set, at the
+newest unsettled inflow, so one firing settles a batch; not per element.
 """
 
 from __future__ import annotations
@@ -45,11 +49,12 @@ WITH, WITHOUT = "with_counterparty", "without_counterparty"
 class _History(CounterpartyHistory, CacheAware):
     """A CounterpartyHistory that Beam's state cache weighs by an estimate, not by walking it."""
 
-    __slots__ = ("gc_at",)
+    __slots__ = ("gc_at", "settle_at")
 
     def __init__(self) -> None:
         super().__init__()
         self.gc_at = 0  # where the GC timer is set (µs)
+        self.settle_at = 0  # where the SETTLE timer is set (µs; 0: not set)
 
     def get_referents_for_cache(self) -> list:
         return []
@@ -64,14 +69,15 @@ class CounterpartyHistoryCoder(Coder):
     _TUPLES = FastPrimitivesCoder()
 
     def encode(self, history: _History) -> bytes:
-        return self._TUPLES.encode((history.to_tuple(), history.gc_at))
+        return self._TUPLES.encode((history.to_tuple(), history.gc_at, history.settle_at))
 
     def decode(self, encoded: bytes) -> _History:
-        values, gc_at = self._TUPLES.decode(encoded)
+        values, gc_at, settle_at = self._TUPLES.decode(encoded)
         restored = CounterpartyHistory.from_tuple(values)
         history = _History()
         history.base, history.log, history.late = restored.base, restored.log, restored.late
-        history.gc_at = gc_at
+        history.settled = restored.settled
+        history.gc_at, history.settle_at = gc_at, settle_at
         return history
 
     def is_deterministic(self) -> bool:
@@ -88,10 +94,12 @@ class ProfileCounterpartiesFn(beam.DoFn):
     State and timers (per counterparty_account_id):
       HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
       GC: event-time timer after ``idle`` without inflows; it drops the state.
+      SETTLE: event-time timer at the production time of the newest unsettled inflow when set.
     """
 
     HISTORY = ReadModifyWriteStateSpec("history", CounterpartyHistoryCoder())
     GC = TimerSpec("gc", TimeDomain.WATERMARK)
+    SETTLE = TimerSpec("settle", TimeDomain.WATERMARK)
 
     def __init__(self, idle: Duration):
         self._idle = idle
@@ -109,11 +117,13 @@ class ProfileCounterpartiesFn(beam.DoFn):
         timestamp=beam.DoFn.TimestampParam,
         history_state=beam.DoFn.StateParam(HISTORY),
         gc=beam.DoFn.TimerParam(GC),
+        settle=beam.DoFn.TimerParam(SETTLE),
     ):
         _, values = element
         history = history_state.read() or _History()
         late = history.late
-        rows = history.add(AttributedTransaction.from_tuple(values))
+        rows = history.add(AttributedTransaction.from_tuple(values), timestamp.micros)
+        _arm_settle(history, settle)
         self._counters.inc("counterparty_rows")
         if len(rows) > 1:
             self._counters.inc("counterparty_corrected", len(rows) - 1)
@@ -126,11 +136,37 @@ class ProfileCounterpartiesFn(beam.DoFn):
         history_state.write(history)
         yield from rows
 
+    @on_timer(SETTLE)
+    def _on_settle(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        settle=beam.DoFn.TimerParam(SETTLE),
+    ):
+        history = history_state.read()
+        if history is None:
+            return  # dropped by GC meanwhile
+        history.settle_at = 0
+        history.settle(fired.micros)
+        _arm_settle(history, settle)
+        history_state.write(history)
+
     @on_timer(GC)
     def _on_gc(self, history_state=beam.DoFn.StateParam(HISTORY)):
         if history_state.read() is not None:
             self._counters.inc("counterparties_evicted")
             history_state.clear()
+
+
+def _arm_settle(history: _History, settle) -> None:
+    """Unless SETTLE is set already, sets it at the production time of the newest unsettled
+    inflow: when it fires, every inflow in the log is settled at once (settling later than
+    possible is safe; it only keeps inflows in the log a little longer)."""
+    if not history.settle_at:
+        newest = history.newest_unsettled
+        if newest is not None:
+            history.settle_at = newest
+            settle.set(Timestamp(micros=newest))
 
 
 def _route(row: AttributedTransaction, _partitions: int) -> int:

@@ -213,3 +213,56 @@ def test_a_burst_of_new_senders_is_surprising_at_a_quiet_counterparty():
 def test_no_counterparty_means_every_feature_missing():
     assert len(NO_COUNTERPARTY_VECTOR) == len(COUNTERPARTY_FEATURES)
     assert all(math.isnan(v) for v in NO_COUNTERPARTY_VECTOR)
+
+
+# -- settling: unsettled inflows stay in the log until the watermark passes them -------------
+def feed_produced(history: CounterpartyHistory, rows) -> dict[str, AttributedTransaction]:
+    """Feeds ``rows`` produced at their own event time (µs), none settled."""
+    final = {}
+    for each in rows:
+        produced = int(each.transaction.datetime_occurred.timestamp() * 1_000_000)
+        for out in history.add(each, produced):
+            final[out.transaction_id] = out
+    return final
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(SENDERS)),
+                min_size=2 * LOG_SIZE, max_size=6 * LOG_SIZE),
+       st.integers(2, 4), st.randoms())
+def test_unsettled_inflows_read_partition_by_partition_end_as_in_order(gaps, partitions, rng):
+    """A bounded run reads one partition's inflows after another's: far beyond LOG_SIZE out
+    of order. Nothing settled meanwhile, the final rows are those of the event-time order."""
+    at, rows = 0, []
+    for i, (gap, sender) in enumerate(gaps):
+        at += gap
+        rows.append(row(i, at, sender))
+    by_partition = [[r for r in rows if SENDERS.index(r.account_id) % partitions == p]
+                    for p in range(partitions)]
+    rng.shuffle(by_partition)
+    history = CounterpartyHistory()
+    final = feed_produced(history, [r for part in by_partition for r in part])
+    assert same(final, feed(CounterpartyHistory(), rows))
+    assert history.late == 0 and len(history.log) == len(rows)
+
+
+def test_settled_inflows_leave_the_log_down_to_its_size():
+    rows = [row(i, 60 * i, SENDERS[i % 3]) for i in range(3 * LOG_SIZE)]
+    history = CounterpartyHistory()
+    feed_produced(history, rows)
+    assert len(history.log) == 3 * LOG_SIZE  # nothing settled: all held
+    middle = int(rows[LOG_SIZE].transaction.datetime_occurred.timestamp() * 1_000_000)
+    history.settle(middle)
+    assert len(history.log) == 2 * LOG_SIZE - 1  # the first LOG_SIZE + 1 may leave
+    history.settle(2**62)
+    assert len(history.log) == LOG_SIZE
+    assert history.base.count == 2 * LOG_SIZE
+
+
+def test_the_settled_time_survives_the_state_coder():
+    history = CounterpartyHistory()
+    feed_produced(history, [row(i, 60 * i, "s1") for i in range(3)])
+    history.settle(123)
+    restored = CounterpartyHistory.from_tuple(history.to_tuple())
+    assert restored.settled == 123
+    assert [e.produced for e in restored.log] == [e.produced for e in history.log]

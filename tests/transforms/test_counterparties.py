@@ -96,3 +96,30 @@ def test_idle_state_is_dropped():
 def test_bad_arguments_fail_at_construction(idle):
     with pytest.raises(ValueError):
         ProfileCounterparties(idle=idle)
+
+
+def test_inflows_read_far_out_of_order_before_the_watermark_are_placed_exactly():
+    """Two partitions read one after the other: 40 later inflows first, then 40 earlier ones,
+    all before the watermark moves (more than the 32 settled inflows the log keeps). Each
+    inflow's last row counts every inflow earlier in event time."""
+    later = [(row(f"b{j:02d}", 100 + j, f"s{j % 5}"), 100 + j) for j in range(40)]
+    earlier = [(row(f"a{i:02d}", i, f"s{i % 5}"), i) for i in range(40)]
+    stream = BeamTestStream()
+    for record, ts in later + earlier:
+        stream.add_elements([TimestampedValue(record, ts)])
+    stream.advance_watermark_to_infinity()
+    with stream_pipeline() as pipeline:
+        out = pipeline | stream | ProfileCounterparties()
+        emitted = out | beam.Map(lambda r: (r.transaction_id, summary(r)[3]))
+        expected = {f"a{i:02d}": float(i) for i in range(40)}
+        expected |= {f"b{j:02d}": float(40 + j) for j in range(40)}
+
+        def last_rows_count_every_earlier_inflow(pairs):
+            final = {}
+            for tid, inflows in pairs:  # corrections only add earlier inflows: the last is the max
+                final[tid] = max(final.get(tid, -1.0), inflows)
+            if final != expected:
+                wrong = {t: (final.get(t), n) for t, n in expected.items() if final.get(t) != n}
+                raise AssertionError(f"{len(wrong)} rows end wrong, e.g. {list(wrong.items())[:3]}")
+
+        assert_that(emitted, last_rows_count_every_earlier_inflow)
