@@ -85,9 +85,10 @@ def s3_args(options: PipelineOptions) -> list[str]:
 
 
 def build(p: beam.Pipeline, options: PipelineOptions) -> None:
-    """Adds the whole graph to ``p``: read → parse → attribute (join + rules + the sender's
-    features) → profile counterparties → score with the model → decide → write, one labelled
-    step per arrow of the README's architecture."""
+    """Adds the whole graph to ``p``: read → parse → attribute (join + rules) → decide →
+    write, one labelled step per arrow of the README's architecture; with a fraud model
+    (``--model_path``), attribute also computes the sender's features, and profile
+    counterparties → score with the model come before decide."""
     kafka = options.view_as(KafkaOptions)
     dsn = options.view_as(PostgresOptions).postgres_dsn
     run = options.view_as(RunOptions)

@@ -11,7 +11,6 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.domain.model import DEFAULT_MODEL_PATH
 from pipeline.domain.shapes import INPUT_FORMATS
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
@@ -189,16 +188,18 @@ class JoinOptions(PipelineOptions):
 
 
 class ModelOptions(PipelineOptions):
-    """The fraud model that scores every transaction (the rules alone without one)."""
+    """The fraud model that scores every transaction; without one the rules' score stands."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--model_path",
-            default=env("RISKPIPE_MODEL_PATH", str(DEFAULT_MODEL_PATH)),
-            help="Folder of a model artifact (model.json + model.txt, see models/README.md); "
-            "the default is the one committed with this code (env RISKPIPE_MODEL_PATH). "
-            "'' scores with the explainable rules alone, as before the model.",
+            default=env("RISKPIPE_MODEL_PATH", ""),
+            help="Folder of a model artifact (model.json + model.txt, see models/README.md), "
+            "e.g. models/fraud-lgbm-v1, committed with this code. "
+            "With one, the job adds the counterparty step and scores with the model "
+            "(RunInference); it costs throughput (README, 'Detection'). Default: none (env "
+            "RISKPIPE_MODEL_PATH), the explainable rules alone.",
         )
 
 

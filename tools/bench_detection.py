@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.domain import attribution
 from pipeline.domain.attribution import AccountHistory
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
-from pipeline.domain.model import DEFAULT_MODEL_PATH, FraudModel, load_artifact
+from pipeline.domain.model import COMMITTED_MODEL_PATH, FraudModel, load_artifact
 from pipeline.records import AttributedTransaction
 from simulator.generator import AccountEvent, SimConfig
 from tools.replay import simulate
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     rows, account_s, vector_s, rules_s = account_step(sim.events)
     final, counterparty_s, handled = counterparty_step(rows)
     X = np.array([final[i] for i in sim.truth], dtype=np.float64)
-    model = FraudModel(load_artifact(DEFAULT_MODEL_PATH))
+    model = FraudModel(load_artifact(COMMITTED_MODEL_PATH))
     scoring_s, explaining_s, alerts = model_cost(X, model, args.batch)
 
     def per(seconds, count=n):

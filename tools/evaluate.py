@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.domain.model import DEFAULT_MODEL_PATH, FraudModel, load_artifact
+from pipeline.domain.model import COMMITTED_MODEL_PATH, FraudModel, load_artifact
 from pipeline.domain.scoring import THRESHOLD
 from tools import detection
 from tools.replay import Dataset
@@ -192,8 +192,8 @@ def main(argv=None) -> int:
         prog="python -m tools.evaluate", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH,
-                        help=f"artifact folder (default {DEFAULT_MODEL_PATH})")
+    parser.add_argument("--model", type=Path, default=COMMITTED_MODEL_PATH,
+                        help=f"artifact folder (default {COMMITTED_MODEL_PATH})")
     parser.add_argument("--out", type=Path, help="where the report goes (default: "
                         "evaluation/ in the artifact's folder)")
     parser.add_argument("--skip-leave-one-out", action="store_true",

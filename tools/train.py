@@ -26,7 +26,7 @@ from pathlib import Path
 
 import lightgbm
 
-from pipeline.domain.model import DEFAULT_MODEL_PATH, save_artifact
+from pipeline.domain.model import COMMITTED_MODEL_PATH, save_artifact
 from tools import detection
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def main(argv=None) -> int:
         prog="python -m tools.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH,
-                        help=f"artifact folder (default {DEFAULT_MODEL_PATH})")
+    parser.add_argument("--out", type=Path, default=COMMITTED_MODEL_PATH,
+                        help=f"artifact folder (default {COMMITTED_MODEL_PATH})")
     parser.add_argument("--version", default="1", help="the artifact's version (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="LightGBM threads (default 2)")
     parser.add_argument("--no-cache", action="store_true", help="replay every seed again")

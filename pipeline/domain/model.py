@@ -39,7 +39,7 @@ from pipeline.errors import ConfigurationError
 
 __all__ = [
     "ARTIFACT_FORMAT",
-    "DEFAULT_MODEL_PATH",
+    "COMMITTED_MODEL_PATH",
     "MODEL_INPUTS",
     "FraudModel",
     "ModelArtifact",
@@ -50,8 +50,8 @@ __all__ = [
 
 ARTIFACT_FORMAT = "riskpipe-model/1"
 META_FILE, BOOSTER_FILE = "model.json", "model.txt"
-# The artifact the job uses unless --model_path says otherwise (committed with the code).
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "fraud-lgbm-v1"
+# The artifact committed with the code (the job uses a model only when --model_path names one).
+COMMITTED_MODEL_PATH = Path(__file__).resolve().parents[2] / "models" / "fraud-lgbm-v1"
 TOP_REASONS = 3  # features named in an alert's reason
 # What the booster reads: the job's features, then the anomaly aggregates computed from them.
 MODEL_INPUTS = FEATURES + ANOMALY_FEATURES

@@ -226,9 +226,9 @@ def feed_produced(history: CounterpartyHistory, rows) -> dict[str, AttributedTra
     return final
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(SENDERS)),
-                min_size=2 * LOG_SIZE, max_size=6 * LOG_SIZE),
+                min_size=2 * LOG_SIZE, max_size=4 * LOG_SIZE),
        st.integers(2, 4), st.randoms())
 def test_unsettled_inflows_read_partition_by_partition_end_as_in_order(gaps, partitions, rng):
     """A bounded run reads one partition's inflows after another's: far beyond LOG_SIZE out

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pipeline.domain.features import FEATURES
 from pipeline.domain.model import (
     BOOSTER_FILE,
-    DEFAULT_MODEL_PATH,
+    COMMITTED_MODEL_PATH,
     META_FILE,
     FraudModel,
     load_artifact,
@@ -42,7 +42,7 @@ def test_a_saved_artifact_loads_and_scores(artifact):
 
 
 def test_the_committed_model_loads():
-    model = FraudModel(load_artifact(DEFAULT_MODEL_PATH))
+    model = FraudModel(load_artifact(COMMITTED_MODEL_PATH))
     assert 0 < model.threshold < 1
     assert model.probabilities(np.full((1, len(FEATURES)), np.nan)).shape == (1,)
 

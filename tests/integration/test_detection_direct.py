@@ -27,7 +27,7 @@ import numpy as np
 import psycopg2
 import pytest
 
-from pipeline.domain.model import DEFAULT_MODEL_PATH, FraudModel, load_artifact, risk_score
+from pipeline.domain.model import COMMITTED_MODEL_PATH, FraudModel, load_artifact, risk_score
 from simulator.__main__ import build_parser, config_from_args
 from stack.kafka import ensure_topics
 from tools.replay import Dataset, newest_accounts, replay, simulate
@@ -66,7 +66,7 @@ def job(pipeline_stack, tmp_path_factory):
         f"--dead_letter_topic={outputs['dead-letters']}",
         f"--fraud_results_topic={outputs['fraudulent-transactions-result']}",
         f"--users_topic={outputs['users']}", f"--consumer_group={prefix}job",
-        "--start_offset=earliest", timeout=900,
+        "--start_offset=earliest", f"--model_path={COMMITTED_MODEL_PATH}", timeout=900,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
@@ -87,7 +87,7 @@ def replayed():
                    count=4000)
     final = replay(sim.events)
     data = Dataset.build(final, sim.truth, newest_accounts(sim.events))
-    model = FraudModel(load_artifact(DEFAULT_MODEL_PATH))
+    model = FraudModel(load_artifact(COMMITTED_MODEL_PATH))
     scores = model.probabilities(data.X)
     alerts = scores >= model.threshold
     reasons = [model.reason(p) for p in scores]

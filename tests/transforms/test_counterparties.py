@@ -105,8 +105,8 @@ def test_inflows_read_far_out_of_order_before_the_watermark_are_placed_exactly()
     later = [(row(f"b{j:02d}", 100 + j, f"s{j % 5}"), 100 + j) for j in range(40)]
     earlier = [(row(f"a{i:02d}", i, f"s{i % 5}"), i) for i in range(40)]
     stream = BeamTestStream()
-    for record, ts in later + earlier:
-        stream.add_elements([TimestampedValue(record, ts)])
+    stream.add_elements([TimestampedValue(record, ts) for record, ts in later])
+    stream.add_elements([TimestampedValue(record, ts) for record, ts in earlier])
     stream.advance_watermark_to_infinity()
     with stream_pipeline() as pipeline:
         out = pipeline | stream | ProfileCounterparties()
