@@ -43,7 +43,7 @@ setup(
         "pyyaml>=6",
         "requests>=2.31",
         "sqlalchemy>=2",
-        # The fraud model (models/): the job scores with it by default, in the SDK workers.
+        # The fraud model (models/), when --model_path names one: it runs in the SDK workers.
         "lightgbm>=4.5,<5",
     ],
     extras_require={
