@@ -80,15 +80,19 @@ def order_key(txn: Transaction) -> tuple[int, str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _account_signature(account: Account | None) -> int:
-    return zlib.crc32(repr(account.to_tuple()).encode()) if account is not None else 0
+def _account_signature(account: Account | None, whole: bool) -> int:
+    if account is None:
+        return 0
+    return zlib.crc32(repr(account.to_tuple() if whole else account.account_name).encode())
 
 
 def _signature(account: Account | None, score: int, reasons: tuple[str, ...],
-               features: tuple[float, ...]) -> int:
+               features: tuple[float, ...], whole_account: bool) -> int:
     """A stable checksum of what a row shows and carries on (not ``hash()``: that is salted
-    per process). The account counts whole: its fields reach the sinks and the features."""
-    shown = struct.pack(f"<iI{len(features)}d", score, _account_signature(account), *features)
+    per process). With the sender's features the account counts whole (its fields reach the
+    features); without, only its name is shown."""
+    shown = struct.pack(f"<iI{len(features)}d", score,
+                        _account_signature(account, whole_account), *features)
     return zlib.crc32("\x1f".join(reasons).encode(), zlib.crc32(shown))
 
 
@@ -233,7 +237,7 @@ class AccountHistory:
         score, reasons = score_transaction(entry.txn, account, features)
         vector = (sender_vector(entry.txn, account, features, score, entry.facts)
                   if self.with_features else ())
-        entry.emitted = _signature(account, score, reasons, vector)
+        entry.emitted = _signature(account, score, reasons, vector, self.with_features)
         return Scored(entry.txn, account, score, reasons, vector)
 
     def _rescore(self, indexes) -> list[Scored]:
