@@ -106,7 +106,7 @@ def in_event_order(rows):
     return sorted(rows, key=lambda r: (r.transaction.datetime_occurred, r.transaction_id))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(inflows, st.randoms())
 def test_final_rows_do_not_depend_on_the_arrival_order(specs, rng):
     rows = build(specs)
@@ -116,7 +116,7 @@ def test_final_rows_do_not_depend_on_the_arrival_order(specs, rng):
     assert same(feed(CounterpartyHistory(), shuffled), in_order)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(inflows, st.randoms())
 def test_window_features_match_their_definition(specs, rng):
     rows = build(specs)
@@ -128,7 +128,7 @@ def test_window_features_match_their_definition(specs, rng):
         assert {name: features[name] for name in expected} == expected, tid
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2 * HOUR), st.sampled_from(SENDERS)),
                 min_size=LOG_SIZE + 1, max_size=4 * LOG_SIZE),
        st.lists(st.integers(0, 7), min_size=4 * LOG_SIZE, max_size=4 * LOG_SIZE))
