@@ -43,8 +43,8 @@ test: install ## Run the test suite against real local services (started first)
 	@$(PY) -m pytest tests -m "not serial" -n 2 --ignore=tests/e2e/test_flink_recovery.py
 	@$(PY) -m pytest tests -m serial --ignore=tests/e2e/test_flink_recovery.py
 
-test-unit: install ## The tests that need no service, in seconds; starts nothing
-	@RISKPIPE_NO_SERVICES=1 $(PY) -m pytest tests -m "not services" -q -n 2 --dist worksteal
+test-unit: install ## The tests that need no service, property tests at 30 % of their examples; starts nothing
+	@RISKPIPE_NO_SERVICES=1 RISKPIPE_TEST_EXAMPLES=0.3 $(PY) -m pytest tests -m "not services" -q -n 2 --dist worksteal
 
 run: install ## The demo: stack, validator, simulator and the job on Flink; prints where to look
 	@$(PY) -m tools.demo

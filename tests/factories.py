@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 from pipeline.records import Account, Transaction
@@ -39,3 +40,14 @@ def account(**overrides) -> Account:
     }
     values.update(overrides)
     return Account(**values)
+
+
+# Property tests run their full example counts under `make test` (and CI). `make test-unit`,
+# the fast path while working, sets RISKPIPE_TEST_EXAMPLES=0.3 to run that share of each
+# (at least 10 examples).
+_EXAMPLES_SHARE = float(os.environ.get("RISKPIPE_TEST_EXAMPLES", "1"))
+
+
+def examples(count: int) -> int:
+    """The number of Hypothesis examples to run of a property test written for ``count``."""
+    return count if _EXAMPLES_SHARE >= 1 else max(10, round(count * _EXAMPLES_SHARE))

@@ -7,7 +7,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factories import T0, account, transaction
+from factories import T0, account, transaction, examples
 from pipeline.domain.attribution import LOG_SIZE, AccountHistory
 from pipeline.domain.scoring import AccountFeatures, score_transaction
 
@@ -72,7 +72,7 @@ def build(inputs):
     return txns, versions
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(inputs, st.randoms())
 def test_final_rows_do_not_depend_on_the_arrival_order(spec, rng):
     txns, versions = build(spec)
@@ -84,7 +84,7 @@ def test_final_rows_do_not_depend_on_the_arrival_order(spec, rng):
     assert final == expected_rows(versions, txns)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(inputs, st.randoms())
 def test_a_history_restored_from_its_tuple_continues_the_same(spec, rng):
     txns, versions = build(spec)

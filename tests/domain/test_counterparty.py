@@ -9,7 +9,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factories import T0, transaction
+from factories import T0, transaction, examples
 from pipeline.domain.counterparty import (
     COUNTERPARTY_FEATURES,
     LOG_HORIZON_S,
@@ -106,7 +106,7 @@ def in_event_order(rows):
     return sorted(rows, key=lambda r: (r.transaction.datetime_occurred, r.transaction_id))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(inflows, st.randoms())
 def test_final_rows_do_not_depend_on_the_arrival_order(specs, rng):
     rows = build(specs)
@@ -116,7 +116,7 @@ def test_final_rows_do_not_depend_on_the_arrival_order(specs, rng):
     assert same(feed(CounterpartyHistory(), shuffled), in_order)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(inflows, st.randoms())
 def test_window_features_match_their_definition(specs, rng):
     rows = build(specs)
@@ -128,7 +128,7 @@ def test_window_features_match_their_definition(specs, rng):
         assert {name: features[name] for name in expected} == expected, tid
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2 * HOUR), st.sampled_from(SENDERS)),
                 min_size=LOG_SIZE + 1, max_size=4 * LOG_SIZE),
        st.lists(st.integers(0, 7), min_size=4 * LOG_SIZE, max_size=4 * LOG_SIZE))
@@ -148,7 +148,7 @@ def test_long_streams_read_a_little_out_of_order_end_the_same(gaps, jitter):
     assert all(newest - e.inflow.seen <= LOG_HORIZON_S for e in history.log)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(inflows, st.randoms())
 def test_a_history_restored_from_its_tuple_continues_the_same(specs, rng):
     rows = build(specs)
@@ -226,7 +226,7 @@ def feed_produced(history: CounterpartyHistory, rows) -> dict[str, AttributedTra
     return final
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(SENDERS)),
                 min_size=2 * LOG_SIZE, max_size=4 * LOG_SIZE),
        st.integers(2, 4), st.randoms())

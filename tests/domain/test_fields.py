@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.domain import fields
 from pipeline.domain.vocabularies import TRANSACTION_STATUS
 from pipeline.errors import InvalidRecord
@@ -37,7 +38,7 @@ def _reference_identifier_reason(value: str) -> str | None:
     return None
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(1000), deadline=None)
 @given(
     st.one_of(
         st.text(max_size=140),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.domain.shapes import account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
 from pipeline.records import Account, Transaction
@@ -264,7 +265,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(sorted(TRANSACTION)), json_values)
 def test_any_single_bad_transaction_field_only_raises_a_reason_naming_it(field, value):
     try:
@@ -275,7 +276,7 @@ def test_any_single_bad_transaction_field_only_raises_a_reason_naming_it(field, 
         assert isinstance(parsed, Transaction) and parsed.evaluation == "unidentified"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(sorted(ACCOUNT)), json_values)
 def test_any_single_bad_account_field_only_raises_a_reason_naming_it(field, value):
     try:

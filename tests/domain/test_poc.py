@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.domain.shapes import account_parser, transaction_parser
 from pipeline.errors import InvalidRecord
 from pipeline.records import Account, Transaction
@@ -273,7 +274,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(sorted(TRANSFER)), json_values)
 def test_any_single_bad_transfer_field_only_raises_a_reason_naming_it(field, value):
     try:
@@ -286,7 +287,7 @@ def test_any_single_bad_transfer_field_only_raises_a_reason_naming_it(field, val
         assert isinstance(parsed, Transaction)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     st.sampled_from(("sender_details", "receiver_details")),
     st.sampled_from(sorted(SENDER)),

@@ -22,7 +22,7 @@ from pipeline.domain.scoring import (
 )
 from pipeline.records import TRANSACTION_STATUSES, TRANSACTION_TYPES
 
-from factories import T0, account, transaction
+from factories import T0, account, transaction, examples
 
 
 def history(amounts, start=T0 - timedelta(days=30), step=timedelta(days=1)) -> AccountFeatures:
@@ -197,7 +197,7 @@ def test_failed_transactions_do_not_move_the_amount_history():
 amounts = st.floats(min_value=0.01, max_value=1e6, allow_nan=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(amounts, min_size=2, max_size=40))
 def test_mean_and_stdev_match_the_statistics_module(values):
     features = history(values)
@@ -206,7 +206,7 @@ def test_mean_and_stdev_match_the_statistics_module(values):
     assert features.std_eur == pytest.approx(statistics.stdev(cents), rel=1e-6, abs=1e-6)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=3600), max_size=50), st.randoms())
 def test_recent_timestamps_do_not_depend_on_arrival_order(offsets, rng):
     txns = [transaction(datetime_occurred=T0 + timedelta(seconds=s)) for s in offsets]
@@ -218,7 +218,7 @@ def test_recent_timestamps_do_not_depend_on_arrival_order(offsets, rng):
     assert in_order.recent == out_of_order.recent
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 30 * 86400), amounts, st.booleans()), max_size=60),
        st.randoms())
 def test_features_do_not_depend_on_the_order_of_the_updates(history_, rng):
@@ -274,7 +274,7 @@ def scenario(inputs, amount):
     return txn, acct, features
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scored_inputs, amounts, amounts)
 def test_a_larger_amount_never_lowers_the_score(inputs, a, b):
     low, high = sorted((a, b))
@@ -286,7 +286,7 @@ def test_a_larger_amount_never_lowers_the_score(inputs, a, b):
     assert 0 <= low_score <= high_score <= 100
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scored_inputs, amounts, st.integers(0, 30))
 def test_more_recent_transactions_never_lower_the_score(inputs, amount, extra):
     txn, acct, features = scenario(inputs, amount)
@@ -299,7 +299,7 @@ def test_more_recent_transactions_never_lower_the_score(inputs, amount, extra):
     assert score_transaction(txn, acct, busier)[0] >= score
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(scored_inputs, amounts)
 def test_an_unknown_account_never_scores_below_zero_or_above_100(inputs, amount):
     txn, _, features = scenario(inputs, amount)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factories import T0, account, transaction
+from factories import T0, account, transaction, examples
 from pipeline.domain.account_features import MAX_PAIRS, MAX_RECENT, AccountFeatures
 from pipeline.domain.attribution import LOG_SIZE, AccountHistory
 from pipeline.domain.scoring import score_transaction
@@ -41,7 +41,7 @@ histories = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(histories, st.sampled_from(PAYEES), st.sampled_from([40.0, 100.0]))
 def test_features_match_their_definition(specs, payee, amount):
     """The counting features, brute force over the earlier transactions (fewer than the
@@ -141,7 +141,7 @@ def history_rows(arrivals) -> dict:
     return final
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from([None, *PAYEES]),
                           st.sampled_from([10.0, 40.0, 100.0, 2500.0])),
                 min_size=LOG_SIZE + 1, max_size=4 * LOG_SIZE),
@@ -173,7 +173,7 @@ def final_rows(arrivals, with_features: bool) -> dict:
     return final
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from([None, *PAYEES]),
                           st.sampled_from([10.0, 40.0, 100.0, 2500.0])),
                 min_size=1, max_size=3 * LOG_SIZE),

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.domain.shapes import (
     INPUT_FORMATS,
     account_parser,
@@ -216,7 +217,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.dictionaries(st.sampled_from(ALL_KEYS), json_values), st.sampled_from(INPUT_FORMATS))
 def test_hostile_objects_of_every_shape_only_raise_invalid_record(obj, input_format):
     data = json.dumps(obj).encode()
@@ -230,7 +231,7 @@ def test_hostile_objects_of_every_shape_only_raise_invalid_record(obj, input_for
             assert exc.reason and "\n" not in exc.reason.split(" (")[0]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=200), st.sampled_from(INPUT_FORMATS))
 def test_arbitrary_bytes_only_raise_invalid_record(payload, input_format):
     for parser in (transaction_parser(input_format), account_parser(input_format)):

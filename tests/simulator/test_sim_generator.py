@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.records import (
     ACCOUNT_TYPES,
     EVALUATIONS,
@@ -506,7 +507,7 @@ def test_bad_config_is_rejected(overrides):
         SimConfig(**overrides)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     seed=st.integers(0, 2**63),
     accounts=st.integers(2, 12),

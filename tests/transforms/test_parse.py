@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from pipeline.errors import InvalidRecord, RiskpipeError
 from pipeline.records import Account, DeadLetter, KafkaRecord, Transaction
 from pipeline.domain.parsing import MAX_PAYLOAD_BYTES, parse_account, parse_transaction
@@ -197,7 +198,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_only_raise_invalid_record(payload):
     for parse in (parse_transaction, parse_account):
@@ -207,7 +208,7 @@ def test_arbitrary_bytes_only_raise_invalid_record(payload):
             pass
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.sampled_from(sorted(GOOD_TRANSACTION) + sorted(GOOD_ACCOUNT)), json_values)
 def test_any_single_bad_field_only_raises_invalid_record(field, value):
     for good, parse in ((GOOD_TRANSACTION, parse_transaction), (GOOD_ACCOUNT, parse_account)):
@@ -218,7 +219,7 @@ def test_any_single_bad_field_only_raises_invalid_record(field, value):
             assert isinstance(exc, RiskpipeError) and exc.reason.startswith(f"{field}: ")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(GOOD_TRANSACTION)), json_values))
 def test_arbitrary_json_objects_only_raise_invalid_record(obj):
     try:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factories import examples
 from validator.config import load_config
 from validator.model import RULE_ORDER, FraudModel, Verdict
 from validator.schemas import ValidationRequest
@@ -202,7 +203,7 @@ requests_strategy = st.builds(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(requests_strategy)
 def test_deterministic_and_bounded(model, req):
     first = model.evaluate(req)
