@@ -47,8 +47,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 ALERT_RATE_CAP = 0.01
-# The fraud families the issue measured on a workload of its own: cash-outs, money into a
-# few compromised accounts, leaked accounts paying a few times their habit.
+# Three fraud families first measured on a workload outside the simulator: cash-outs, money
+# into a few compromised accounts, leaked accounts paying a few times their habit. The
+# "issue" names below (ISSUE_FAMILIES, test-issue-mix) are keys of the committed evaluation.
 ISSUE_FAMILIES = ("fixed_cashout", "compromised_counterparty", "leaked_account")
 ALL_FAMILIES = tuple(fraud.SCENARIOS)
 
@@ -106,7 +107,7 @@ class DataSpec:
 
 # Who is used for what. Training sees more fraud than a bank would (1 %) to learn from;
 # validation (early stopping, the threshold) and the tests have the simulator's default
-# 0.5 %. The issue's mix: its three families only, none labelled by the bank, 0.25 % fraud.
+# 0.5 %. The issue mix: those three families only, none labelled by the bank, 0.25 % fraud.
 PLAN = {
     "train": (
         DataSpec("train-1", 1001, 200_000, accounts=1000, fraud_rate=0.01),

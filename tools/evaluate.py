@@ -21,12 +21,12 @@ job's own pure per-record code, replayed in event order over the simulator's rec
 Sections of the report:
 
 - ``tests``: each held-out test set (a seed never trained on; one with every family, one with
-  the issue's mix of three families and no bank labels): precision, recall, F1, PR-AUC and
+  the mix of ISSUE_FAMILIES alone with no bank labels): precision, recall, F1, PR-AUC and
   alert rate per predictor, recall per family;
 - ``families``: the model on each family's own test seed;
 - ``leave_one_out``: per family, a model trained the same way *without* that family, on the
-  family's test seed; ``leave_issue_families_out``: without the issue's three families, on
-  the issue's mix;
+  family's test seed; ``leave_issue_families_out``: without ISSUE_FAMILIES, on
+  that mix;
 - ``targets``: F1 >= 0.8 on the held-out sets, recall >= 0.5 for every family left out, every
   alert rate <= 1 %.
 
