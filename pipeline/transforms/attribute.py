@@ -72,6 +72,14 @@ GC_SLACK = Duration.of(3600)
 # before the waiting transactions go on unjoined.
 LOOKUP_RETRIES = 5
 
+def keep_alive(state, deadline: Timestamp, gc) -> None:
+    """Moves the GC timer to ``deadline`` when it has moved by GC_SLACK (or none is set);
+    ``state.gc_at`` (µs) remembers where it is set."""
+    if deadline.micros > state.gc_at + GC_SLACK.micros or not state.gc_at:
+        state.gc_at = deadline.micros
+        gc.set(deadline)
+
+
 # An element of the step's input: ("account", Account.to_tuple()) or ("transaction", ...).
 Tagged = Tuple[str, Tuple[Any, ...]]
 LookupFactory = Callable[[], Callable]
@@ -310,10 +318,7 @@ class AttributeTransactionsFn(beam.DoFn):
         return rows
 
     def _keep_alive(self, history: _History, timestamp: Timestamp, gc) -> None:
-        deadline = (timestamp + self._account_idle).micros
-        if deadline > history.gc_at + GC_SLACK.micros or not history.gc_at:
-            history.gc_at = deadline
-            gc.set(Timestamp(micros=deadline))
+        keep_alive(history, timestamp + self._account_idle, gc)
 
     # -- rows ----------------------------------------------------------------------------
     def _rows(self, scored: list[Scored], joined: bool) -> list[AttributedTransaction]:

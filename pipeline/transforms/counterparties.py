@@ -17,7 +17,7 @@ row logged for their transaction. Rows without a counterparty skip the shuffle a
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
 Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
-when its deadline has moved by :data:`GC_SLACK` (no timer per element). A second event-time
+when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`; no timer per element). A second event-time
 timer, SETTLE, tells the history when the watermark has passed its unsettled inflows: until
 then they stay in the log, so an earlier inflow still to be read from another partition is
 placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is set, at the
@@ -39,7 +39,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
-from pipeline.transforms.attribute import DEFAULT_ACCOUNT_IDLE, GC_SLACK, _seconds
+from pipeline.transforms.attribute import DEFAULT_ACCOUNT_IDLE, _seconds, keep_alive
 
 __all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
 
@@ -129,10 +129,7 @@ class ProfileCounterpartiesFn(beam.DoFn):
             self._counters.inc("counterparty_corrected", len(rows) - 1)
         if history.late > late:
             self._counters.inc("counterparty_late_beyond_log", history.late - late)
-        deadline = (timestamp + self._idle).micros
-        if deadline > history.gc_at + GC_SLACK.micros or not history.gc_at:
-            history.gc_at = deadline
-            gc.set(Timestamp(micros=deadline))
+        keep_alive(history, timestamp + self._idle, gc)
         history_state.write(history)
         yield from rows
 
