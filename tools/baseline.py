@@ -26,7 +26,6 @@ import uuid
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.domain.attribution import AccountHistory
 from pipeline.io.postgres import copy_rows
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
@@ -52,7 +51,7 @@ def run_baseline(
     conn = psycopg2.connect(dsn, connect_timeout=5)
     hot = HotPath(dsn)
     counts = hot.counts
-    histories: dict[str, AccountHistory] = {}
+    histories: dict = {}
     batch: dict[str, tuple] = {}
 
     def flush():
@@ -69,10 +68,10 @@ def run_baseline(
         if len(batch) >= batch_size:
             flush()
 
-    def history_of(account_id: str) -> AccountHistory:
+    def history_of(account_id: str):
         history = histories.get(account_id)
         if history is None:
-            history = histories[account_id] = AccountHistory()
+            history = histories[account_id] = hot.history()
         return history
 
     try:

@@ -75,13 +75,23 @@ def end_offsets(consumer: Consumer, topics: list[str]) -> dict[tuple[str, int], 
 class HotPath:
     """Parse → join and score → route → row, with the job's counters in ``counts``."""
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, with_features: bool = False):
         self.lookup = PostgresAccountLookup(dsn)
+        # The job computes the sender's features only for a fraud model (--model_path);
+        # without one, its default, neither does the hot path.
+        self.with_features = with_features
         self._parse_account = account_parser("auto")
         self._parse_transaction = transaction_parser("auto")
         self.waiting: dict[str, list[tuple[int, Transaction]]] = defaultdict(list)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.processed_at = datetime.now(UTC)
+
+    def history(self, stored: tuple | None = None) -> AccountHistory:
+        """A new account history, or one restored from :meth:`AccountHistory.to_tuple`,
+        computing the sender's features as the job does."""
+        history = AccountHistory() if stored is None else AccountHistory.from_tuple(stored)
+        history.with_features = self.with_features
+        return history
 
     def parse(self, is_account: bool, payload: bytes | None) -> Account | Transaction | None:
         """The record in ``payload``; None for one the job would dead-letter."""

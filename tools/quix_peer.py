@@ -50,7 +50,6 @@ from quixstreams import Application
 from quixstreams.sinks import BaseSink
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from pipeline.domain.attribution import AccountHistory
 from pipeline.io.postgres import connect, copy_rows
 from pipeline.records import Account
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
@@ -148,7 +147,7 @@ class _Attribute:
         if record is None:  # dead-lettered by the parser
             return []
         stored = state.get(HISTORY)
-        history = AccountHistory() if stored is None else AccountHistory.from_tuple(stored)
+        history = self.hot.history(stored)
         produced = timestamp * 1000
         if isinstance(record, Account):
             rows = self.hot.account(history, produced, record)
@@ -195,7 +194,7 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
             _dataframes(app, accounts_topic, transactions_topic, step, sink)
             app.run(count=expected, timeout=idle_timeout_s, collect=False)
         # Waiting accounts never got a version, so their histories are still empty.
-        sink.add_rows(hot.release(lambda account_id: AccountHistory()))
+        sink.add_rows(hot.release(lambda account_id: hot.history()))
         sink.flush()
     finally:
         sink.close()
