@@ -45,6 +45,7 @@ from pipeline.options import (
     RunOptions,
     ValidatorOptions,
 )
+from pipeline.runners import sdk_worker
 from pipeline.runners.flags import with_runner_defaults
 from pipeline.runners.savepoint import SavepointAwareFlinkRunner
 from pipeline.transforms.attribute import AttributeTransactions
@@ -221,6 +222,8 @@ def run(argv=None) -> int:
         options=options,
     )
     build(p, options)
+    if not on_flink:
+        sdk_worker.install_in_process()  # its SDK worker runs here: the pool's changes
     result = p.run()
     if standard.streaming and on_flink:
         job_name = options.get_all_options().get("job_name") or JOB_NAME

@@ -15,6 +15,7 @@ from pipeline.io.kafka import ReadFromKafka
 from pipeline.io.postgres import lookup_factory
 from pipeline.main import build, summary
 from pipeline.options import RunOptions
+from pipeline.runners import sdk_worker
 from pipeline.transforms.attribute import AttributeTransactions
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions, ReadRecords
 from tools.bench_data import SeededTopics
@@ -24,6 +25,7 @@ __all__ = ["run_join_only", "run_pipeline"]
 
 def _timed(p: beam.Pipeline) -> tuple[float, dict]:
     """Runs ``p`` to the end; its wall time and riskpipe counters."""
+    sdk_worker.install_in_process()  # as pipeline.main does for a runner in this process
     started = time.perf_counter()
     result = p.run()
     result.wait_until_finish()

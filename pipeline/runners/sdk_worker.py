@@ -35,7 +35,7 @@ import time
 import objsize
 from apache_beam.runners.worker import bundle_processor, data_plane, statecache
 
-__all__ = ["StateCommitError", "install", "uninstall"]
+__all__ = ["StateCommitError", "install", "install_in_process", "uninstall"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,14 @@ def install(pipelined_commits: bool = True, output_interval_ms: int = 20) -> Non
         "SDK worker: state cache sized without the module walk; pipelined commits %s; "
         "output every %s ms", "on" if pipelined_commits else "off", output_interval_ms or "-",
     )
+
+
+def install_in_process() -> None:
+    """The changes for an SDK worker in this process (the DirectRunner's FnApiRunner, Prism's
+    loopback worker): 1 and 2; the output keeps Beam's flush by size, as a bounded run has
+    no latency to save. Without 1, weighing state for the cache took about a third of a
+    bounded run's time (``docs/flink-notes.md``)."""
+    install(pipelined_commits=True, output_interval_ms=0)
 
 
 def uninstall() -> None:

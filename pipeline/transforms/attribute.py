@@ -49,6 +49,7 @@ from pipeline.domain.scoring import is_suspicious
 from pipeline.errors import LookupUnavailable
 from pipeline.metrics import Counters
 from pipeline.records import Account, AttributedTransaction, Transaction
+from pipeline.transforms.coders import TransactionCoder
 
 __all__ = [
     "ACCOUNT",
@@ -127,21 +128,6 @@ class HistoryCoder(Coder):
         history.waiting, history.deadline = waiting, deadline
         history.lookups_failed, history.gc_at = lookups_failed, gc_at
         return history
-
-    def is_deterministic(self) -> bool:
-        return True
-
-
-class TransactionCoder(Coder):
-    """A Transaction as a tuple of primitives."""
-
-    _TUPLES = FastPrimitivesCoder()
-
-    def encode(self, txn: Transaction) -> bytes:
-        return self._TUPLES.encode(txn.to_tuple())
-
-    def decode(self, encoded: bytes) -> Transaction:
-        return Transaction.from_tuple(self._TUPLES.decode(encoded))
 
     def is_deterministic(self) -> bool:
         return True

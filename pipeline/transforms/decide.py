@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from pipeline.records import AttributedTransaction
+
 from pipeline.transforms.route import RouteByEvaluation
 
 __all__ = ["DecideFraud"]
@@ -39,6 +41,7 @@ class DecideFraud(beam.PTransform):
         routed = scored | "RouteByEvaluation" >> RouteByEvaluation()
         validated = routed.unidentified | "ValidateUnidentified" >> self._validate
         return {
-            "decided": (routed.decided, validated.records) | "MergeDecisions" >> beam.Flatten(),
+            "decided": (routed.decided, validated.records) | "MergeDecisions"
+            >> beam.Flatten().with_output_types(AttributedTransaction),
             "dead_letters": validated.dead_letters,
         }

@@ -70,6 +70,8 @@ class RouteByEvaluation(beam.PTransform):
     """Splits scored transactions into decided ones and those the validator must decide."""
 
     def expand(self, scored):
-        return scored | "Route" >> beam.ParDo(_RouteFn()).with_outputs(
-            UNIDENTIFIED, main=DECIDED
+        # Typed, so the rows cross stage boundaries in their coder (pipeline.transforms.coders).
+        route = beam.ParDo(_RouteFn()).with_output_types(
+            AttributedTransaction, **{UNIDENTIFIED: AttributedTransaction}
         )
+        return scored | "Route" >> route.with_outputs(UNIDENTIFIED, main=DECIDED)
