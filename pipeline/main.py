@@ -139,15 +139,19 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     # The step's serialized DoFn carries the key to the workers; the options are submitted
     # and stored with the job, so the key leaves them.
     validator.validator_api_key = None
-    decided = decisions["decided"]
-    decided | "WriteToPostgres" >> WriteAttributedTransactions(
-        dsn, options.view_as(PostgresOptions).postgres_batch_size
-    )
+    # Each stream of decisions is written where it is decided (DecideFraud says why);
+    # Postgres keeps a row's newest version (processed_at) whichever write comes last.
+    streams = {"Decided": decisions["decided"], "Validated": decisions["validated"]}
+    for name, rows in streams.items():
+        rows | f"Write{name}ToPostgres" >> WriteAttributedTransactions(
+            dsn, options.view_as(PostgresOptions).postgres_batch_size
+        )
     results = options.view_as(ResultsOptions)
     mongo = options.view_as(MongoOptions)
     (
-        decided
-        | "KeepFraudulent" >> beam.Filter(lambda r: r.is_fraudulent)
+        [rows | f"Keep{name}Fraudulent" >> beam.Filter(lambda r: r.is_fraudulent)
+         for name, rows in streams.items()]
+        | "MergeFraudulent" >> beam.Flatten()
         | "WriteFraudResults" >> WriteFraudResults(
             kafka.kafka_bootstrap, kafka.fraud_results_topic, kafka.users_topic,
             mongo.mongo_uri, mongo.mongo_db, results.s3_bucket, results.results_window_s,

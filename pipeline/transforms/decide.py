@@ -3,20 +3,21 @@
 Usage::
 
     decisions = attributed | "DecideFraud" >> DecideFraud(ValidateUnidentified(validator_url))
-    decisions["decided"]       # AttributedTransactions with is_fraudulent and validated_by final
+    decisions["decided"]       # AttributedTransactions the bank decided, is_fraudulent final
+    decisions["validated"]     # the unidentified ones, decided by the validator
     decisions["dead_letters"]  # DeadLetters of transactions the validator refused to judge
 
 ``RouteByEvaluation`` takes what the bank decided (``fraudulent``: fraud, ``validated_by =
 "bank"``; anything but ``unidentified``: cleared) and sends the ``unidentified`` ones through
-the given validation step (which returns ``records`` and ``dead_letters``); the decided
-streams leave merged.
+the given validation step (which returns ``records`` and ``dead_letters``). The two decided
+streams leave apart, to be written where each is decided: merged by a Flatten, every row
+would be encoded and decoded once more on the FnApiRunner, whose fuser does not fuse a
+Flatten of two stages' outputs (Flink's does). A transaction's rows all take one route.
 """
 
 from __future__ import annotations
 
 import apache_beam as beam
-
-from pipeline.records import AttributedTransaction
 
 from pipeline.transforms.route import RouteByEvaluation
 
@@ -41,7 +42,7 @@ class DecideFraud(beam.PTransform):
         routed = scored | "RouteByEvaluation" >> RouteByEvaluation()
         validated = routed.unidentified | "ValidateUnidentified" >> self._validate
         return {
-            "decided": (routed.decided, validated.records) | "MergeDecisions"
-            >> beam.Flatten().with_output_types(AttributedTransaction),
+            "decided": routed.decided,
+            "validated": validated.records,
             "dead_letters": validated.dead_letters,
         }

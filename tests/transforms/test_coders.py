@@ -77,10 +77,10 @@ def test_the_job_carries_its_records_in_their_coders_not_pickled():
                     assert isinstance(coder, expected[pcoll.element_type]), label
                     typed[label] = pcoll.element_type
                 elif node.full_label.startswith(("DecideFraud/RouteByEvaluation",
-                                                 "DecideFraud/MergeDecisions")):
+                                                 "MergeFraudulent")):
                     untyped_rows.append(label)
 
     pipeline.visit(Visitor())
-    assert untyped_rows == []  # the rows of the decisions: both routes and their merge
+    assert untyped_rows == []  # the rows of the decisions: both routes, and the fraud's merge
     assert sum(t is AttributedTransaction for t in typed.values()) >= 4
     assert Transaction in typed.values() and Account in typed.values()
