@@ -142,10 +142,9 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     # Each stream of decisions is written where it is decided (DecideFraud says why);
     # Postgres keeps a row's newest version (processed_at) whichever write comes last.
     streams = {"Decided": decisions["decided"], "Validated": decisions["validated"]}
+    batch_size = options.view_as(PostgresOptions).postgres_batch_size
     for name, rows in streams.items():
-        rows | f"Write{name}ToPostgres" >> WriteAttributedTransactions(
-            dsn, options.view_as(PostgresOptions).postgres_batch_size
-        )
+        rows | f"Write{name}ToPostgres" >> WriteAttributedTransactions(dsn, batch_size)
     results = options.view_as(ResultsOptions)
     mongo = options.view_as(MongoOptions)
     (

@@ -57,7 +57,6 @@ __all__ = [
     "AttributeTransactions",
     "AttributeTransactionsFn",
     "HistoryCoder",
-    "TransactionCoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,6 +71,7 @@ GC_SLACK = Duration.of(3600)
 # A lookup that failed (the store unreachable) is tried this many more times, TTL apart,
 # before the waiting transactions go on unjoined.
 LOOKUP_RETRIES = 5
+
 
 def keep_alive(state, deadline: Timestamp, gc) -> None:
     """Moves the GC timer to ``deadline`` when it has moved by GC_SLACK (or none is set);

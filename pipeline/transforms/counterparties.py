@@ -17,8 +17,8 @@ row logged for their transaction. Rows without a counterparty skip the shuffle a
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
 Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
-when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`; no timer per element). A second event-time
-timer, SETTLE, tells the history when the watermark has passed its unsettled inflows: until
+when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
+no timer per element). A second event-time timer, SETTLE, tells the history when the watermark has passed its unsettled inflows: until
 then they stay in the log, so an earlier inflow still to be read from another partition is
 placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is set, at the
 newest unsettled inflow, so one firing settles a batch; not per element.
