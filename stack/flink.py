@@ -53,6 +53,10 @@ TASKMANAGERS = 2
 TM_SLOTS = max(2, -(-(os.cpu_count() or 1) // TASKMANAGERS))
 RESTART_ATTEMPTS = 10
 RESTART_DELAY = "5s"
+BLOB_CLEANUP_INTERVAL_S = 60
+# Per-run scratch (blob caches, uploaded jars, spill files): emptied whenever no Flink process
+# runs, so a day of job submissions does not fill the disk. Checkpoints and savepoints stay.
+SCRATCH_DIRS = ("tmp", "web", "web-upload")
 PROMETHEUS_FACTORY = "org.apache.flink.metrics.prometheus.PrometheusReporterFactory"
 
 # What Flink's own conf/config.yaml passes to every JVM on Java 17 (module access).
@@ -264,6 +268,9 @@ def render_config() -> str:
         "env.java.opts.all": f"{JAVA_17_OPTS} -Djava.io.tmpdir={state / 'tmp'} -Dconsole.log.level=WARN",
         "web.tmpdir": str(state / "web"),
         "web.upload.dir": str(state / "web-upload"),
+        # A TaskManager keeps a finished job's jar (~160 MB) this long before deleting it
+        # (default 1 h): a test run submits dozens of jobs.
+        "blob.service.cleanup.interval": BLOB_CLEANUP_INTERVAL_S,
         "execution.checkpointing.interval": f"{flags.CHECKPOINT_INTERVAL_MS}ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.timeout": "2min",
@@ -444,6 +451,7 @@ class Flink(Service):
 
     def prepare(self) -> None:
         state = self.state_dir
+        self._empty_scratch()
         for sub in (
             "tmp",
             "pid",
@@ -490,6 +498,13 @@ class Flink(Service):
                     future.result()
             return "started"
 
+    def _empty_scratch(self) -> None:
+        """Deletes the scratch directories' contents, only when no Flink process runs."""
+        if any(process.read_pid(p.pid_path) for p in (self.jobmanager, *self.taskmanagers)):
+            return
+        for sub in SCRATCH_DIRS:
+            shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+
     def _pids_alive(self) -> bool:
         return all(
             process.read_pid(p.pid_path) for p in (self.jobmanager, *self.taskmanagers)
@@ -501,6 +516,7 @@ class Flink(Service):
             for taskmanager in self.taskmanagers:
                 stopped = taskmanager.down() or stopped
             stopped = self.jobmanager.down() or stopped
+            self._empty_scratch()
             if jobserver.stop_job_servers():
                 self.say("stopped leftover Beam job-server JVM(s)")
                 stopped = True

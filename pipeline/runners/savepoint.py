@@ -4,7 +4,13 @@ With ``--flink_submit_uber_jar`` Beam uploads the job as a jar and starts it thr
 REST API (``POST /jars/<id>/run``), whose body alone decides which savepoint the job
 restores; Beam sends no savepoint there, so ``--savepoint_path`` was silently ignored and a
 restarted job began again from its first offsets. This runner adds ``savepointPath`` to that
-request. Everything else is Beam's own FlinkRunner.
+request.
+
+Beam deletes the uploaded jar (about 160 MB) only when the submitting process sees the job end
+or cancels it; a detached submission exits first, so every run left its jar in Flink's upload
+directory. Once ``/run`` has answered, the JobManager holds the job's jars in its blob server
+(failover and restarts read them there), so this runner deletes the upload right away.
+Everything else is Beam's own FlinkRunner.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ def savepoint_path(options) -> str | None:
 
 
 class _SavepointFlinkBeamJob(FlinkBeamJob):
-    """Adds the savepoint to the REST call that starts the uploaded jar."""
+    """Adds the savepoint to the REST call that starts the uploaded jar; deletes the jar once
+    the job is submitted."""
 
     restore_from: str | None = None
 
@@ -37,6 +44,10 @@ class _SavepointFlinkBeamJob(FlinkBeamJob):
             kwargs["json"] = {**kwargs.get("json", {}), "savepointPath": self.restore_from}
             logger.info("starting the job from savepoint %s", self.restore_from)
         return super().post(path, **kwargs)
+
+    def run(self):
+        super().run()
+        self.delete_jar()  # the job's jars now live in the JobManager's blob server
 
 
 class _SavepointUberJarJobServer(FlinkUberJarJobServer):

@@ -80,8 +80,12 @@ def test_flink_end_to_end(services, tmp_path):
     bad = summary["bad"]["messages"]
     assert bad > 0 and summary["transactions"] + bad == COUNT
 
+    def uploaded_jars() -> set[str]:
+        return {jar["id"] for jar in flink_rest.request("GET", "/jars")["files"]}
+
     def submit() -> str:
         before = {j["jid"] for j in flink_rest.jobs()}
+        jars_before = uploaded_jars()
         submitted = run(
             [sys.executable, "-m", "pipeline.main", "--runner=FlinkRunner",
              f"--job_name={prefix}", f"--kafka_bootstrap={bootstrap}", f"--postgres_dsn={dsn}",
@@ -95,6 +99,9 @@ def test_flink_end_to_end(services, tmp_path):
         )
         assert submitted.returncode == 0, submitted.stderr[-4000:]
         new = flink_rest.wait_for_job_id(prefix, 60, exclude=before)
+        # The JobManager keeps the job's jars in its blob server; the ~160 MB upload is
+        # deleted once the job is submitted, not left behind for every run.
+        assert uploaded_jars() - jars_before == set()
         flink_rest.wait_until_running(new, timeout=120)
         return new
 
