@@ -26,12 +26,13 @@ timestamp_ms, key, value)`` whose event time is the Kafka message timestamp.
 - Watermarks: a ``ManualWatermarkEstimator`` per partition follows the newest record
   timestamp minus ``watermark_allowance_s``; a partition caught up with its end offset moves
   it to wall time minus the allowance, so an idle partition does not hold event time back.
-- Commits: when a bundle is finalized the reader commits (asynchronously; failures are
-  logged) its last offset + 1 to ``group_id``, so Kafka's tools show the lag and a job started
-  without a checkpoint resumes there. The FnApiRunner (what the DirectRunner runs) finalizes
-  right after each bundle; the Flink runner only when a checkpoint completes, i.e. with
-  ``--checkpointing_interval`` set. Without finalization nothing is committed; reading still
-  works.
+- Commits: when a bundle is finalized its last offset + 1 goes to the process's committer
+  (``commit.py``), which commits the highest offset finalized so far to ``group_id`` and keeps
+  it there (bundles of one partition finalize concurrently, in several SDK workers), so
+  Kafka's tools show the lag and a job started without a checkpoint resumes there. The
+  FnApiRunner (what the DirectRunner runs) finalizes right after each bundle; the Flink
+  runner only when a checkpoint completes, i.e. with ``--checkpointing_interval`` set.
+  Without finalization nothing is committed; reading still works.
 - Metrics (namespace ``riskpipe``): ``kafka_records_read``, ``kafka_records_read_<name>``,
   gauges ``kafka_lag_<name>_p<partition>`` (end offset − position at the last bundle), where
   ``<name>`` is the read's ``metrics_name`` (the job uses ``accounts`` and ``transactions``),

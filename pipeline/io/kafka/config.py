@@ -122,12 +122,15 @@ class ReadSettings:
     idle_resume_s: float
     watermark_allowance_s: float
     metrics_name: str = ""
+    # Set when the read is built, so one submission's workers share it (also after a
+    # failover); commits carry it (commit.py).
+    run_id: str = ""
 
     def metric_label(self, topic: str) -> str:
         """The name a topic's metrics carry: ``metrics_name``, else the topic made safe."""
         return self.metrics_name or re.sub(r"[^A-Za-z0-9_]", "_", topic)
 
-    def new_consumer(self) -> Consumer:
+    def new_consumer(self, client_id: str = "riskpipe-reader") -> Consumer:
         """A consumer in the group that never subscribes (partitions are assigned)."""
         config = client_config(
             self.bootstrap_servers,
@@ -137,7 +140,7 @@ class ReadSettings:
             enable_auto_offset_store=False,
             auto_offset_reset="earliest",
             enable_partition_eof=False,
-            client_id="riskpipe-reader",
+            client_id=client_id,
         )
         config.setdefault("on_commit", log_commit_result)
         return Consumer(config)

@@ -17,6 +17,7 @@ import functools
 import logging
 import re
 import time
+import uuid
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -33,6 +34,7 @@ from confluent_kafka import (
 )
 
 from pipeline import metrics
+from pipeline.io.kafka.commit import OffsetCommitter
 from pipeline.io.kafka.config import (
     FETCH_CHUNK,
     STARTS,
@@ -173,11 +175,12 @@ class _ReadPartitionFn(beam.DoFn):
         }
 
     def teardown(self):
+        OffsetCommitter.of(self._settings).flush()
         readers, self._readers = self._readers, {}
         logger.debug("Kafka: closing %d consumers", len(readers))
         for reader in readers.values():
             try:
-                reader.consumer.close()  # waits for outstanding async commits
+                reader.consumer.close()
             except (KafkaException, RuntimeError):
                 logger.warning(
                     "Closing the consumer of %s failed", reader.tp, exc_info=True
@@ -330,28 +333,8 @@ class _ReadPartitionFn(beam.DoFn):
         )
 
     def _commit(self, topic: str, partition: int, offset: int) -> None:
-        """Bundle-finalization callback: commits ``offset`` asynchronously; never raises."""
-        reader = self._readers.get((topic, partition))
-        if reader is None:
-            logger.info(
-                "Kafka %s[%d]: reader closed, commit of %d skipped",
-                topic,
-                partition,
-                offset,
-            )
-            return
-        try:
-            reader.consumer.commit(
-                offsets=[TopicPartition(topic, partition, offset)], asynchronous=True
-            )
-        except (KafkaException, RuntimeError) as exc:
-            logger.warning(
-                "Kafka %s[%d]: commit of offset %d failed: %s",
-                topic,
-                partition,
-                offset,
-                exc,
-            )
+        """Bundle-finalization callback: asks the process's committer for ``offset``."""
+        OffsetCommitter.of(self._settings).want(topic, partition, offset)
 
 
 class _ReadUnboundedPartitionFn(_ReadPartitionFn):
@@ -461,6 +444,7 @@ class ReadFromKafka(beam.PTransform):
             idle_resume_s=idle_resume_s,
             watermark_allowance_s=watermark_allowance_s,
             metrics_name=metrics_name or "",
+            run_id=uuid.uuid4().hex,
         )
 
     def expand(self, pbegin):
