@@ -61,6 +61,8 @@ class OffsetCommitter:
         self._lock = threading.Lock()  # guards _wanted and _checks_left
         self._sync_lock = threading.Lock()  # one sync (read, then commit) at a time
         self._wanted: dict[tuple[str, int], int] = {}
+        # What this committer last saw the group hold, or committed itself, per partition.
+        self._confirmed: dict[tuple[str, int], int] = {}
         self._checks_left = 0
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,9 +84,13 @@ class OffsetCommitter:
         self._wake.set()
 
     def flush(self) -> None:
-        """Commits what is asked for now, in the caller's thread (teardown, exit)."""
+        """Commits what is asked for and not yet committed, in the caller's thread
+        (teardown, exit)."""
+        self._check(only_new=True)
+
+    def _check(self, only_new: bool = False) -> None:
         try:
-            self._sync()
+            self._sync(only_new)
         except (KafkaException, RuntimeError) as exc:
             logger.warning("Kafka: committing offsets of group %s failed: %s",
                            self._settings.group_id, exc)
@@ -102,14 +108,15 @@ class OffsetCommitter:
                 if self._checks_left <= 0:
                     continue
                 self._checks_left -= 1
-            self.flush()
+            self._check()
 
-    def _sync(self) -> None:
+    def _sync(self, only_new: bool = False) -> None:
         """Reads the group's offsets of the wanted partitions; commits those that are lower
-        (or were committed by another run)."""
+        (or were committed by another run). ``only_new``: only if something asked for is not
+        confirmed yet."""
         with self._sync_lock:
             wanted = self.wanted()
-            if not wanted:
+            if not wanted or (only_new and wanted == self._confirmed):
                 return
             if self._consumer is None:
                 self._consumer = self._settings.new_consumer(client_id="riskpipe-committer")
@@ -117,17 +124,21 @@ class OffsetCommitter:
                 [TopicPartition(topic, partition) for topic, partition in wanted],
                 timeout=METADATA_TIMEOUT_S,
             )
-            behind = [
-                TopicPartition(tp.topic, tp.partition, wanted[(tp.topic, tp.partition)],
-                               metadata=self._run_id)
-                for tp in current
-                if tp.metadata != self._run_id or tp.offset < wanted[(tp.topic, tp.partition)]
-            ]
+            behind = []
+            for tp in current:
+                key = (tp.topic, tp.partition)
+                if tp.metadata != self._run_id or tp.offset < wanted[key]:
+                    behind.append(TopicPartition(tp.topic, tp.partition, wanted[key],
+                                                 metadata=self._run_id))
+                else:
+                    self._confirmed[key] = wanted[key]
             if not behind:
                 return
             for tp in self._consumer.commit(offsets=behind, asynchronous=False):
                 if tp.error is not None:
                     logger.warning("Kafka: commit of %s[%d] at %d failed: %s",
                                    tp.topic, tp.partition, tp.offset, tp.error)
+                else:
+                    self._confirmed[(tp.topic, tp.partition)] = tp.offset
             logger.debug("Kafka: committed %d partition(s) of group %s",
                          len(behind), self._settings.group_id)
