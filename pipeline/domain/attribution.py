@@ -18,8 +18,12 @@ different speeds, an unkeyed producer whose records of one account sit in severa
   after later ones, every logged transaction whose row changes is emitted again.
 
 Exactness holds within the log: the newest :data:`LOG_SIZE` transactions per account (up to
-:data:`PROVISIONAL_LOG_SIZE` while the account's topic has given no version yet). An input
-older than all of them (``late`` in the counters) is scored against what is known and counted.
+:data:`PROVISIONAL_LOG_SIZE` while the account's topic has given no version yet), and, when
+the owner holds unsettled transactions (``hold_unsettled``, the job's account step), every
+transaction the watermark has not passed yet (:meth:`AccountHistory.settle`), up to
+:data:`PROVISIONAL_LOG_SIZE`: a whole backlog read from one topic ahead of the other is
+still corrected. An input older than all of them (``late`` in the counters) is scored against
+what is known and counted.
 
 >>> from datetime import UTC, datetime
 >>> from pipeline.records import Account, Transaction
@@ -50,7 +54,7 @@ from pipeline.domain.scoring import score_transaction
 from pipeline.domain.sender_features import sender_vector
 from pipeline.records import Account, Transaction
 
-__all__ = ["LOG_SIZE", "MAX_VERSIONS", "AccountHistory", "Scored", "order_key"]
+__all__ = ["LOG_SIZE", "MAX_VERSIONS", "SETTLE_AFTER", "AccountHistory", "Scored", "order_key"]
 
 MAX_VERSIONS = 4  # account versions kept per account (the newest ones)
 LOG_SIZE = 32  # transactions kept whole per account; older ones live on in the features
@@ -58,6 +62,9 @@ LOG_SIZE = 32  # transactions kept whole per account; older ones live on in the 
 # its rows are provisional: the log keeps up to this many, so that the first real version can
 # still correct them even when a whole backlog of transactions was read before the accounts.
 PROVISIONAL_LOG_SIZE = 1024
+# An owner that holds unsettled transactions asks for settle() once its log has grown past this:
+# once per LOG_SIZE // 2 transactions of an account in steady traffic, not per transaction.
+SETTLE_AFTER = LOG_SIZE + LOG_SIZE // 2
 BEGINNING = -(2**62)  # the production time of a version from the lookup: valid from the start
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -140,20 +147,30 @@ class AccountHistory:
       late: how many inputs arrived too late to be placed exactly: a transaction older than
         the log, or an account version produced before a transaction already in ``base``.
       base_produced: the newest production time among the transactions in ``base``.
+      settled_to: the newest watermark given to :meth:`settle` (µs): nothing produced before
+        it is still to come.
       with_features: whether rows carry the sender's features (a fraud model reads them);
         without, ``Scored.features`` is empty and a row is emitted again only when what it
         shows changes. Not part of the state: its owner sets it.
+      hold_unsettled: whether the log keeps, past LOG_SIZE, the transactions produced at or
+        after ``settled_to`` (an account version produced before them may still come); the
+        owner then calls :meth:`settle` as the watermark moves. Not part of the state.
     """
 
-    __slots__ = ("_total", "base", "base_produced", "late", "log", "versions", "with_features")
+    __slots__ = (
+        "_total", "base", "base_produced", "hold_unsettled", "late", "log", "settled_to",
+        "versions", "with_features",
+    )
 
-    def __init__(self, with_features: bool = True) -> None:
+    def __init__(self, with_features: bool = True, hold_unsettled: bool = False) -> None:
         self.versions: list[tuple[int, Account]] = []
         self.base = AccountFeatures()
         self.log: list[_Entry] = []
         self.late = 0
         self.with_features = with_features
+        self.hold_unsettled = hold_unsettled
         self.base_produced = BEGINNING
+        self.settled_to = BEGINNING
         self._total: AccountFeatures | None = None
 
     @property
@@ -224,11 +241,32 @@ class AccountHistory:
         self._trim()
         return rows
 
+    def settle(self, watermark: int) -> None:
+        """The watermark has reached ``watermark`` (µs): transactions produced before it can
+        leave the log (beyond the newest LOG_SIZE)."""
+        if watermark > self.settled_to:
+            self.settled_to = watermark
+            self._trim()
+
+    def unsettled_until(self) -> int | None:
+        """When the log has grown past SETTLE_AFTER: the newest production time in it (µs),
+        the watermark a settle() should wait for; else None."""
+        if len(self.log) <= SETTLE_AFTER:
+            return None
+        return max(entry.produced for entry in self.log)
+
     def _trim(self) -> None:
         provisional = all(at == BEGINNING for at, _ in self.versions)
         keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
-        while len(self.log) > keep:
-            entry = self.log.pop(0)
+        log = self.log
+        while len(log) > keep:
+            if (
+                self.hold_unsettled
+                and log[0].produced >= self.settled_to
+                and len(log) <= PROVISIONAL_LOG_SIZE
+            ):
+                break  # an account version produced before it may still come
+            entry = log.pop(0)
             self.base.add_facts(entry.facts)
             self.base_produced = max(self.base_produced, entry.produced)
 
@@ -263,12 +301,14 @@ class AccountHistory:
             tuple((e.produced, e.txn.to_tuple(), e.emitted) for e in self.log),
             self.late,
             self.base_produced,
+            self.settled_to,
         )
 
     @classmethod
     def from_tuple(cls, values: tuple) -> "AccountHistory":
-        """Inverse of :meth:`to_tuple`."""
-        versions, base, log, late, base_produced = values
+        """Inverse of :meth:`to_tuple` (a history saved before ``settled_to`` has five
+        values)."""
+        versions, base, log, late, base_produced, *settled = values
         history = cls.__new__(cls)
         history.versions = [(at, Account.from_tuple(account)) for at, account in versions]
         history.base = AccountFeatures.from_tuple(base)
@@ -277,6 +317,8 @@ class AccountHistory:
         ]
         history.late = late
         history.with_features = True
+        history.hold_unsettled = False
         history.base_produced = base_produced
+        history.settled_to = settled[0] if settled else BEGINNING
         history._total = None
         return history

@@ -90,14 +90,15 @@ class _History(AccountHistory, CacheAware):
     """An AccountHistory that Beam's state cache weighs by an estimate, not by walking it
     (measuring every object of a history on each write would cost more than the step)."""
 
-    __slots__ = ("deadline", "gc_at", "lookups_failed", "waiting")
+    __slots__ = ("deadline", "gc_at", "lookups_failed", "settle_at", "waiting")
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(hold_unsettled=True)
         self.waiting = 0  # transactions in WAITING (no account version yet)
         self.deadline = 0  # earliest expiry of those (µs), when waiting
         self.lookups_failed = 0  # failed lookups since the first one waited
         self.gc_at = 0  # where the GC timer is set (µs)
+        self.settle_at = 0  # where the SETTLE timer is set (µs; 0: not set)
 
     def get_referents_for_cache(self) -> list:
         return []
@@ -114,19 +115,23 @@ class HistoryCoder(Coder):
     def encode(self, history: _History) -> bytes:
         return self._TUPLES.encode((
             history.to_tuple(), history.waiting, history.deadline, history.lookups_failed,
-            history.gc_at,
+            history.gc_at, history.settle_at,
         ))
 
     def decode(self, encoded: bytes) -> _History:
-        values, waiting, deadline, lookups_failed, gc_at = self._TUPLES.decode(encoded)
+        # A history saved before the SETTLE timer existed has no settle_at.
+        values, waiting, deadline, lookups_failed, gc_at, *settle_at = self._TUPLES.decode(
+            encoded
+        )
         restored = AccountHistory.from_tuple(values)
         history = _History()
         history.versions, history.base, history.log, history.late = (
             restored.versions, restored.base, restored.log, restored.late
         )
-        history.base_produced = restored.base_produced
+        history.base_produced, history.settled_to = restored.base_produced, restored.settled_to
         history.waiting, history.deadline = waiting, deadline
         history.lookups_failed, history.gc_at = lookups_failed, gc_at
+        history.settle_at = settle_at[0] if settle_at else 0
         return history
 
     def is_deterministic(self) -> bool:
@@ -164,12 +169,19 @@ class AttributeTransactionsFn(beam.DoFn):
       GC: event-time timer after ``account_idle`` without activity; it drops the state (the
         lookup fetches the account again when it reappears). It is moved only when the
         deadline has moved by GC_SLACK.
+      SETTLE: event-time timer set when the log has grown past SETTLE_AFTER, just after its
+        newest production time: when it fires, no account version produced before those
+        transactions is still to come, and the log shrinks to LOG_SIZE
+        (:meth:`~pipeline.domain.attribution.AccountHistory.settle`). Until then a transaction
+        read far ahead of its account's versions stays correctable. One firing per
+        SETTLE_AFTER - LOG_SIZE transactions of an account in steady traffic.
     """
 
     HISTORY = ReadModifyWriteStateSpec("history", HistoryCoder())
     WAITING = BagStateSpec("waiting", TupleCoder((VarIntCoder(), TransactionCoder())))
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
     GC = TimerSpec("gc", TimeDomain.WATERMARK)
+    SETTLE = TimerSpec("settle", TimeDomain.WATERMARK)
 
     def __init__(
         self,
@@ -216,6 +228,7 @@ class AttributeTransactionsFn(beam.DoFn):
         waiting=beam.DoFn.StateParam(WAITING),
         expiry=beam.DoFn.TimerParam(EXPIRY),
         gc=beam.DoFn.TimerParam(GC),
+        settle=beam.DoFn.TimerParam(SETTLE),
     ):
         account_id, (kind, values) = element
         record = Account.from_tuple(values) if kind == ACCOUNT else Transaction.from_tuple(values)
@@ -240,6 +253,7 @@ class AttributeTransactionsFn(beam.DoFn):
         if history.late > late:
             self._counters.inc("late_beyond_log", history.late - late)
         self._keep_alive(history, timestamp, gc)
+        _schedule_settle(history, settle)
         history_state.write(history)
         yield from rows
 
@@ -367,6 +381,21 @@ class AttributeTransactionsFn(beam.DoFn):
         history_state.write(history)
         yield from rows
 
+    @on_timer(SETTLE)
+    def _on_settle(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        settle=beam.DoFn.TimerParam(SETTLE),
+    ):
+        history = history_state.read()
+        if history is None:
+            return
+        history.settle_at = 0
+        history.settle(fired.micros)
+        _schedule_settle(history, settle)
+        history_state.write(history)
+
     @on_timer(GC)
     def _on_gc(
         self,
@@ -383,6 +412,17 @@ class AttributeTransactionsFn(beam.DoFn):
             return
         self._counters.inc("accounts_evicted")
         history_state.clear()
+
+
+def _schedule_settle(history: _History, settle) -> None:
+    """Sets the SETTLE timer when the log has grown past SETTLE_AFTER and none is set."""
+    if history.settle_at:
+        return
+    newest = history.unsettled_until()
+    if newest is not None and newest >= history.settled_to:
+        # Just after it: a version produced in the same microsecond may still come.
+        history.settle_at = newest + 1
+        settle.set(Timestamp(micros=history.settle_at))
 
 
 def _key_and_tag(kind: str):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import T0, account, transaction, examples
-from pipeline.domain.attribution import LOG_SIZE, AccountHistory
+from pipeline.domain.attribution import BEGINNING, LOG_SIZE, AccountHistory
 from pipeline.domain.scoring import AccountFeatures, score_transaction
 
 
@@ -197,3 +197,58 @@ def test_the_late_count_and_its_bound_survive_the_tuple_form():
     restored = AccountHistory.from_tuple(history.to_tuple())
     restored.add_version(micros(timedelta(minutes=3)), account(account_name="Second"))
     assert restored.late == 1
+
+
+def _backlog(history: AccountHistory, count: int, first_minute: int = 1) -> None:
+    """``count`` transactions a minute apart, produced from ``first_minute`` on."""
+    for i in range(count):
+        history.add_transaction(micros(timedelta(minutes=first_minute + i)),
+                                transaction(transaction_id=f"t{i:03d}",
+                                            datetime_occurred=T0 + timedelta(minutes=i)))
+
+
+def test_held_transactions_are_corrected_by_a_version_read_after_many_of_them():
+    """The transactions topic read far ahead of the accounts topic: the version produced
+    after t002 arrives after 3 * LOG_SIZE transactions. Held until the watermark passes them,
+    every transaction from t002 on is corrected, and nothing is counted late."""
+    history = AccountHistory(hold_unsettled=True)
+    history.add_version(0, account(account_name="First"))
+    _backlog(history, 3 * LOG_SIZE)
+    rows = history.add_version(micros(timedelta(minutes=3)), account(account_name="Second"))
+    assert history.late == 0
+    assert sorted(r.transaction.transaction_id for r in rows) == [
+        f"t{i:03d}" for i in range(2, 3 * LOG_SIZE)
+    ]
+    assert {r.account.account_name for r in rows} == {"Second"}
+
+
+def test_without_holding_the_same_version_is_counted_late():
+    history = AccountHistory()
+    history.add_version(0, account(account_name="First"))
+    _backlog(history, 3 * LOG_SIZE)
+    rows = history.add_version(micros(timedelta(minutes=3)), account(account_name="Second"))
+    assert history.late == 1 and len(rows) == LOG_SIZE
+
+
+def test_settle_lets_the_transactions_the_watermark_passed_leave_the_log():
+    history = AccountHistory(hold_unsettled=True)
+    history.add_version(0, account(account_name="First"))
+    _backlog(history, 3 * LOG_SIZE)
+    assert len(history.log) == 3 * LOG_SIZE
+    assert history.unsettled_until() == micros(timedelta(minutes=3 * LOG_SIZE))
+    # The watermark passed the first 50 transactions (produced at minutes 1..50).
+    history.settle(micros(timedelta(minutes=50, seconds=30)))
+    assert [e.txn.transaction_id for e in history.log][:1] == ["t050"]
+    assert len(history.log) == 3 * LOG_SIZE - 50
+    history.settle(micros(timedelta(minutes=3 * LOG_SIZE + 1)))
+    assert len(history.log) == LOG_SIZE and history.unsettled_until() is None
+    # What left the log lives on in the features: the next row counts all of them.
+    assert history.base.seen == 2 * LOG_SIZE
+
+
+def test_settled_to_survives_the_tuple_form_and_old_tuples_still_load():
+    history = AccountHistory(hold_unsettled=True)
+    history.add_version(0, account(account_name="First"))
+    history.settle(12345)
+    assert AccountHistory.from_tuple(history.to_tuple()).settled_to == 12345
+    assert AccountHistory.from_tuple(history.to_tuple()[:5]).settled_to == BEGINNING

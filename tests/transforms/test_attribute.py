@@ -135,6 +135,33 @@ def test_a_replay_that_reads_a_transaction_before_the_update_preceding_it_correc
     run_step(events, [("t2", "Ada Lovelace", 30.0), ("t2", "Ada King", 20.0)])
 
 
+def _backlog(count: int, first_ts: int = 10) -> list:
+    """``count`` transactions of a1, a second apart from ``first_ts``, in event-time order."""
+    return [txn_at(first_ts + i, f"t{i:03d}", datetime_occurred=T0 + timedelta(seconds=i))
+            for i in range(count)]
+
+
+def test_a_version_read_after_a_long_backlog_corrects_every_transaction_after_it():
+    """The transactions topic read far ahead of the accounts topic (a backlog): the rename
+    produced at 15 s arrives after 60 transactions. Until the watermark passes them, they stay
+    correctable, so every transaction produced from 15 s on is corrected, not only the newest
+    LOG_SIZE (32) of them."""
+    backlog = _backlog(60)
+    events = [acct_at(0), 5, *backlog, acct_at(15, account_name="Ada King")]
+    first = [(f"t{i:03d}", "Ada Lovelace", 10.0 + i) for i in range(60)]
+    corrected = [(f"t{i:03d}", "Ada King", 15.0) for i in range(5, 60)]
+    run_step(events, first + corrected)
+
+
+def test_the_watermark_settles_a_long_log_and_rows_go_on():
+    """Past the settle threshold the SETTLE timer fires when the watermark passes the log;
+    later transactions are scored as before."""
+    events = [acct_at(0), 5, *_backlog(60), 100,
+              txn_at(110, "later", datetime_occurred=T0 + timedelta(minutes=5))]
+    expected = [(f"t{i:03d}", "Ada Lovelace", 10.0 + i) for i in range(60)]
+    run_step(events, [*expected, ("later", "Ada Lovelace", 110.0)])
+
+
 def test_a_waiting_transaction_gets_the_version_of_its_time():
     events = [txn_at(10, "t1"), acct_at(5), acct_at(40, account_name="Ada King"), 100]
     run_step(events, [("t1", "Ada Lovelace", 5.0)])
