@@ -26,10 +26,14 @@ import uuid
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
+from pipeline.domain.attribution import BEGINNING
 from pipeline.io.postgres import copy_rows
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
 __all__ = ["run_baseline"]
+
+
+END_OF_INPUT = 2**62  # the watermark once every partition has been read to its end
 
 
 def run_baseline(
@@ -71,8 +75,16 @@ def run_baseline(
     def history_of(account_id: str):
         history = histories.get(account_id)
         if history is None:
-            history = histories[account_id] = hot.history()
+            history = histories[account_id] = hot.history(hold_unsettled=True)
         return history
+
+    # The watermark, as the job's readers keep it: the oldest of the newest Kafka timestamps
+    # read from each partition not yet read to its end. A transaction stays correctable, as in
+    # the job, until it passes (the consumer may read one topic well ahead of the other).
+    newest: dict[tuple[str, int], int] = {}
+
+    def watermark() -> int:
+        return min((newest.get(key, BEGINNING) for key in remaining), default=END_OF_INPUT)
 
     try:
         ends = end_offsets(consumer, [accounts_topic, transactions_topic])
@@ -92,9 +104,12 @@ def run_baseline(
                 if record is None:
                     continue
                 produced = message.timestamp()[1] * 1000
+                newest[key] = produced
                 history = history_of(record.account_id)
                 add(hot.account(history, produced, record) if is_account
                     else hot.transaction(history, produced, record))
+                if history.unsettled_until() is not None:
+                    history.settle(watermark())
         add(hot.release(history_of))
         flush()
     finally:

@@ -86,11 +86,14 @@ class HotPath:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.processed_at = datetime.now(UTC)
 
-    def history(self, stored: tuple | None = None) -> AccountHistory:
+    def history(self, stored: tuple | None = None, hold_unsettled: bool = False) -> AccountHistory:
         """A new account history, or one restored from :meth:`AccountHistory.to_tuple`,
-        computing the sender's features as the job does."""
+        computing the sender's features as the job does. ``hold_unsettled``: as the job's
+        account step, keep transactions correctable until the caller's watermark passes them
+        (the caller then calls :meth:`AccountHistory.settle`)."""
         history = AccountHistory() if stored is None else AccountHistory.from_tuple(stored)
         history.with_features = self.with_features
+        history.hold_unsettled = hold_unsettled
         return history
 
     def parse(self, is_account: bool, payload: bytes | None) -> Account | Transaction | None:
