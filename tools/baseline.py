@@ -108,7 +108,7 @@ def run_baseline(
                 history = history_of(record.account_id)
                 add(hot.account(history, produced, record) if is_account
                     else hot.transaction(history, produced, record))
-                if history.unsettled_until() is not None:
+                if history.settle_time is not None:
                     history.settle(watermark())
         add(hot.release(history_of))
         flush()

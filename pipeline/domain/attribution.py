@@ -248,12 +248,15 @@ class AccountHistory:
             self.settled_to = watermark
             self._trim()
 
-    def unsettled_until(self) -> int | None:
-        """When the log has grown past SETTLE_AFTER: the newest production time in it (µs),
-        the watermark a settle() should wait for; else None."""
+    @property
+    def settle_time(self) -> int | None:
+        """When the log has grown past SETTLE_AFTER with transactions not yet settled: the
+        watermark a settle() should wait for (µs), just after the newest production time in
+        the log, since a version produced in that same microsecond may still come. Else None."""
         if len(self.log) <= SETTLE_AFTER:
             return None
-        return max(entry.produced for entry in self.log)
+        newest = max(entry.produced for entry in self.log)
+        return newest + 1 if newest >= self.settled_to else None
 
     def _trim(self) -> None:
         provisional = all(at == BEGINNING for at, _ in self.versions)

@@ -373,6 +373,12 @@ class CounterpartyHistory:
         newest = max((e.produced for e in self.log), default=settled)
         return newest if newest > settled else None
 
+    @property
+    def settle_time(self) -> int | None:
+        """The watermark a settle() should wait for (µs): the newest unsettled inflow's
+        production time; None when all are settled."""
+        return self.newest_unsettled
+
     def _trim(self) -> None:
         log, settled = self.log, self.settled
         while log and (

@@ -81,6 +81,28 @@ def keep_alive(state, deadline: Timestamp, gc) -> None:
         gc.set(deadline)
 
 
+def arm_settle(state, settle) -> None:
+    """Sets the SETTLE timer at ``state.settle_time`` (the history's, µs) unless one is set
+    or nothing waits to settle; ``state.settle_at`` (µs, 0: not set) remembers it."""
+    if not state.settle_at:
+        at = state.settle_time
+        if at is not None:
+            state.settle_at = at
+            settle.set(Timestamp(micros=at))
+
+
+def settle_fired(history_state, fired: Timestamp, settle) -> None:
+    """The SETTLE timer fired at ``fired``: settles the history and arms the timer again if
+    transactions produced since still wait."""
+    history = history_state.read()
+    if history is None:
+        return  # dropped by GC meanwhile
+    history.settle_at = 0
+    history.settle(fired.micros)
+    arm_settle(history, settle)
+    history_state.write(history)
+
+
 # An element of the step's input: ("account", Account.to_tuple()) or ("transaction", ...).
 Tagged = Tuple[str, Tuple[Any, ...]]
 LookupFactory = Callable[[], Callable]
@@ -253,7 +275,7 @@ class AttributeTransactionsFn(beam.DoFn):
         if history.late > late:
             self._counters.inc("late_beyond_log", history.late - late)
         self._keep_alive(history, timestamp, gc)
-        _schedule_settle(history, settle)
+        arm_settle(history, settle)
         history_state.write(history)
         yield from rows
 
@@ -388,13 +410,7 @@ class AttributeTransactionsFn(beam.DoFn):
         history_state=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        history = history_state.read()
-        if history is None:
-            return
-        history.settle_at = 0
-        history.settle(fired.micros)
-        _schedule_settle(history, settle)
-        history_state.write(history)
+        settle_fired(history_state, fired, settle)
 
     @on_timer(GC)
     def _on_gc(
@@ -412,17 +428,6 @@ class AttributeTransactionsFn(beam.DoFn):
             return
         self._counters.inc("accounts_evicted")
         history_state.clear()
-
-
-def _schedule_settle(history: _History, settle) -> None:
-    """Sets the SETTLE timer when the log has grown past SETTLE_AFTER and none is set."""
-    if history.settle_at:
-        return
-    newest = history.unsettled_until()
-    if newest is not None and newest >= history.settled_to:
-        # Just after it: a version produced in the same microsecond may still come.
-        history.settle_at = newest + 1
-        settle.set(Timestamp(micros=history.settle_at))
 
 
 def _key_and_tag(kind: str):

@@ -32,14 +32,24 @@ import apache_beam as beam
 from apache_beam.coders import Coder, FastPrimitivesCoder
 from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import (
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
 from apache_beam.typehints import KV, Any, Tuple
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
-from pipeline.transforms.attribute import DEFAULT_ACCOUNT_IDLE, _seconds, keep_alive
+from pipeline.transforms.attribute import (
+    DEFAULT_ACCOUNT_IDLE,
+    _seconds,
+    arm_settle,
+    keep_alive,
+    settle_fired,
+)
 
 __all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
 
@@ -123,7 +133,7 @@ class ProfileCounterpartiesFn(beam.DoFn):
         history = history_state.read() or _History()
         late = history.late
         rows = history.add(AttributedTransaction.from_tuple(values), timestamp.micros)
-        _arm_settle(history, settle)
+        arm_settle(history, settle)
         self._counters.inc("counterparty_rows")
         if len(rows) > 1:
             self._counters.inc("counterparty_corrected", len(rows) - 1)
@@ -140,30 +150,13 @@ class ProfileCounterpartiesFn(beam.DoFn):
         history_state=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        history = history_state.read()
-        if history is None:
-            return  # dropped by GC meanwhile
-        history.settle_at = 0
-        history.settle(fired.micros)
-        _arm_settle(history, settle)
-        history_state.write(history)
+        settle_fired(history_state, fired, settle)
 
     @on_timer(GC)
     def _on_gc(self, history_state=beam.DoFn.StateParam(HISTORY)):
         if history_state.read() is not None:
             self._counters.inc("counterparties_evicted")
             history_state.clear()
-
-
-def _arm_settle(history: _History, settle) -> None:
-    """Unless SETTLE is set already, sets it at the production time of the newest unsettled
-    inflow: when it fires, every inflow in the log is settled at once (settling later than
-    possible is safe; it only keeps inflows in the log a little longer)."""
-    if not history.settle_at:
-        newest = history.newest_unsettled
-        if newest is not None:
-            history.settle_at = newest
-            settle.set(Timestamp(micros=newest))
 
 
 def _route(row: AttributedTransaction, _partitions: int) -> int:

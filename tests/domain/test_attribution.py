@@ -235,13 +235,13 @@ def test_settle_lets_the_transactions_the_watermark_passed_leave_the_log():
     history.add_version(0, account(account_name="First"))
     _backlog(history, 3 * LOG_SIZE)
     assert len(history.log) == 3 * LOG_SIZE
-    assert history.unsettled_until() == micros(timedelta(minutes=3 * LOG_SIZE))
+    assert history.settle_time == micros(timedelta(minutes=3 * LOG_SIZE)) + 1
     # The watermark passed the first 50 transactions (produced at minutes 1..50).
     history.settle(micros(timedelta(minutes=50, seconds=30)))
     assert [e.txn.transaction_id for e in history.log][:1] == ["t050"]
     assert len(history.log) == 3 * LOG_SIZE - 50
     history.settle(micros(timedelta(minutes=3 * LOG_SIZE + 1)))
-    assert len(history.log) == LOG_SIZE and history.unsettled_until() is None
+    assert len(history.log) == LOG_SIZE and history.settle_time is None
     # What left the log lives on in the features: the next row counts all of them.
     assert history.base.seen == 2 * LOG_SIZE
 
