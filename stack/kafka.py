@@ -74,6 +74,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# One partition for the groups' offsets: created at once, and when the stack's probe group
+# can read its offsets, every group can (with 50, each group waits for its own partition).
+offsets.topic.num.partitions=1
 log.retention.hours=168
 """
 
@@ -214,6 +217,7 @@ class Kafka(Service):
 
     def after_start(self) -> None:
         ensure_topics(TOPICS, self.address)
+        wait_for_group_coordinator(self.address)
 
     def endpoints(self) -> dict:
         return {"bootstrap_servers": self.address, "topics": dict(TOPICS)}
@@ -262,3 +266,20 @@ def ensure_topics(
     process.wait_until(
         all_led, timeout=timeout, what=f"leaders for topics {sorted(topics)}"
     )
+
+
+def wait_for_group_coordinator(bootstrap: str, timeout: float = 60.0) -> None:
+    """Waits until the broker reads and commits consumer groups' offsets.
+
+    On a new broker the first group lookup creates ``__consumer_offsets``, and until the
+    group coordinator has loaded it every offset fetch or commit fails (NOT_COORDINATOR):
+    the stack is not ready before that.
+    """
+
+    def ready() -> bool:
+        try:
+            return kafka_protocol.group_offsets_error(bootstrap, "riskpipe-stack-probe") == 0
+        except (OSError, kafka_protocol.KafkaProtocolError):
+            return False
+
+    process.wait_until(ready, timeout=timeout, what="the Kafka group coordinator")

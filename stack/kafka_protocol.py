@@ -1,8 +1,8 @@
 """Just enough of the Kafka wire protocol to check a broker and create topics, stdlib only.
 
-Uses request versions that Kafka 4.x still accepts (KIP-896): Metadata v4, CreateTopics v2
-and IncrementalAlterConfigs v0, all with the classic (non-flexible) encoding and request
-header v1.
+Uses request versions that Kafka 4.x still accepts (KIP-896): Metadata v4, CreateTopics v2,
+IncrementalAlterConfigs v0, FindCoordinator v1 and OffsetFetch v2, all with the classic
+(non-flexible) encoding and request header v1.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 
 METADATA, CREATE_TOPICS, INCREMENTAL_ALTER_CONFIGS = 3, 19, 44
+OFFSET_FETCH, FIND_COORDINATOR = 9, 10
 RESOURCE_TOPIC, OPERATION_SET = 2, 0
 TOPIC_ALREADY_EXISTS = 36
 CLIENT_ID = b"riskpipe-stack"
@@ -190,3 +191,31 @@ def set_topic_configs(
             raise KafkaProtocolError(
                 f"setting configs of topic {name}: error {error_code} ({message})"
             )
+
+
+def group_offsets_error(address: str, group: str, timeout: float = 5.0) -> int:
+    """0 once the broker answers for ``group``'s committed offsets, else the error code.
+
+    The first FindCoordinator on a new broker creates ``__consumer_offsets``; until the
+    group coordinator has taken over that topic's partition, the broker answers
+    COORDINATOR_NOT_AVAILABLE (15), NOT_COORDINATOR (16) or COORDINATOR_LOAD_IN_PROGRESS (14)
+    and clients that read or commit offsets fail.
+    """
+    body = _string(group) + struct.pack(">b", 0)  # key type 0: a consumer group
+    r = _call(address, FIND_COORDINATOR, 1, body, timeout)
+    r.take(">i")  # throttle_time_ms
+    error_code = r.take(">h")
+    if error_code:
+        return error_code
+    body = _string(group) + struct.pack(">i", -1)  # every topic the group has offsets of
+    r = _call(address, OFFSET_FETCH, 2, body, timeout)
+
+    def partition() -> int:
+        r.take(">i")  # partition
+        r.take(">q")  # offset
+        r.string()  # metadata
+        return r.take(">h")
+
+    errors = [e for _name, parts in r.array(lambda: (r.string(), r.array(partition)))
+              for e in parts]
+    return r.take(">h") or next((e for e in errors if e), 0)

@@ -48,18 +48,6 @@ def topic_size(bootstrap: str, topic: str, partition: int = 0) -> int:
         consumer.close()
 
 
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (negative: none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        found = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in found}
-    finally:
-        consumer.close()
-
-
 def wait_until(what: str, predicate, timeout: float, interval: float = 1.0):
     """Polls ``predicate`` until it returns a truthy value; fails with ``what`` and the last
     value after ``timeout`` seconds."""

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 import stack
 from stack.kafka import ensure_topics
+
+# What a broker answers while a group's coordinator is loading or moving: try again.
+COORDINATOR_ERRORS = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._WAIT_COORD,
+}
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +104,17 @@ def kafka_committed(kafka_broker):
         consumer = Consumer(
             {"bootstrap.servers": kafka_broker, "group.id": group_id}
         )
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        deadline = time.monotonic() + 30
         try:
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            return {
-                tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)
-            }
+            while True:
+                try:
+                    found = consumer.committed(tps, timeout=10)
+                    return {tp.partition: tp.offset for tp in found}
+                except KafkaException as exc:  # a group coordinator loading or moving
+                    if exc.args[0].code() not in COORDINATOR_ERRORS or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
         finally:
             consumer.close()
 

@@ -3,10 +3,12 @@
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+import stack
 from stack import kafka
+from validator.process import free_port
 
 TIMEOUT_S = 30
 
@@ -93,3 +95,29 @@ def test_configs_are_set_at_creation_and_on_an_existing_topic(kafka_bootstrap):
     }
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
     assert (len(topics[fresh].partitions), len(topics[older].partitions)) == (2, 1)
+
+
+def test_a_new_broker_is_up_only_once_consumer_groups_can_read_and_commit(
+    tmp_path, monkeypatch
+):
+    """On a new broker the first group lookup creates the groups' offsets topic, and until
+    its coordinator has loaded it offset reads and commits fail (NOT_COORDINATOR): `up`
+    returns only after that, so nothing started next sees the error."""
+    monkeypatch.setenv("RISKPIPE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RISKPIPE_KAFKA_PORT", str(free_port()))
+    monkeypatch.setenv("RISKPIPE_KAFKA_CONTROLLER_PORT", str(free_port()))
+    try:
+        stack.up(["kafka"])
+        address = stack.SERVICES["kafka"].address
+        consumer = Consumer({"bootstrap.servers": address, "group.id": "first-group"})
+        try:
+            found = consumer.committed([TopicPartition("transactions", 0)], timeout=10)
+            assert [tp.error for tp in found] == [None]
+            done = consumer.commit(
+                offsets=[TopicPartition("transactions", 0, 0)], asynchronous=False
+            )
+            assert [tp.error for tp in done] == [None]
+        finally:
+            consumer.close()
+    finally:
+        stack.down(["kafka"])

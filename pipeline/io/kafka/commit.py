@@ -22,13 +22,14 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from typing import ClassVar
 
 from confluent_kafka import KafkaException, TopicPartition
 
 from pipeline.io.kafka.config import METADATA_TIMEOUT_S, ReadSettings
 
-__all__ = ["CHECK_INTERVAL_S", "SETTLE_CHECKS", "OffsetCommitter"]
+__all__ = ["CHECK_INTERVAL_S", "FLUSH_ATTEMPTS", "SETTLE_CHECKS", "OffsetCommitter"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ CHECK_INTERVAL_S = 1.0
 # After the last offset asked for, the group's offsets are checked this many more times
 # (a second apart) before the thread rests: time for other processes' commits to land.
 SETTLE_CHECKS = 5
+# A flush (teardown, exit) tries this many times, a check interval apart, while the broker
+# answers with an error (a group coordinator that is loading or moving).
+FLUSH_ATTEMPTS = 3
 
 
 class OffsetCommitter:
@@ -86,14 +90,21 @@ class OffsetCommitter:
     def flush(self) -> None:
         """Commits what is asked for and not yet committed, in the caller's thread
         (teardown, exit)."""
-        self._check(only_new=True)
+        for attempt in range(FLUSH_ATTEMPTS):
+            if attempt:
+                time.sleep(CHECK_INTERVAL_S)
+            if self._check(only_new=True):
+                return
 
-    def _check(self, only_new: bool = False) -> None:
+    def _check(self, only_new: bool = False) -> bool:
+        """One sync; False (logged) when the broker answered with an error."""
         try:
             self._sync(only_new)
+            return True
         except (KafkaException, RuntimeError) as exc:
             logger.warning("Kafka: committing offsets of group %s failed: %s",
                            self._settings.group_id, exc)
+            return False
 
     def wanted(self) -> dict[tuple[str, int], int]:
         """The offsets asked for so far, per (topic, partition)."""
@@ -107,8 +118,9 @@ class OffsetCommitter:
             with self._lock:
                 if self._checks_left <= 0:
                     continue
-                self._checks_left -= 1
-            self._check()
+            if self._check():  # a failed check is tried again a second later
+                with self._lock:
+                    self._checks_left -= 1
 
     def _sync(self, only_new: bool = False) -> None:
         """Reads the group's offsets of the wanted partitions; commits those that are lower
