@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 import zlib
 from typing import NamedTuple
 
@@ -41,6 +42,7 @@ __all__ = [
     "amount_level",
     "counterparty_key",
     "facts",
+    "least_recent",
 ]
 
 MAX_RECENT = 32  # newest transactions kept (their facts): velocity and the recent windows
@@ -118,9 +120,13 @@ def facts(txn: Transaction) -> Facts:
     )
 
 
-def _by_recency(item: tuple[int, tuple]) -> tuple:
-    key, (_, last, _, _) = item
-    return last, key
+def least_recent(table: dict[int, tuple]) -> int:
+    """The key of ``table`` (key -> ``(first_seen, last_seen, ...)``) seen least recently:
+    the smallest ``last_seen``, ties by the smaller key."""
+    return min(zip(map(_LAST_SEEN, table.values()), table))[1]
+
+
+_LAST_SEEN = operator.itemgetter(1)
 
 
 class AccountFeatures:
@@ -206,7 +212,7 @@ class AccountFeatures:
         if known is None:
             pairs[key] = (seen, seen, 1, level if counted else 0)
             if len(pairs) > MAX_PAIRS:
-                del pairs[min(pairs.items(), key=_by_recency)[0]]
+                del pairs[least_recent(pairs)]
             return
         first, last, n, levels = known
         pairs[key] = (min(first, seen), max(last, seen), n + 1, levels + (level if counted else 0))

@@ -55,6 +55,7 @@ from pipeline.domain.account_features import (
     amount_cents,
     amount_level,
     counterparty_key,
+    least_recent,
 )
 from pipeline.domain.attribution import order_key
 from pipeline.domain.surprise import poisson_surprise
@@ -121,11 +122,6 @@ def inflow(txn: Transaction) -> Inflow:
                   amount_level(cents))
 
 
-def _by_recency(item: tuple[int, tuple]) -> tuple:
-    key, (_, last, _) = item
-    return last, key
-
-
 class InflowFeatures:
     """Features of a counterparty's inflows, folded in place by :meth:`add`: counts, sums
     and min/max (commutative), the newest MAX_LATEST inflows (the top of a set by time), and
@@ -177,7 +173,7 @@ class InflowFeatures:
         if known is None:
             senders[sender] = (seen, seen, 1)
             if len(senders) > MAX_SENDERS:
-                del senders[min(senders.items(), key=_by_recency)[0]]
+                del senders[least_recent(senders)]
         else:
             first, last, n = known
             senders[sender] = (min(first, seen), max(last, seen), n + 1)
@@ -354,8 +350,7 @@ class CounterpartyHistory:
             self._total = None  # folded out of order: rebuilt in event-time order when needed
             return [emitted]
         log.insert(index, entry)
-        self._total = None
-        rows = self._rescore(index)
+        rows = self._rescore(index)  # also rebuilds the features of all inflows known
         self._trim()
         return rows
 
@@ -389,22 +384,28 @@ class CounterpartyHistory:
             self.base.add(log.pop(0).inflow)
 
     def _score(self, entry: _Entry, features: InflowFeatures) -> AttributedTransaction:
+        self._rescore_entry(entry, features)
+        return _with(entry.row, entry.vector)
+
+    @staticmethod
+    def _rescore_entry(entry: _Entry, features: InflowFeatures) -> bool:
+        """Computes the entry's features against ``features``; True when they changed."""
+        shown = entry.emitted
         entry.vector = counterparty_vector(entry.inflow, features)
         entry.emitted = _signature(entry.vector)
-        return _with(entry.row, entry.vector)
+        return entry.emitted != shown
 
     def _rescore(self, start: int) -> list[AttributedTransaction]:
         """Scores the log entries from ``start`` on again; returns the new one's row and
-        those whose features changed."""
+        those whose features changed. The pass folds every logged inflow in event-time
+        order, so it leaves the features of all inflows known up to date as well."""
         running = self.base.copy()
         rows = []
         for i, entry in enumerate(self.log):
-            if i >= start:
-                shown = entry.emitted
-                emitted = self._score(entry, running)
-                if i == start or entry.emitted != shown:
-                    rows.append(emitted)
+            if i >= start and (self._rescore_entry(entry, running) or i == start):
+                rows.append(_with(entry.row, entry.vector))
             running.add(entry.inflow)
+        self._total = running
         return rows
 
     # -- a compact form for Beam state ---------------------------------------------------
