@@ -127,14 +127,22 @@ class _Entry:
     """A logged transaction: its order key, when it was produced, what the features keep of
     it (:func:`~pipeline.domain.scoring.facts`) and a signature of the row last emitted."""
 
-    __slots__ = ("emitted", "facts", "key", "produced", "txn")
+    __slots__ = ("emitted", "facts", "key", "produced", "txn", "txn_tuple")
 
-    def __init__(self, produced: int, txn: Transaction, emitted: int = -1):
+    def __init__(self, produced: int, txn: Transaction, emitted: int = -1,
+                 txn_tuple: tuple | None = None):
         self.key = order_key(txn)
         self.produced = produced
         self.txn = txn
+        self.txn_tuple = txn_tuple  # txn.to_tuple(), made once (state is written per bundle)
         self.facts = facts(txn)
         self.emitted = emitted
+
+    def stored_txn(self) -> tuple:
+        """``txn.to_tuple()``, made once."""
+        if self.txn_tuple is None:
+            self.txn_tuple = self.txn.to_tuple()
+        return self.txn_tuple
 
 
 class AccountHistory:
@@ -301,7 +309,7 @@ class AccountHistory:
         return (
             tuple((at, account.to_tuple()) for at, account in self.versions),
             self.base.to_tuple(),
-            tuple((e.produced, e.txn.to_tuple(), e.emitted) for e in self.log),
+            tuple((e.produced, e.stored_txn(), e.emitted) for e in self.log),
             self.late,
             self.base_produced,
             self.settled_to,
@@ -316,7 +324,8 @@ class AccountHistory:
         history.versions = [(at, Account.from_tuple(account)) for at, account in versions]
         history.base = AccountFeatures.from_tuple(base)
         history.log = [
-            _Entry(produced, Transaction.from_tuple(txn), emitted) for produced, txn, emitted in log
+            _Entry(produced, Transaction.from_tuple(txn), emitted, txn)
+            for produced, txn, emitted in log
         ]
         history.late = late
         history.with_features = True

@@ -274,19 +274,28 @@ def _signature(vector: tuple[float, ...]) -> int:
 
 class _Entry:
     """A logged inflow: its order key, its :class:`Inflow`, when it was produced (µs), the
-    latest row received for it, its counterparty features and their signature as last
+    latest row received for it (and that row's ``to_tuple()`` once made: state is written
+    after every bundle that touches the counterparty, and most logged rows have not
+    changed since the last write), its counterparty features and their signature as last
     emitted."""
 
-    __slots__ = ("emitted", "inflow", "key", "produced", "row", "vector")
+    __slots__ = ("emitted", "inflow", "key", "produced", "row", "row_tuple", "vector")
 
     def __init__(self, row: AttributedTransaction, produced: int, vector: tuple = (),
-                 emitted: int = -1):
+                 emitted: int = -1, row_tuple: tuple | None = None):
         self.key = order_key(row.transaction)
         self.inflow = inflow(row.transaction)
         self.produced = produced
         self.row = row
+        self.row_tuple = row_tuple
         self.vector = vector
         self.emitted = emitted
+
+    def stored_row(self) -> tuple:
+        """``row.to_tuple()``, made once per row."""
+        if self.row_tuple is None:
+            self.row_tuple = self.row.to_tuple()
+        return self.row_tuple
 
 
 class CounterpartyHistory:
@@ -328,7 +337,7 @@ class CounterpartyHistory:
         index = bisect.bisect_left(log, key, key=lambda e: e.key)
         if index < len(log) and log[index].key == key:
             entry = log[index]  # a corrected (or repeated) row of a logged inflow
-            entry.row = row
+            entry.row, entry.row_tuple = row, None
             return [_with(row, entry.vector)]
         if row.correction:
             # Its first row was logged and has left the log (or the state was dropped since):
@@ -413,7 +422,7 @@ class CounterpartyHistory:
         """The history as nested tuples of primitives; see :meth:`from_tuple`."""
         return (
             self.base.to_tuple(),
-            tuple((e.row.to_tuple(), e.produced, e.vector, e.emitted) for e in self.log),
+            tuple((e.stored_row(), e.produced, e.vector, e.emitted) for e in self.log),
             self.late,
             self.settled,
         )
@@ -425,7 +434,7 @@ class CounterpartyHistory:
         history = cls.__new__(cls)
         history.base = InflowFeatures.from_tuple(base)
         history.log = [
-            _Entry(AttributedTransaction.from_tuple(row), produced, tuple(vector), emitted)
+            _Entry(AttributedTransaction.from_tuple(row), produced, tuple(vector), emitted, row)
             for row, produced, vector, emitted in log
         ]
         history.late = late

@@ -175,6 +175,17 @@ def test_a_correction_replaces_the_logged_row_and_keeps_its_features():
     assert named(again["t0001"])["cp_inflows"] == 2
 
 
+def test_a_correction_after_a_state_write_is_what_the_next_write_keeps():
+    """The stored form of a logged row is made once per row: a correction replaces it."""
+    history = CounterpartyHistory()
+    history.add(row(0, 0, "s0"))
+    history.add(row(1, 60, "s1"))
+    history.to_tuple()  # the state written after a bundle
+    history.add(row(1, 60, "s1", score=70, correction=True))
+    restored = CounterpartyHistory.from_tuple(history.to_tuple())
+    assert [e.row.risk_score for e in restored.log] == [0, 70]
+
+
 def test_a_correction_of_an_inflow_that_left_the_log_is_not_counted_twice():
     history = CounterpartyHistory()
     feed(history, [row(i, 60 * i, "s0") for i in range(LOG_SIZE + 3)])
