@@ -61,13 +61,14 @@ class AnomalyReference:
 
     def surprises(self, X: np.ndarray) -> np.ndarray:
         """Per row and directional column: -log10 of the share of traffic it passes (0-5)."""
-        out = np.zeros((X.shape[0], self.columns.size))
-        for j, (column, direction) in enumerate(zip(self.columns, self.directions)):
-            values = direction * X[:, column]
-            passed = np.searchsorted(self.tails[j], values, side="left")  # tails below it
-            passed[np.isnan(values)] = 0
-            out[:, j] = passed / STEPS_PER_DECADE
-        return out
+        values = X[:, self.columns] * self.directions
+        # Per column, how many of its tail values lie below the value (one call per column:
+        # the job scores batches of tens of rows, where per-call overheads dominate).
+        passed = np.empty(values.shape, dtype=np.int64)
+        for j, tails in enumerate(self.tails):
+            passed[:, j] = np.searchsorted(tails, values[:, j], side="left")
+        passed[np.isnan(values)] = 0
+        return passed / STEPS_PER_DECADE
 
     def aggregates(self, X: np.ndarray) -> np.ndarray:
         """The :data:`ANOMALY_FEATURES` per row of ``X``."""
