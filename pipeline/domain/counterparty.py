@@ -371,17 +371,12 @@ class CounterpartyHistory:
             self._trim()
 
     @property
-    def newest_unsettled(self) -> int | None:
-        """When the newest unsettled inflow in the log was produced (None: all are settled)."""
+    def settle_time(self) -> int | None:
+        """The watermark a settle() should wait for (µs): the production time of the newest
+        unsettled inflow in the log; None when all are settled."""
         settled = self.settled
         newest = max((e.produced for e in self.log), default=settled)
         return newest if newest > settled else None
-
-    @property
-    def settle_time(self) -> int | None:
-        """The watermark a settle() should wait for (µs): the newest unsettled inflow's
-        production time; None when all are settled."""
-        return self.newest_unsettled
 
     def _trim(self) -> None:
         log, settled = self.log, self.settled
