@@ -7,6 +7,11 @@ Beam's ``apache_beam.runners.worker.worker_pool_main``, with these differences:
 - Beam's pool starts each worker with its stdout on a pipe that nobody reads: once a worker
   has written 64 KiB there it blocks for good, and the job stalls with no error (Beam
   issue 21589). Here workers write to the pool's own stdout (its log file).
+- Beam's pool knows its workers by worker id alone, but every TaskManager numbers its workers
+  from 1-1: with two TaskManagers on one pool, one TaskManager's StopWorker killed the other's
+  worker of the same id (a task failed with "client cancelled", or waited for a worker that
+  never came). Here a worker is known by the connection that started it and its id, and only
+  that connection can stop it.
 - Beam's pool gives workers no state cache; here it is ``--state_cache_mb`` (default 100),
   as ``--max_cache_memory_usage_mb`` does for other runners.
 - Workers weigh state-cache values without walking every module's globals, commit a
@@ -28,7 +33,10 @@ import threading
 
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.worker.sdk_worker import SdkHarness
-from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+from apache_beam.runners.worker.worker_pool_main import (
+    BeamFnExternalWorkerPoolServicer,
+    kill_process_gracefully,
+)
 
 from pipeline.runners import sdk_worker
 
@@ -44,7 +52,7 @@ class _WorkerPoolServicer(BeamFnExternalWorkerPoolServicer):
 
     pipelined_commits = True
 
-    def StartWorker(self, start_worker_request, unused_context):
+    def StartWorker(self, start_worker_request, context):
         harness = (
             "from pipeline.runners.worker_pool import run_worker; "
             f"run_worker({start_worker_request.control_endpoint.url!r}, "
@@ -55,9 +63,27 @@ class _WorkerPoolServicer(BeamFnExternalWorkerPoolServicer):
             worker = subprocess.Popen([sys.executable, "-c", harness], close_fds=True)
         except OSError as error:
             return beam_fn_api_pb2.StartWorkerResponse(error=f"cannot start a worker: {error}")
-        logger.info("started SDK worker %s (pid %d)", start_worker_request.worker_id, worker.pid)
-        self._worker_processes[start_worker_request.worker_id] = worker
+        logger.info("started SDK worker %s for %s (pid %d)", start_worker_request.worker_id,
+                    _peer(context), worker.pid)
+        self._worker_processes[(_peer(context), start_worker_request.worker_id)] = worker
         return beam_fn_api_pb2.StartWorkerResponse()
+
+    def StopWorker(self, stop_worker_request, context):
+        key = (_peer(context), stop_worker_request.worker_id)
+        worker = self._worker_processes.pop(key, None)
+        if worker is None:
+            # Another connection's worker may have this id: leave it. A worker whose runner
+            # has gone ends by itself when its control stream closes.
+            logger.warning("StopWorker: no worker %s started by %s", *reversed(key))
+        else:
+            logger.info("stopping SDK worker %s for %s (pid %d)", key[1], key[0], worker.pid)
+            kill_process_gracefully(worker)
+        return beam_fn_api_pb2.StopWorkerResponse()
+
+
+def _peer(context) -> str:
+    """The client connection a request came on (``ipv4:127.0.0.1:40512``)."""
+    return context.peer() if context is not None else ""
 
 
 def run_worker(
