@@ -7,8 +7,10 @@ A concrete sink subclasses :class:`BatchingWriteFn` and implements three methods
 the sink's server is down waits for it instead of failing (and restarting the job).
 
 This base buffers elements and hands a batch to its writer thread when ``batch_size`` is
-reached or the oldest buffered element has waited ``max_wait_s``, so rows leave while a long
-bundle still runs and the step goes on with the next elements while the database works.
+reached or the oldest buffered element has waited ``max_wait_s`` — checked by a timer thread,
+so a quiet stream's last rows do not wait for the next element or the bundle's end — so rows
+leave while a long bundle still runs and the step goes on with the next elements while the
+database works.
 Batches are written one after another, in order (a later version of a row always lands
 after the earlier one). ``finish_bundle`` writes what is left and waits for every batch of
 the bundle: a bundle only completes, and a checkpoint only covers it, once its rows are
@@ -22,6 +24,7 @@ replayed bundle changes nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ClassVar, NamedTuple
@@ -74,6 +77,10 @@ class BatchingWriteFn(beam.DoFn):
         self._oldest = 0.0
         self._pending: list[Future] = []
         self._writer: ThreadPoolExecutor | None = None
+        # Guards _buffer, _oldest and _pending between the bundle's thread and the ager.
+        self._lock: threading.Condition | None = None
+        self._ager: threading.Thread | None = None
+        self._closing = False
         self._client: Any = None
         self.written = metrics.counter(f"{self.SINK}_rows_written")
         self.retries = metrics.counter(f"{self.SINK}_write_retries")
@@ -107,24 +114,36 @@ class BatchingWriteFn(beam.DoFn):
     def setup(self):
         self._client = None  # opened by the first write, under the retry loop
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"riskpipe-{self.SINK}-writer")
+        self._lock = threading.Condition()
+        self._closing = False
+        self._ager = threading.Thread(
+            target=self._age_out, name=f"riskpipe-{self.SINK}-ager", daemon=True
+        )
+        self._ager.start()
 
     def start_bundle(self):
-        self._buffer = []
-        self._pending = []
+        with self._lock:
+            self._buffer = []
+            self._pending = []
         self.written.inc(0)  # a series from the first bundle on, for dashboards
         self.retries.inc(0)
 
     def process(self, element):
-        if not self._buffer:
-            self._oldest = time.monotonic()
-        self._buffer.append(element)
-        if (len(self._buffer) >= self.batch_size
-                or time.monotonic() - self._oldest >= self.max_wait_s):
-            self._submit()
+        with self._lock:
+            if not self._buffer:
+                self._oldest = time.monotonic()
+                self._lock.notify()  # the ager now has a deadline to keep
+            self._buffer.append(element)
+            full = len(self._buffer) >= self.batch_size
+            if full:
+                self._hand_over()
+        if full:
+            self._record_done()
 
     def finish_bundle(self):
-        self._submit()
-        pending, self._pending = self._pending, []
+        with self._lock:
+            self._hand_over()
+            pending, self._pending = self._pending, []
         failure = None
         for future in pending:  # every batch, even after a failure: none is left running
             try:
@@ -135,6 +154,12 @@ class BatchingWriteFn(beam.DoFn):
             raise failure
 
     def teardown(self):
+        if self._ager is not None:
+            with self._lock:
+                self._closing = True
+                self._lock.notify()
+            self._ager.join()
+            self._ager = None
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
@@ -143,13 +168,35 @@ class BatchingWriteFn(beam.DoFn):
             self._client = None
 
     # -- internals ------------------------------------------------------------------
-    def _submit(self) -> None:
-        """Hands the buffer to the writer thread; records batches already written."""
+    def _hand_over(self) -> None:
+        """Hands the buffer to the writer thread (the caller holds the lock)."""
         if self._buffer:
             batch, self._buffer = self._buffer, []
             self._pending.append(self._writer.submit(self._write_with_retries, batch))
-        while self._pending and self._pending[0].done() and not self._pending[0].exception():
-            self._record(self._pending.pop(0).result())
+
+    def _record_done(self) -> None:
+        """Records the batches already written, oldest first (on the bundle's thread)."""
+        with self._lock:
+            done = []
+            while (self._pending and self._pending[0].done()
+                   and not self._pending[0].exception()):
+                done.append(self._pending.pop(0).result())
+        for written in done:
+            self._record(written)
+
+    def _age_out(self) -> None:
+        """The ager thread: hands the buffer over once its oldest element has waited
+        ``max_wait_s``, whether or not another element comes."""
+        with self._lock:
+            while not self._closing:
+                if not self._buffer:
+                    self._lock.wait()
+                    continue
+                left = self._oldest + self.max_wait_s - time.monotonic()
+                if left > 0:
+                    self._lock.wait(left)
+                else:
+                    self._hand_over()
 
     def _record(self, written: _Written) -> None:
         self.write_ms.inc(written.elapsed_ms)

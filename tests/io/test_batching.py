@@ -53,22 +53,23 @@ def test_batches_by_size_in_order_and_the_bundle_waits_for_all():
     assert sink.batches == [[0, 1, 2], [3, 4, 5], [6]]
 
 
-def test_a_batch_leaves_when_its_oldest_element_is_old_enough():
+def test_a_batch_leaves_on_age_without_another_element_or_the_bundle_end():
+    """A quiet stream's last rows are written after max_wait_s, not at the bundle's end."""
     sink = RecordingSink(batch_size=1000, max_wait_s=0.05)
-    written_before_end = []
-
-    def later(element):
-        if element == 0:
-            time.sleep(0.06)  # the next element arrives after the wait has passed
-        if element == 1:
-            deadline = time.monotonic() + 5
-            while not sink.batches and time.monotonic() < deadline:
-                time.sleep(0.005)
-            written_before_end.extend(sink.batches)
-
-    run_bundle(sink, range(3), between=later)
-    assert written_before_end == [[0, 1]]
-    assert sink.batches == [[0, 1], [2]]
+    sink.setup()
+    sink.start_bundle()
+    try:
+        sink.process("a")
+        sink.process("b")
+        deadline = time.monotonic() + 5
+        while not sink.batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sink.batches == [["a", "b"]]
+        sink.process("c")
+        sink.finish_bundle()
+        assert sink.batches == [["a", "b"], ["c"]]
+    finally:
+        sink.teardown()
 
 
 def test_a_failed_write_fails_the_bundle():
