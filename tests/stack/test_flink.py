@@ -76,7 +76,8 @@ def test_bounded_beam_job_finishes_on_the_cluster(flink):
     )
     assert (
         flink_rest.wait_for_job_state(
-            # A slow host's clean-clone run took about 100 s from RUNNING to FINISHED.
+            # The job takes seconds; the wait is generous for a slow host. Runs that hung here
+            # were the worker pool stopping the other TaskManager's worker (docs/flink-notes.md).
             job_id, "FINISHED", timeout=240, base_url=flink["rest_url"]
         )
         == "FINISHED"
