@@ -33,13 +33,11 @@ class RecordingSink(BatchingWriteFn):
         self.batches.append(list(batch))
 
 
-def run_bundle(sink, elements, between=None):
+def run_bundle(sink, elements):
     sink.setup()
     sink.start_bundle()
     for element in elements:
         sink.process(element)
-        if between:
-            between(element)
     sink.finish_bundle()
     sink.teardown()
 
