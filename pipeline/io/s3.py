@@ -34,6 +34,7 @@ import logging
 import time
 import zlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import apache_beam as beam
@@ -59,6 +60,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SHARDS = 4
 DEFAULT_FLUSH_S = 30.0
+# Objects of one flush merged at a time. Each merge is a GET and a PUT; one after the other,
+# a flush of hundreds of objects (a backlog's end) spends most of its time waiting for the
+# server's answers.
+MERGE_CONCURRENCY = 8
 # Worth another attempt: the S3 server unreachable or failing for a while.
 RETRYABLE_ERRORS = (BeamIOError, OSError)
 try:  # boto3's own (apache-beam[aws]): the server unreachable, or a 5xx / throttling answer
@@ -277,8 +282,12 @@ class _MergeIntoObjectsFn(beam.DoFn):
 
     def setup(self):
         self.store = _ObjectStore.for_prefix(self.prefix, self.filesystem_args)
+        self.merges = ThreadPoolExecutor(MERGE_CONCURRENCY, thread_name_prefix="s3-merge")
 
     def teardown(self):
+        merges = getattr(self, "merges", None)
+        if merges is not None:
+            merges.shutdown(wait=True)
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
@@ -301,10 +310,16 @@ class _MergeIntoObjectsFn(beam.DoFn):
             by_path.setdefault(path, []).append(line)
         pending.clear()
         scheduled.clear()
-        for path in sorted(by_path):
-            lines = by_path[path]
-            self.records.inc(len(lines))
-            if self._with_retries(path, lambda p=path, ls=lines: self._merge_into(p, ls)):
+        # Each object belongs to this key alone, so its merges may run side by side; the
+        # counters are counted here, in the bundle's thread (Beam's metrics are per thread).
+        paths = sorted(by_path)
+        merges = [self.merges.submit(self._merge_with_retries, path, by_path[path])
+                  for path in paths]
+        for path, merge in zip(paths, merges):
+            changed, retries = merge.result()
+            self.records.inc(len(by_path[path]))
+            self.retries.inc(retries)
+            if changed:
                 self.objects.inc()
                 yield path
             else:
@@ -320,11 +335,13 @@ class _MergeIntoObjectsFn(beam.DoFn):
         logger.debug("wrote %s (%d bytes, %d new lines)", path, len(body), len(lines))
         return True
 
-    def _with_retries(self, path: str, write) -> None:
-        backoff = INITIAL_BACKOFF_S
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+    def _merge_with_retries(self, path: str, lines: list[str]) -> tuple[bool, int]:
+        """:meth:`_merge_into`, retried while the server fails; whether the object changed,
+        and how many retries it took."""
+        backoff, attempt = INITIAL_BACKOFF_S, 1
+        while True:
             try:
-                return write()
+                return self._merge_into(path, lines), attempt - 1
             except RETRYABLE_ERRORS as error:
                 if attempt == MAX_ATTEMPTS or not _worth_retrying(error):
                     raise
@@ -332,9 +349,8 @@ class _MergeIntoObjectsFn(beam.DoFn):
                     "s3: writing %s failed (attempt %d/%d), retrying in %.1fs: %s",
                     path, attempt, MAX_ATTEMPTS, backoff, error,
                 )
-                self.retries.inc()
                 time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff, attempt = min(backoff * 2, MAX_BACKOFF_S), attempt + 1
 
 
 def _merge_into_objects(prefix: str, *args) -> _MergeIntoObjectsFn:

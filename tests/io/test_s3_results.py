@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import TimestampedValue
 
-from pipeline.io.s3 import WriteEventTimeJson, merge_jsonl, object_path
+from pipeline.io.s3 import WriteEventTimeJson, _merge_into_objects, merge_jsonl, object_path
 
 # Event times months before the run: a stream windowed by arrival would drop them as late.
 EVENT_START = datetime(2025, 6, 3, 14, 0, tzinfo=UTC)  # 1748959200
@@ -191,6 +192,52 @@ def test_two_writers_in_one_pipeline_each_write_all_their_documents(s3_config, s
         stored = lines_of(objects(s3, s3_config["bucket"], f"{folder}/{name}"))
         assert sorted(d["transaction_id"] for d in stored) == sorted(
             d["transaction_id"] for _, d in written[name]), name
+
+
+class _MeetingStore:
+    """An object store whose reads wait until ``parties`` reads are under way at once."""
+
+    def __init__(self, parties: int):
+        self.meeting = threading.Barrier(parties, timeout=10)
+        self.written: dict[str, bytes] = {}
+
+    def read(self, path):
+        self.meeting.wait()  # BrokenBarrierError when the reads come one after the other
+        return None
+
+    def write(self, path, body):
+        self.written[path] = body
+
+    def close(self):
+        pass
+
+
+class _Cell:
+    def __init__(self, values=()):
+        self.values = list(values)
+
+    def read(self):
+        return self.values
+
+    def clear(self):
+        self.values = []
+
+
+def test_a_flush_merges_its_objects_side_by_side():
+    """A backlog's end flushes hundreds of objects: each merge waits for two answers of the
+    server, so they run at the same time, not one after the other."""
+    fn = _merge_into_objects("s3://b/t", "transaction_id", "processed_at", 30.0, None)
+    fn.setup()
+    fn.store = _MeetingStore(parties=4)
+    try:
+        pending = _Cell((f"s3://b/t/part-{n}.jsonl",
+                         f'{{"processed_at": "p", "transaction_id": "t{n}"}}') for n in range(4))
+        written = list(fn._flush(pending, _Cell()))
+    finally:
+        fn.teardown()
+    assert written == [f"s3://b/t/part-{n}.jsonl" for n in range(4)]
+    assert fn.store.written[written[2]] == b'{"processed_at": "p", "transaction_id": "t2"}\n'
+    assert pending.read() == []
 
 
 def test_merge_does_not_depend_on_the_order_of_versions():
