@@ -23,8 +23,8 @@ start to last row written), Flink's the saturation's sustained rate. After each 
 ``rows_check`` says whether every transaction has its row and how many rows equal the first
 engine's (``rows_agree``; account_name and the rules' risk_reasons). ``ratios``: each engine's
 transactions/s over each other's. ``--state-cache`` adds the FnApiRunner runs with Beam's
-state cache off. The services are started first (``stack.up``); the rows, topics and Mongo
-database are removed afterwards (``--keep`` keeps them).
+state cache off. The services are started first (``stack.up``); the rows, topics, Mongo
+database and S3 objects are removed afterwards (``--keep`` keeps them).
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def parse_args(argv) -> argparse.Namespace:
                         help="also run the FnApiRunner with Beam's state cache off "
                              "(three more runs)")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the job, topics, rows and Mongo database afterwards")
+                        help="keep the job, topics, rows, Mongo database and S3 objects "
+                             "afterwards")
     return parser.parse_args(argv)
 
 

@@ -5,7 +5,7 @@
     ...                                            # run an engine over data.topics
     check = compare_rows(data.ids, data.rows(data.ids), reference)
     data.clear_rows(data.ids)                      # before the next engine's run
-    data.cleanup()                                 # rows, topics, Mongo database
+    data.cleanup()                                 # rows, topics, Mongo database, S3 objects
 
 The rows an engine must agree on are the ones every engine computes the same way:
 ``account_name`` and the rules' signals in ``risk_reasons`` (the verdict columns depend on the
@@ -24,8 +24,10 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
 import psycopg2
 import pymongo
+from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -99,6 +101,7 @@ class SeededTopics:
         self.dsn = endpoints["postgres"]["dsn"]
         self.mongo_uri = endpoints["mongo"]["uri"]
         self.validator_url = endpoints["validator"]["url"]
+        self.s3 = endpoints["s3"]
         self.s3_bucket = endpoints["s3"].get("bucket", "riskpipe")
         self.prefix = f"{prefix}-{uuid.uuid4().hex[:8]}."
         self.topics = {
@@ -189,7 +192,8 @@ class SeededTopics:
                     "WHERE transaction_id = ANY(%s)", ids)
 
     def cleanup(self) -> None:
-        """Deletes every simulation's rows, the Mongo database and the topics."""
+        """Deletes every simulation's rows, the Mongo database, the S3 objects and the
+        topics."""
         if self.all_ids:
             self.clear_rows(self.all_ids)
         client = pymongo.MongoClient(self.mongo_uri, serverSelectionTimeoutMS=3000)
@@ -199,6 +203,7 @@ class SeededTopics:
             logger.warning("bench: could not drop mongo db %s: %s", self.mongo_db, error)
         finally:
             client.close()
+        self._delete_s3_objects()
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         for future in admin.delete_topics(list(self.topics.values())).values():
             try:
@@ -206,6 +211,26 @@ class SeededTopics:
             except KafkaException:
                 pass
         self.truth_file.unlink(missing_ok=True)
+
+    def _delete_s3_objects(self) -> None:
+        """The objects the job wrote under ``<bucket>/<prefix>…/`` (one folder per topic)."""
+        s3 = boto3.client(
+            "s3", endpoint_url=self.s3["s3_endpoint_url"],
+            aws_access_key_id=self.s3["s3_access_key_id"],
+            aws_secret_access_key=self.s3["s3_secret_access_key"],
+            region_name=self.s3["s3_region_name"],
+        )
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.s3_bucket, Prefix=self.prefix):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:
+                    s3.delete_objects(Bucket=self.s3_bucket, Delete={"Objects": keys})
+        except (BotoCoreError, ClientError) as error:  # best effort
+            logger.warning("bench: could not delete the S3 objects under %s: %s",
+                           self.prefix, error)
+        finally:
+            s3.close()
 
 
 if __name__ == "__main__":
