@@ -166,8 +166,8 @@ class AccountHistory:
     """
 
     __slots__ = (
-        "_total", "base", "base_produced", "hold_unsettled", "late", "log", "settled_to",
-        "versions", "with_features",
+        "_newest", "_total", "base", "base_produced", "hold_unsettled", "late", "log",
+        "settled_to", "versions", "with_features",
     )
 
     def __init__(self, with_features: bool = True, hold_unsettled: bool = False) -> None:
@@ -180,6 +180,7 @@ class AccountHistory:
         self.base_produced = BEGINNING
         self.settled_to = BEGINNING
         self._total: AccountFeatures | None = None
+        self._newest: int | None = BEGINNING  # the log's newest production time; None: unknown
 
     @property
     def has_account(self) -> bool:
@@ -230,6 +231,7 @@ class AccountHistory:
             scored = self._score(entry, total)
             total.add_facts(entry.facts)
             log.append(entry)
+            self._logged(produced)
             self._trim()
             return [scored]
         index = bisect.bisect_left(log, entry.key, key=lambda e: e.key)
@@ -244,6 +246,7 @@ class AccountHistory:
             self._total = None  # folded out of order: rebuilt in event-time order when needed
             return [scored]
         log.insert(index, entry)
+        self._logged(produced)
         self._total = None
         rows = self._rescore(range(index, len(log)))
         self._trim()
@@ -263,13 +266,22 @@ class AccountHistory:
         the log, since a version produced in that same microsecond may still come. Else None."""
         if len(self.log) <= SETTLE_AFTER:
             return None
-        newest = max(entry.produced for entry in self.log)
+        if self._newest is None:
+            self._newest = max(entry.produced for entry in self.log)
+        newest = self._newest
         return newest + 1 if newest >= self.settled_to else None
 
+    def _logged(self, produced: int) -> None:
+        """A transaction produced at ``produced`` joined the log."""
+        if self._newest is not None and produced > self._newest:
+            self._newest = produced
+
     def _trim(self) -> None:
+        log = self.log
+        if len(log) <= LOG_SIZE:
+            return  # the common case: nothing to trim, whatever the versions
         provisional = all(at == BEGINNING for at, _ in self.versions)
         keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
-        log = self.log
         while len(log) > keep:
             if (
                 self.hold_unsettled
@@ -280,6 +292,8 @@ class AccountHistory:
             entry = log.pop(0)
             self.base.add_facts(entry.facts)
             self.base_produced = max(self.base_produced, entry.produced)
+            if entry.produced == self._newest:
+                self._newest = None  # another logged one may be as new: found when asked
 
     def _score(self, entry: _Entry, features: AccountFeatures) -> Scored:
         account = _version_at(self.versions, entry.produced)
@@ -333,4 +347,5 @@ class AccountHistory:
         history.base_produced = base_produced
         history.settled_to = settled[0] if settled else BEGINNING
         history._total = None
+        history._newest = None
         return history

@@ -145,12 +145,8 @@ class HistoryCoder(Coder):
         values, waiting, deadline, lookups_failed, gc_at, *settle_at = self._TUPLES.decode(
             encoded
         )
-        restored = AccountHistory.from_tuple(values)
-        history = _History()
-        history.versions, history.base, history.log, history.late = (
-            restored.versions, restored.base, restored.log, restored.late
-        )
-        history.base_produced, history.settled_to = restored.base_produced, restored.settled_to
+        history = _History.from_tuple(values)
+        history.hold_unsettled = True
         history.waiting, history.deadline = waiting, deadline
         history.lookups_failed, history.gc_at = lookups_failed, gc_at
         history.settle_at = settle_at[0] if settle_at else 0

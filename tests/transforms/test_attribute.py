@@ -17,7 +17,12 @@ from pipeline.domain.scoring import THRESHOLD, WEIGHTS
 from pipeline.domain.sender_features import SENDER_FEATURES
 from pipeline.errors import LookupUnavailable
 from pipeline.records import AttributedTransaction, KafkaRecord
-from pipeline.transforms.attribute import LOOKUP_RETRIES, AttributeTransactions
+from pipeline.transforms.attribute import (
+    LOOKUP_RETRIES,
+    AttributeTransactions,
+    HistoryCoder,
+    _History,
+)
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
@@ -165,6 +170,30 @@ def test_the_watermark_settles_a_long_log_and_rows_go_on():
 def test_a_waiting_transaction_gets_the_version_of_its_time():
     events = [txn_at(10, "t1"), acct_at(5), acct_at(40, account_name="Ada King"), 100]
     run_step(events, [("t1", "Ada Lovelace", 5.0)])
+
+
+def test_a_history_read_back_from_state_is_the_history_written():
+    """The step's state coder: a held backlog read back asks for the same SETTLE time and
+    gives the same rows."""
+    coder = HistoryCoder()
+    written = coder.decode(coder.encode(_history_with_backlog()))
+    fresh = _history_with_backlog()
+    minute = timedelta(minutes=1) // timedelta(microseconds=1)
+    assert written.settle_time == fresh.settle_time == 60 * minute + 1
+    assert written.hold_unsettled and len(written.log) == len(fresh.log) == 60
+    later = transaction(transaction_id="t999", datetime_occurred=T0 + timedelta(hours=2))
+    assert written.add_transaction(61 * minute, later) == fresh.add_transaction(61 * minute, later)
+
+
+def _history_with_backlog():
+    """The step's history of an account with 60 transactions held, produced a minute apart."""
+    history = _History()
+    history.add_version(0, account())
+    minute = timedelta(minutes=1) // timedelta(microseconds=1)
+    for i in range(1, 61):
+        history.add_transaction(i * minute, transaction(
+            transaction_id=f"t{i:03d}", datetime_occurred=T0 + timedelta(minutes=i)))
+    return history
 
 
 def test_an_unknown_account_is_found_with_the_lookup_and_kept_in_state():
