@@ -280,7 +280,9 @@ class AccountHistory:
         log = self.log
         if len(log) <= LOG_SIZE:
             return  # the common case: nothing to trim, whatever the versions
-        provisional = all(at == BEGINNING for at, _ in self.versions)
+        # Versions are in production order and the lookup's come first (BEGINNING): all of
+        # them are the lookup's when the newest is.
+        provisional = not self.versions or self.versions[-1][0] == BEGINNING
         keep = PROVISIONAL_LOG_SIZE if provisional else LOG_SIZE
         while len(log) > keep:
             if (
