@@ -44,6 +44,10 @@ INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 # How long an element may wait in the buffer before its batch is written, bundle or not.
 DEFAULT_MAX_WAIT_S = 0.1
+# A batch also leaves once no element has come for this long: a burst of rows (a stateful
+# step emits its output in bursts on Flink) is written when it ends, not max_wait_s after it
+# began. A steady stream keeps the batch filling up to batch_size or max_wait_s.
+DEFAULT_QUIET_S = 0.02
 
 
 class _Written(NamedTuple):
@@ -66,18 +70,23 @@ class BatchingWriteFn(beam.DoFn):
     SINK: ClassVar[str] = "sink"
     RETRYABLE_ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
 
-    def __init__(self, batch_size: int = 500, max_wait_s: float = DEFAULT_MAX_WAIT_S):
+    def __init__(self, batch_size: int = 500, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 quiet_s: float = DEFAULT_QUIET_S):
         if batch_size < 1:
             raise ValueError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
-        if not max_wait_s > 0:
-            raise ValueError(f"{type(self).__name__}: max_wait_s must be > 0, got {max_wait_s}")
+        for name, value in (("max_wait_s", max_wait_s), ("quiet_s", quiet_s)):
+            if not value > 0:
+                raise ValueError(f"{type(self).__name__}: {name} must be > 0, got {value}")
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        self.quiet_s = quiet_s
         self._buffer: list[Any] = []
-        self._oldest = 0.0
+        self._oldest = 0.0  # when the buffer's first element came (monotonic seconds)
+        self._newest = 0.0  # when its last one came
         self._pending: list[Future] = []
         self._writer: ThreadPoolExecutor | None = None
-        # Guards _buffer, _oldest and _pending between the bundle's thread and the ager.
+        # Guards _buffer, _oldest, _newest and _pending between the bundle's thread and the
+        # ager.
         self._lock: threading.Condition | None = None
         self._ager: threading.Thread | None = None
         self._closing = False
@@ -130,8 +139,9 @@ class BatchingWriteFn(beam.DoFn):
 
     def process(self, element):
         with self._lock:
+            self._newest = time.monotonic()
             if not self._buffer:
-                self._oldest = time.monotonic()
+                self._oldest = self._newest
                 self._lock.notify()  # the ager now has a deadline to keep
             self._buffer.append(element)
             full = len(self._buffer) >= self.batch_size
@@ -186,13 +196,15 @@ class BatchingWriteFn(beam.DoFn):
 
     def _age_out(self) -> None:
         """The ager thread: hands the buffer over once its oldest element has waited
-        ``max_wait_s``, whether or not another element comes."""
+        ``max_wait_s`` or no element has come for ``quiet_s``, whether or not another
+        element comes."""
         with self._lock:
             while not self._closing:
                 if not self._buffer:
                     self._lock.wait()
                     continue
-                left = self._oldest + self.max_wait_s - time.monotonic()
+                due = min(self._oldest + self.max_wait_s, self._newest + self.quiet_s)
+                left = due - time.monotonic()
                 if left > 0:
                     self._lock.wait(left)
                 else:

@@ -15,8 +15,8 @@ class RecordingSink(BatchingWriteFn):
 
     SINK = "test"
 
-    def __init__(self, batch_size=3, max_wait_s=60.0, fail_with=None):
-        super().__init__(batch_size, max_wait_s)
+    def __init__(self, batch_size=3, max_wait_s=60.0, fail_with=None, quiet_s=60.0):
+        super().__init__(batch_size, max_wait_s, quiet_s)
         self.batches: list[list] = []
         self.release_first = threading.Event()
         self.release_first.set()
@@ -70,13 +70,34 @@ def test_a_batch_leaves_on_age_without_another_element_or_the_bundle_end():
         sink.teardown()
 
 
+def test_a_burst_leaves_once_no_element_has_come_for_quiet_s():
+    """A burst's rows are written when it ends (no element for quiet_s), long before
+    max_wait_s; while elements keep coming, the batch keeps filling."""
+    sink = RecordingSink(batch_size=1000, max_wait_s=30.0, quiet_s=1.0)
+    sink.setup()
+    sink.start_bundle()
+    try:
+        started = time.monotonic()
+        for element in range(10):  # one every 20 ms: never quiet for a second
+            sink.process(element)
+            time.sleep(0.02)
+        deadline = time.monotonic() + 5
+        while not sink.batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sink.batches == [list(range(10))]
+        assert time.monotonic() - started < 10  # not max_wait_s
+    finally:
+        sink.finish_bundle()
+        sink.teardown()
+
+
 def test_a_failed_write_fails_the_bundle():
     sink = RecordingSink(batch_size=2, fail_with=ValueError("constraint violated"))
     with pytest.raises(ValueError, match="constraint violated"):
         run_bundle(sink, range(5))
 
 
-@pytest.mark.parametrize("args", [{"batch_size": 0}, {"max_wait_s": 0}])
+@pytest.mark.parametrize("args", [{"batch_size": 0}, {"max_wait_s": 0}, {"quiet_s": 0}])
 def test_bad_arguments_fail_at_construction(args):
     with pytest.raises(ValueError):
         RecordingSink(**args)
