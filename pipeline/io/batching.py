@@ -7,10 +7,11 @@ A concrete sink subclasses :class:`BatchingWriteFn` and implements three methods
 the sink's server is down waits for it instead of failing (and restarting the job).
 
 This base buffers elements and hands a batch to its writer thread when ``batch_size`` is
-reached or the oldest buffered element has waited ``max_wait_s`` — checked by a timer thread,
-so a quiet stream's last rows do not wait for the next element or the bundle's end — so rows
-leave while a long bundle still runs and the step goes on with the next elements while the
-database works.
+reached, when the oldest buffered element has waited ``max_wait_s``, or when no element has
+come for ``quiet_s`` (a burst has ended) — the last two checked by a timer thread, so a quiet
+stream's last rows do not wait for the next element or the bundle's end — so rows leave while
+a long bundle still runs and the step goes on with the next elements while the database
+works.
 Batches are written one after another, in order (a later version of a row always lands
 after the earlier one). ``finish_bundle`` writes what is left and waits for every batch of
 the bundle: a bundle only completes, and a checkpoint only covers it, once its rows are
