@@ -93,6 +93,27 @@ def ratios(tps: dict[str, float | None]) -> dict[str, float | None]:
     }
 
 
+def delete_s3_objects(s3: dict, prefix: str) -> int:
+    """Deletes every object whose key starts with ``prefix`` in the bucket of ``s3`` (a
+    ``stack.up`` endpoint); returns how many there were."""
+    client = boto3.client(
+        "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["s3_access_key_id"],
+        aws_secret_access_key=s3["s3_secret_access_key"], region_name=s3["s3_region_name"],
+    )
+    bucket = s3.get("bucket", "riskpipe")
+    deleted = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                       Prefix=prefix):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+                deleted += len(keys)
+    finally:
+        client.close()
+    return deleted
+
+
 class SeededTopics:
     """Fresh topics (a per-run prefix), seeded simulations on them, and their rows."""
 
@@ -203,7 +224,11 @@ class SeededTopics:
             logger.warning("bench: could not drop mongo db %s: %s", self.mongo_db, error)
         finally:
             client.close()
-        self._delete_s3_objects()
+        try:  # the objects the job wrote under <bucket>/<prefix>…/ (one folder per topic)
+            delete_s3_objects(self.s3, self.prefix)
+        except (BotoCoreError, ClientError) as error:  # best effort
+            logger.warning("bench: could not delete the S3 objects under %s: %s",
+                           self.prefix, error)
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         for future in admin.delete_topics(list(self.topics.values())).values():
             try:
@@ -212,25 +237,6 @@ class SeededTopics:
                 pass
         self.truth_file.unlink(missing_ok=True)
 
-    def _delete_s3_objects(self) -> None:
-        """The objects the job wrote under ``<bucket>/<prefix>…/`` (one folder per topic)."""
-        s3 = boto3.client(
-            "s3", endpoint_url=self.s3["s3_endpoint_url"],
-            aws_access_key_id=self.s3["s3_access_key_id"],
-            aws_secret_access_key=self.s3["s3_secret_access_key"],
-            region_name=self.s3["s3_region_name"],
-        )
-        try:
-            for page in s3.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.s3_bucket, Prefix=self.prefix):
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if keys:
-                    s3.delete_objects(Bucket=self.s3_bucket, Delete={"Objects": keys})
-        except (BotoCoreError, ClientError) as error:  # best effort
-            logger.warning("bench: could not delete the S3 objects under %s: %s",
-                           self.prefix, error)
-        finally:
-            s3.close()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from botocore.client import BaseClient
 
 import stack
 from pipeline.io import s3 as s3_io
+from tools.bench_data import delete_s3_objects
 
 STEP_S = 2  # processing time between two arrivals of documents
 
@@ -95,7 +96,7 @@ def run(rate: int, minutes: float, flush_s: float, window_s: int, lag_s: float) 
     ):
         result = pipeline.run()
         result.wait_until_finish()
-    stored = _delete_folder(s3, folder)
+    stored = delete_s3_objects(s3, folder + "/")
     writes = requests["CompleteMultipartUpload"]  # Beam's S3 filesystem: one per object write
     return {
         "documents": documents, "rate_per_min": rate, "minutes": minutes, "flush_s": flush_s,
@@ -104,19 +105,6 @@ def run(rate: int, minutes: float, flush_s: float, window_s: int, lag_s: float) 
         "objects_stored": stored, "s3_requests": dict(sorted(requests.items())),
         "s3_requests_per_object_write": round(sum(requests.values()) / max(writes, 1), 1),
     }
-
-
-def _delete_folder(s3: dict, folder: str) -> int:
-    import boto3
-
-    client = boto3.client(
-        "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id=s3["s3_access_key_id"],
-        aws_secret_access_key=s3["s3_secret_access_key"], region_name=s3["s3_region_name"])
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(
-        Bucket=s3["bucket"], Prefix=folder + "/") for o in page.get("Contents", [])]
-    for key in keys:
-        client.delete_object(Bucket=s3["bucket"], Key=key)
-    return len(keys)
 
 
 def main(argv=None) -> None:

@@ -77,15 +77,13 @@ def test_a_burst_leaves_once_no_element_has_come_for_quiet_s():
     sink.setup()
     sink.start_bundle()
     try:
-        started = time.monotonic()
         for element in range(10):  # one every 20 ms: never quiet for a second
             sink.process(element)
             time.sleep(0.02)
         deadline = time.monotonic() + 5
         while not sink.batches and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert sink.batches == [list(range(10))]
-        assert time.monotonic() - started < 10  # not max_wait_s
+        assert sink.batches == [list(range(10))]  # within 5 s: not max_wait_s
     finally:
         sink.finish_bundle()
         sink.teardown()
