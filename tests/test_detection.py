@@ -1,6 +1,7 @@
 """make evaluate's arithmetic (tools.detection), on hand-made rows: no model, no services."""
 
 import numpy as np
+import pytest
 
 from tools import detection
 from tools.replay import Dataset
@@ -48,3 +49,17 @@ def test_average_precision_of_a_hand_ranked_list():
     scores = np.array([0.9, 0.7, 0.5, 0.1])
     positive = np.array([True, False, True, False])
     assert abs(detection.average_precision(scores, positive) - (0.5 * 1 + 0.5 * 2 / 3)) < 1e-12
+
+
+def test_every_fraud_family_weighs_the_same_in_training_however_many_rows_it_has():
+    scenario = np.array(["", "card_testing", "card_testing", "card_testing", "", "leaked_account"])
+    weights = detection.family_weights(scenario, balance=1.0)
+    assert weights[scenario == ""].tolist() == [1.0, 1.0]
+    # Four fraud rows in two families: each family's total is 2, the average family size.
+    assert weights[scenario == "card_testing"].sum() == pytest.approx(2.0)
+    assert weights[scenario == "leaked_account"].sum() == pytest.approx(2.0)
+
+
+def test_balance_zero_weighs_every_fraud_row_as_one():
+    scenario = np.array(["card_testing", "card_testing", "leaked_account", ""])
+    assert detection.family_weights(scenario, balance=0.0).tolist() == [1.0, 1.0, 1.0, 1.0]

@@ -206,6 +206,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     use_cache = not args.no_cache
 
+    try:
+        import matplotlib  # noqa: F401  (checked now: the pictures come last, after minutes)
+    except ImportError:
+        parser.error("matplotlib is missing: `make evaluate` installs it (the `ml` extra: "
+                     "pip install -e '.[ml]')")
     artifact = load_artifact(args.model)
     model = FraudModel(artifact)
     out = args.out or Path(artifact.path) / "evaluation"
@@ -254,8 +259,8 @@ def main(argv=None) -> int:
         )
     report["targets"] = targets(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    plot(out, curves, model.threshold)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(out, curves, model.threshold)
     print(table(report), file=sys.stderr)
     print(f"[evaluate] wrote {out}/evaluation.json, pr_curves.png, scores.png", file=sys.stderr)
     print(json.dumps(report))
