@@ -9,10 +9,9 @@ Usage::
 
 Rows with a counterparty are keyed by ``counterparty_account_id`` and go through one stateful
 step whose logic is the pure :class:`~pipeline.domain.counterparty.CounterpartyHistory`: each
-row leaves at the end of its bundle with the features of the counterparty's *earlier* inflows
-(event time), and rows are corrected when an earlier inflow arrives late, so a transaction's
-final row does not depend on the order a run read its inputs in. A bundle emits each
-transaction's row once, its newest. The account step's own corrections replace the
+row leaves at once with the features of the counterparty's *earlier* inflows (event time), and
+rows are corrected when an earlier inflow arrives late, so a transaction's final row does not
+depend on the order a run read its inputs in. The account step's own corrections replace the
 row logged for their transaction. Rows without a counterparty skip the shuffle and get
 :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
@@ -38,10 +37,8 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV, Any, Tuple
 from apache_beam.utils.timestamp import Duration
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
@@ -104,12 +101,6 @@ class ProfileCounterpartiesFn(beam.DoFn):
     the Kafka timestamp. Output: :class:`AttributedTransaction` with ``COUNTERPARTY_FEATURES``
     appended to its features.
 
-    Rows leave when the bundle finishes, each transaction's newest row once: read from a
-    backlog, a counterparty's inflows arrive far out of event-time order and each late one
-    re-emits the later ones, so a row is often corrected several times in one bundle, and
-    every correction would otherwise go through the model and every sink. (The runner emits
-    a stage's output at the bundle's end in any case: `docs/flink-notes.md`.)
-
     State and timers (per counterparty_account_id):
       HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
       GC: event-time timer after ``idle`` without inflows; it drops the state.
@@ -129,13 +120,6 @@ class ProfileCounterpartiesFn(beam.DoFn):
 
     def start_bundle(self):
         self._counters.report_zero()
-        # transaction_id -> (its newest row in this bundle, the timestamp it leaves with)
-        self._leaving: dict[str, tuple[AttributedTransaction, object]] = {}
-
-    def finish_bundle(self):
-        leaving, self._leaving = self._leaving, {}
-        for row, timestamp in leaving.values():
-            yield WindowedValue(row, timestamp, (GlobalWindow(),))
 
     def process(
         self,
@@ -157,8 +141,7 @@ class ProfileCounterpartiesFn(beam.DoFn):
             self._counters.inc("counterparty_late_beyond_log", history.late - late)
         keep_alive(history, timestamp + self._idle, gc)
         history_state.write(history)
-        for out in rows:
-            self._leaving[out.transaction.transaction_id] = (out, timestamp)
+        yield from rows
 
     @on_timer(SETTLE)
     def _on_settle(

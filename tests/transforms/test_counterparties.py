@@ -123,15 +123,3 @@ def test_inflows_read_far_out_of_order_before_the_watermark_are_placed_exactly()
                 raise AssertionError(f"{len(wrong)} rows end wrong, e.g. {list(wrong.items())[:3]}")
 
         assert_that(emitted, last_rows_count_every_earlier_inflow)
-
-
-def test_rows_corrected_within_one_bundle_leave_once_with_their_final_features():
-    # The FnApiRunner runs this bounded input as one bundle: t1 arrives after t2 and t3,
-    # which occurred later, so both are corrected; each row leaves once, and final.
-    with batch_pipeline() as pipeline:
-        rows = pipeline | beam.Create([row("t2", 10, "a2"), row("t3", 20, "a3"),
-                                       row("t1", 5, "a1")])
-        out = rows | ProfileCounterparties()
-        assert_that(out | beam.Map(summary), equal_to([
-            ("t1", 0, SENDER, 0.0), ("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0),
-        ]))
