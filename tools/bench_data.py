@@ -238,7 +238,6 @@ class SeededTopics:
         self.truth_file.unlink(missing_ok=True)
 
 
-
 if __name__ == "__main__":
     raise SystemExit(
         "tools.bench_data is a library, not a command: it is used by python -m tools.bench, python -m tools.evaluate"

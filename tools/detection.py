@@ -112,7 +112,7 @@ class DataSpec:
 # validation (early stopping, the threshold) and the tests have the simulator's default
 # 0.5 %. The issue mix: those three families only, none labelled by the bank, 0.25 % fraud.
 PLAN = {
-    # Nine seeds: with three, some families had 100-150 fraudulent transactions to learn
+    # Nine seeds: with three, some families had 84-150 fraudulent transactions to learn
     # from, and each further seed still raised the held-out F1 (see models/README.md).
     "train": tuple(
         DataSpec(f"train-{i}", 1000 + i, 200_000, accounts=(1000, 700, 1500)[(i - 1) % 3],
