@@ -8,8 +8,11 @@ counterparty id in Beam state. It follows :mod:`pipeline.domain.attribution`:
 
 - each inflow's :data:`COUNTERPARTY_FEATURES` are those of the inflows *earlier in event time*
   (``datetime_occurred``, then ``transaction_id``), whatever order they arrived in;
-- rows leave at once; when an inflow arrives after later ones, every logged inflow whose
-  features change is emitted again (its latest row with the new features);
+- rows leave at once, with the features of the earlier inflows known so far; when an inflow
+  arrives after later ones, the later ones are marked stale, not re-scored: the next
+  :meth:`CounterpartyHistory.settle` (the watermark has moved) scores them again in one pass
+  and returns those whose features changed (their latest row with the new features). An
+  inflow the watermark has already passed re-scores the later ones at once;
 - a row that corrects an earlier one (``correction``: the account step re-scored it) replaces
   the logged row and leaves with the features already computed for it.
 
@@ -37,9 +40,12 @@ known, and not folded in again.
 >>> named = dict(zip(COUNTERPARTY_FEATURES, second.features[1:]))
 >>> named["cp_inflows"], named["cp_senders_6h"], named["cp_new_senders_24h"]
 (1.0, 1.0, 1.0)
->>> # t0 occurred before t2 but arrives after it: t2's features change
->>> [r.transaction.transaction_id for r in history.add(row(0, "a3", 1))]
-['t0', 't2']
+>>> # t0 occurred before t2 but arrives after it: t0 leaves; t2's correction waits for the
+>>> # watermark to move, then leaves once however many earlier inflows arrived late
+>>> [r.transaction.transaction_id for r in history.add(row(0, "a3", 1), produced=10)]
+['t0']
+>>> [r.transaction.transaction_id for r in history.settle(10)]
+['t2']
 """
 
 from __future__ import annotations
@@ -307,15 +313,18 @@ class CounterpartyHistory:
         most LOG_SIZE within LOG_HORIZON_S (module docstring); at most MAX_LOG in all.
       late: how many inputs arrived too late to be placed exactly (older than the log).
       settled: inflows produced at or before this time (µs) are settled.
+      stale: the order key of an unsettled inflow that arrived after later ones: the logged
+        inflows after it wait to be scored again by :meth:`settle` (None: none wait).
     """
 
-    __slots__ = ("_total", "base", "late", "log", "settled")
+    __slots__ = ("_total", "base", "late", "log", "settled", "stale")
 
     def __init__(self) -> None:
         self.base = InflowFeatures()
         self.log: list[_Entry] = []
         self.late = 0
         self.settled = _LONG_AGO
+        self.stale: tuple | None = None
         self._total: InflowFeatures | None = None
 
     def _features(self) -> InflowFeatures:
@@ -331,7 +340,8 @@ class CounterpartyHistory:
             produced: int = _LONG_AGO) -> list[AttributedTransaction]:
         """Takes the account step's row of a transaction into this counterparty, produced at
         ``produced`` (µs; by default settled at once); returns its row with the counterparty
-        features appended, and the corrections of later ones."""
+        features appended (and, for an input the watermark has passed, the corrections of
+        later ones; others wait for :meth:`settle`)."""
         key = order_key(row.transaction)
         log = self.log
         index = bisect.bisect_left(log, key, key=lambda e: e.key)
@@ -347,11 +357,13 @@ class CounterpartyHistory:
         entry = _Entry(row, produced)
         total = self._features()
         if not log or key > log[-1].key:  # in order: the common case
-            emitted = self._score(entry, total)
+            rows = [self._score(entry, total)]
             total.add(entry.inflow)
             log.append(entry)
+            if len(log) > MAX_LOG and self.stale is not None:
+                rows += self._rescore(self._stale_index())  # before the oldest leave the log
             self._trim()
-            return [emitted]
+            return rows
         if index == 0 and self.base.count:
             self.late += 1  # older than every logged inflow: its exact place is lost
             emitted = self._score(entry, self.base.copy())
@@ -359,16 +371,36 @@ class CounterpartyHistory:
             self._total = None  # folded out of order: rebuilt in event-time order when needed
             return [emitted]
         log.insert(index, entry)
-        rows = self._rescore(index)  # also rebuilds the features of all inflows known
-        self._trim()
-        return rows
+        if produced <= self.settled or len(log) > MAX_LOG:
+            # No SETTLE will come for it, or the log is full: the later ones at once.
+            rows = self._rescore(min(index, self._stale_index()), index)
+            self._trim()
+            return rows
+        # Scored against the inflows before it; the later ones wait for settle().
+        running = self.base.copy()
+        for earlier in log[:index]:
+            running.add(earlier.inflow)
+        emitted = self._score(entry, running)
+        if self.stale is None or key < self.stale:
+            self.stale = key
+        self._total = None  # folded out of order: rebuilt in event-time order when needed
+        return [emitted]
 
-    def settle(self, until: int) -> None:
-        """Every input produced at or before ``until`` (µs) has been read: inflows produced
-        by then may leave the log."""
+    def settle(self, until: int) -> list[AttributedTransaction]:
+        """Every input produced at or before ``until`` (µs) has been read: the logged
+        inflows after one that arrived late are scored again, in one pass, and those whose
+        features changed are returned; inflows produced by then may leave the log."""
+        rows = self._rescore(self._stale_index()) if self.stale is not None else []
         if until > self.settled:
             self.settled = until
             self._trim()
+        return rows
+
+    def _stale_index(self) -> int:
+        """Where the stale inflows start in the log (its length when none are)."""
+        if self.stale is None:
+            return len(self.log)
+        return bisect.bisect_right(self.log, self.stale, key=lambda e: e.key)
 
     @property
     def settle_time(self) -> int | None:
@@ -399,17 +431,19 @@ class CounterpartyHistory:
         entry.emitted = _signature(entry.vector)
         return entry.emitted != shown
 
-    def _rescore(self, start: int) -> list[AttributedTransaction]:
-        """Scores the log entries from ``start`` on again; returns the new one's row and
-        those whose features changed. The pass folds every logged inflow in event-time
-        order, so it leaves the features of all inflows known up to date as well."""
+    def _rescore(self, start: int, new: int = -1) -> list[AttributedTransaction]:
+        """Scores the log entries from ``start`` on again; returns the row of the new one
+        (at ``new``) and of those whose features changed. The pass folds every logged inflow
+        in event-time order, so it leaves the features of all inflows known up to date as
+        well, and none stale."""
         running = self.base.copy()
         rows = []
         for i, entry in enumerate(self.log):
-            if i >= start and (self._rescore_entry(entry, running) or i == start):
+            if i >= start and (self._rescore_entry(entry, running) or i == new):
                 rows.append(_with(entry.row, entry.vector))
             running.add(entry.inflow)
         self._total = running
+        self.stale = None
         return rows
 
     # -- a compact form for Beam state ---------------------------------------------------
@@ -420,12 +454,14 @@ class CounterpartyHistory:
             tuple((e.stored_row(), e.produced, e.vector, e.emitted) for e in self.log),
             self.late,
             self.settled,
+            self.stale,
         )
 
     @classmethod
     def from_tuple(cls, values: tuple) -> "CounterpartyHistory":
         """Inverse of :meth:`to_tuple`."""
-        base, log, late, settled = values
+        # A history saved before corrections waited for settle() has no stale key.
+        base, log, late, settled, *stale = values
         history = cls.__new__(cls)
         history.base = InflowFeatures.from_tuple(base)
         history.log = [
@@ -434,6 +470,7 @@ class CounterpartyHistory:
         ]
         history.late = late
         history.settled = settled
+        history.stale = tuple(stale[0]) if stale and stale[0] is not None else None
         history._total = None
         return history
 

@@ -9,19 +9,22 @@ Usage::
 
 Rows with a counterparty are keyed by ``counterparty_account_id`` and go through one stateful
 step whose logic is the pure :class:`~pipeline.domain.counterparty.CounterpartyHistory`: each
-row leaves at once with the features of the counterparty's *earlier* inflows (event time), and
-rows are corrected when an earlier inflow arrives late, so a transaction's final row does not
-depend on the order a run read its inputs in. The account step's own corrections replace the
+row leaves at once with the features of the counterparty's *earlier* inflows (event time)
+known so far, and the rows after an earlier inflow that arrived late are corrected when the
+SETTLE timer fires (once per watermark step, however many arrived late), so a transaction's
+final row does not depend on the order a run read its inputs in. The account step's own corrections replace the
 row logged for their transaction. Rows without a counterparty skip the shuffle and get
 :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
 Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
 when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
-no timer per element). A second event-time timer, SETTLE, tells the history when the watermark has passed its unsettled inflows: until
-then they stay in the log, so an earlier inflow still to be read from another partition is
-placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is set, at the
-newest unsettled inflow, so one firing settles a batch; not per element.
+no timer per element). A second event-time timer, SETTLE, tells the history when the watermark has moved past its
+unsettled inflows: it emits the corrections that waited for it, and until the watermark
+passes them the inflows stay in the log, so an earlier inflow still to be read from another
+partition is placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is
+set, at the newest unsettled inflow, so one firing settles a batch; not per element. The
+corrections leave at the timer's timestamp, at or after their transaction's own.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from pipeline.transforms.attribute import (
     _seconds,
     arm_settle,
     keep_alive,
-    settle_fired,
 )
 
 __all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
@@ -86,7 +88,7 @@ class CounterpartyHistoryCoder(Coder):
         restored = CounterpartyHistory.from_tuple(values)
         history = _History()
         history.base, history.log, history.late = restored.base, restored.log, restored.late
-        history.settled = restored.settled
+        history.settled, history.stale = restored.settled, restored.stale
         history.gc_at, history.settle_at = gc_at, settle_at
         return history
 
@@ -104,7 +106,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
     State and timers (per counterparty_account_id):
       HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
       GC: event-time timer after ``idle`` without inflows; it drops the state.
-      SETTLE: event-time timer at the production time of the newest unsettled inflow when set.
+      SETTLE: event-time timer at the production time of the newest unsettled inflow when set;
+        emits the corrections of the rows after an inflow that arrived late.
     """
 
     HISTORY = ReadModifyWriteStateSpec("history", CounterpartyHistoryCoder())
@@ -150,7 +153,16 @@ class ProfileCounterpartiesFn(beam.DoFn):
         history_state=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        settle_fired(history_state, fired, settle)
+        history = history_state.read()
+        if history is None:
+            return  # dropped by GC meanwhile
+        history.settle_at = 0
+        corrections = history.settle(fired.micros)
+        arm_settle(history, settle)
+        history_state.write(history)
+        if corrections:
+            self._counters.inc("counterparty_corrected", len(corrections))
+        yield from corrections  # at the timer's timestamp: never behind the watermark
 
     @on_timer(GC)
     def _on_gc(self, history_state=beam.DoFn.StateParam(HISTORY)):

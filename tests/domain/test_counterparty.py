@@ -253,8 +253,9 @@ def test_unsettled_inflows_read_partition_by_partition_end_as_in_order(gaps, par
     rng.shuffle(by_partition)
     history = CounterpartyHistory()
     final = feed_produced(history, [r for part in by_partition for r in part])
-    assert same(final, feed(CounterpartyHistory(), rows))
     assert history.late == 0 and len(history.log) == len(rows)
+    final.update((out.transaction_id, out) for out in history.settle(2**62))  # the watermark
+    assert same(final, feed(CounterpartyHistory(), rows))
 
 
 def test_settled_inflows_leave_the_log_down_to_its_size():
@@ -277,3 +278,33 @@ def test_the_settled_time_survives_the_state_coder():
     restored = CounterpartyHistory.from_tuple(history.to_tuple())
     assert restored.settled == 123
     assert [e.produced for e in restored.log] == [e.produced for e in history.log]
+
+
+def test_corrections_wait_for_the_watermark_and_leave_once():
+    """Three earlier inflows arrive after a later one: each leaves at once with the features
+    of the inflows before it; the later one is corrected once, when the watermark moves, with
+    the features of the event-time order."""
+    rows = [row(i, 60 * i, SENDERS[i]) for i in range(4)]
+    history = CounterpartyHistory()
+    produced = iter(range(1, 100))
+    emitted = [out.transaction_id for r in (rows[3], rows[0], rows[2], rows[1])
+               for out in history.add(r, next(produced))]
+    assert emitted == ["t0003", "t0000", "t0002", "t0001"]  # no corrections yet
+    corrections = history.settle(2)  # the watermark moves
+    assert [out.transaction_id for out in corrections] == ["t0002", "t0003"]
+    assert named(corrections[-1])["cp_inflows"] == 3.0
+    assert named(corrections[0])["cp_inflows"] == 2.0
+    assert history.settle(4) == []  # nothing stale is left: nothing leaves twice
+    assert history.stale is None
+
+
+def test_inflows_waiting_for_their_correction_survive_the_state_coder():
+    rows = [row(i, 60 * i, SENDERS[i]) for i in range(3)]
+    history = CounterpartyHistory()
+    for produced, r in enumerate((rows[2], rows[0], rows[1]), start=1):
+        history.add(r, produced)
+    restored = CounterpartyHistory.from_tuple(history.to_tuple())
+    assert restored.stale == history.stale is not None
+    corrections = restored.settle(3)
+    assert [out.transaction_id for out in corrections] == ["t0002"]
+    assert named(corrections[0])["cp_inflows"] == 2.0

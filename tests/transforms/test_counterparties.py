@@ -14,7 +14,11 @@ from apache_beam.transforms.window import TimestampedValue
 from factories import T0, transaction
 from pipeline.domain.counterparty import COUNTERPARTY_FEATURES
 from pipeline.records import AttributedTransaction
-from pipeline.transforms.counterparties import ProfileCounterparties
+from pipeline.transforms.counterparties import (
+    CounterpartyHistoryCoder,
+    ProfileCounterparties,
+    _History,
+)
 
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
 
@@ -123,3 +127,15 @@ def test_inflows_read_far_out_of_order_before_the_watermark_are_placed_exactly()
                 raise AssertionError(f"{len(wrong)} rows end wrong, e.g. {list(wrong.items())[:3]}")
 
         assert_that(emitted, last_rows_count_every_earlier_inflow)
+
+
+def test_the_state_coder_keeps_what_waits_for_the_watermark():
+    """Encoded after a bundle in which an earlier inflow arrived late, the history decoded for
+    the SETTLE timer still knows which rows wait for their correction."""
+    history = _History()
+    for produced, r in enumerate((row("t2", 10, "a2"), row("t1", 5, "a1")), start=1):
+        history.add(r, produced)
+    history.gc_at, history.settle_at = 99, 2
+    restored = CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(history))
+    assert (restored.gc_at, restored.settle_at, restored.settled) == (99, 2, history.settled)
+    assert [summary(r) for r in restored.settle(2)] == [("t2", 0, SENDER, 1.0)]
