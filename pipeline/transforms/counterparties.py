@@ -17,7 +17,8 @@ row logged for their transaction. Rows without a counterparty skip the shuffle a
 :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
-Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows, moved only
+Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows (the
+corrections still waiting for SETTLE leave first: a runner may fire both at once), moved only
 when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
 no timer per element). A second event-time timer, SETTLE, tells the history when the watermark has moved past its
 unsettled inflows: it emits the corrections that waited for it, and until the watermark
@@ -105,7 +106,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
 
     State and timers (per counterparty_account_id):
       HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
-      GC: event-time timer after ``idle`` without inflows; it drops the state.
+      GC: event-time timer after ``idle`` without inflows; it emits the corrections still
+        waiting and drops the state.
       SETTLE: event-time timer at the production time of the newest unsettled inflow when set;
         emits the corrections of the rows after an inflow that arrived late.
     """
@@ -165,10 +167,19 @@ class ProfileCounterpartiesFn(beam.DoFn):
         yield from corrections  # at the timer's timestamp: never behind the watermark
 
     @on_timer(GC)
-    def _on_gc(self, history_state=beam.DoFn.StateParam(HISTORY)):
-        if history_state.read() is not None:
-            self._counters.inc("counterparties_evicted")
-            history_state.clear()
+    def _on_gc(self, fired=beam.DoFn.TimestampParam,
+               history_state=beam.DoFn.StateParam(HISTORY)):
+        history = history_state.read()
+        if history is None:
+            return
+        # A runner may fire both timers of a key at once (a bounded run's watermark jumps to
+        # the end) in either order: corrections still waiting for SETTLE leave now.
+        corrections = history.settle(fired.micros)
+        self._counters.inc("counterparties_evicted")
+        history_state.clear()
+        if corrections:
+            self._counters.inc("counterparty_corrected", len(corrections))
+        yield from corrections
 
 
 def _route(row: AttributedTransaction, _partitions: int) -> int:

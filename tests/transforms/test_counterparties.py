@@ -10,6 +10,7 @@ import pytest
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from factories import T0, transaction
 from pipeline.domain.counterparty import COUNTERPARTY_FEATURES
@@ -17,6 +18,7 @@ from pipeline.records import AttributedTransaction
 from pipeline.transforms.counterparties import (
     CounterpartyHistoryCoder,
     ProfileCounterparties,
+    ProfileCounterpartiesFn,
     _History,
 )
 
@@ -139,3 +141,34 @@ def test_the_state_coder_keeps_what_waits_for_the_watermark():
     restored = CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(history))
     assert (restored.gc_at, restored.settle_at, restored.settled) == (99, 2, history.settled)
     assert [summary(r) for r in restored.settle(2)] == [("t2", 0, SENDER, 1.0)]
+
+
+class _Cell:
+    """The step's HISTORY state cell, in memory."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+    def clear(self):
+        self.value = None
+
+
+def test_corrections_waiting_for_settle_leave_when_the_state_is_dropped():
+    """At the end of a bounded run the watermark jumps past both timers of a key, and a runner
+    may fire GC before SETTLE (the FnApiRunner does, at times): the rows that waited for their
+    correction leave with the GC instead of being dropped with the state."""
+    history = _History()
+    for produced, r in enumerate((row("t2", 10, "a2"), row("t3", 20, "a3"), row("t1", 5, "a1")),
+                                 start=1):
+        history.add(r, produced)  # t1 arrives last, before the watermark: t2 and t3 wait
+    cell = _Cell(history)
+    fn = ProfileCounterpartiesFn(Duration(seconds=300))
+    out = list(fn._on_gc(Timestamp(seconds=1000), cell) or ())
+    assert [summary(r) for r in out] == [("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)]
+    assert cell.value is None
