@@ -117,8 +117,12 @@ class Scenario:
 
     # -- setup ----------------------------------------------------------------------------
     def _sim_args(self) -> list[str]:
+        return [sys.executable, "-m", "simulator", *self.simulator_arguments()]
+
+    def simulator_arguments(self) -> list[str]:
+        """The simulator's arguments for this scenario (without the output options)."""
         return [
-            sys.executable, "-m", "simulator", "--seed", str(self.seed),
+            "--seed", str(self.seed),
             "--count", str(self.count), "--accounts", str(self.accounts),
             "--bad-rate", str(self.bad_rate), "--fraud-rate", str(self.fraud_rate),
             "--event-rate", str(EVENT_RATE), *self.extra_sim_args,

@@ -23,14 +23,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
 import psycopg2
 import pytest
 
-from pipeline.domain.model import COMMITTED_MODEL_PATH, FraudModel, load_artifact, risk_score
-from simulator.__main__ import build_parser, config_from_args
+from pipeline.domain.model import COMMITTED_MODEL_PATH
 from stack.kafka import ensure_topics
-from tools.replay import Dataset, newest_accounts, replay, simulate
+from tests.detection_replay import Expected, expected
 
 REPO = Path(__file__).resolve().parents[2]
 SIMULATION = ["--seed", "8080", "--count", "4000", "--accounts", "150", "--fraud-rate", "0.04",
@@ -81,50 +79,34 @@ def job(pipeline_stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def replayed():
+def replayed() -> Expected:
     """The same records through the pure per-record code and the committed model."""
-    sim = simulate(config_from_args(build_parser().parse_args([*SIMULATION, "--ground-truth-all"])),
-                   count=4000)
-    final = replay(sim.events)
-    data = Dataset.build(final, sim.truth, newest_accounts(sim.events))
-    model = FraudModel(load_artifact(COMMITTED_MODEL_PATH))
-    scores = model.probabilities(data.X)
-    alerts = scores >= model.threshold
-    reasons = [model.reason(p) for p in scores]
-    for i, shares in zip(np.flatnonzero(alerts), model.contributions(data.X[alerts])):
-        reasons[i] = model.reason(scores[i], data.X[i], shares)
-    return data, scores, alerts, reasons, model
+    return expected(SIMULATION, count=4000)
 
 
 def test_every_transaction_is_scored_by_the_model(job, replayed):
     ids, rows, summary = job
-    data = replayed[0]
-    assert sorted(rows) == sorted(ids) == sorted(data.ids.tolist())
+    assert sorted(rows) == sorted(ids) == sorted(replayed.data.ids.tolist())
     assert all(reasons[0].startswith("model fraud-lgbm@") for _, reasons, *_ in rows.values())
-    assert summary["model_alerts"] >= int(replayed[2].sum()) > 0
+    assert summary["model_alerts"] >= int(replayed.alerts.sum()) > 0
 
 
 def test_risk_scores_and_model_reasons_equal_the_replay(job, replayed):
     _, rows, _ = job
-    data, scores, _, reasons, model = replayed
-    differ = [
-        (tid, rows[tid][0], risk_score(p, model.threshold), rows[tid][1][0], reason)
-        for tid, p, reason in zip(data.ids, scores, reasons)
-        if (rows[tid][0], rows[tid][1][0]) != (risk_score(p, model.threshold), reason)
-    ]
+    differ = replayed.differences(rows)
     assert not differ, f"{len(differ)} of {len(rows)} differ, e.g. {differ[:3]}"
 
 
 def test_is_fraudulent_is_the_bank_label_else_the_alert_or_the_validator(job, replayed):
     _, rows, _ = job
-    data, _, alerts, _, _ = replayed
-    expected = {
+    data, alerts = replayed.data, replayed.alerts
+    decided = {
         tid: (evaluation == "fraudulent"
               or (evaluation == "unidentified" and bool(alert or validator)))
         for tid, evaluation, alert, validator in zip(
             data.ids, data.evaluation, alerts, data.validator_below_alert)
     }
-    differ = [(tid, rows[tid][2], want) for tid, want in expected.items() if rows[tid][2] != want]
+    differ = [(tid, rows[tid][2], want) for tid, want in decided.items() if rows[tid][2] != want]
     assert not differ, f"{len(differ)} decisions differ, e.g. {differ[:5]}"
     unidentified_alerts = [tid for tid, a, e in zip(data.ids, alerts, data.evaluation)
                            if a and e == "unidentified"]
