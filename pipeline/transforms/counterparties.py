@@ -113,8 +113,10 @@ class ProfileCounterpartiesFn(beam.DoFn):
     """
 
     HISTORY = ReadModifyWriteStateSpec("history", CounterpartyHistoryCoder())
-    GC = TimerSpec("gc", TimeDomain.WATERMARK)
-    SETTLE = TimerSpec("settle", TimeDomain.WATERMARK)
+    # Named apart from the account step's "gc" and "settle": the FnApiRunner delivers a
+    # bundle's timers by name, not by step (docs/flink-notes.md, "Timers on the FnApiRunner").
+    GC = TimerSpec("counterparty-gc", TimeDomain.WATERMARK)
+    SETTLE = TimerSpec("counterparty-settle", TimeDomain.WATERMARK)
 
     def __init__(self, idle: Duration):
         self._idle = idle

@@ -160,9 +160,9 @@ class _Cell:
 
 
 def test_corrections_waiting_for_settle_leave_when_the_state_is_dropped():
-    """At the end of a bounded run the watermark jumps past both timers of a key, and a runner
-    may fire GC before SETTLE (the FnApiRunner does, at times): the rows that waited for their
-    correction leave with the GC instead of being dropped with the state."""
+    """At the end of a bounded run the watermark jumps past both timers of a key at once; the
+    step does not rely on the order a runner fires them in: should GC come first, the rows
+    that waited for their correction leave with it instead of being dropped with the state."""
     history = _History()
     for produced, r in enumerate((row("t2", 10, "a2"), row("t3", 20, "a3"), row("t1", 5, "a1")),
                                  start=1):
