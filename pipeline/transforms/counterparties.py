@@ -12,20 +12,21 @@ step whose logic is the pure :class:`~pipeline.domain.counterparty.CounterpartyH
 row leaves at once with the features of the counterparty's *earlier* inflows (event time)
 known so far, and the rows after an earlier inflow that arrived late are corrected when the
 SETTLE timer fires (once per watermark step, however many arrived late), so a transaction's
-final row does not depend on the order a run read its inputs in. The account step's own corrections replace the
-row logged for their transaction. Rows without a counterparty skip the shuffle and get
-:data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
+final row does not depend on the order a run read its inputs in. The account step's own
+corrections replace the row logged for their transaction. Rows without a counterparty skip the
+shuffle and get :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
 Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows (the
 corrections still waiting for SETTLE leave first: a runner may fire both at once), moved only
 when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
-no timer per element). A second event-time timer, SETTLE, tells the history when the watermark has moved past its
-unsettled inflows: it emits the corrections that waited for it, and until the watermark
-passes them the inflows stay in the log, so an earlier inflow still to be read from another
-partition is placed exactly (:mod:`pipeline.domain.counterparty`). It is set only when none is
-set, at the newest unsettled inflow, so one firing settles a batch; not per element. The
-corrections leave at the timer's timestamp, at or after their transaction's own.
+no timer per element). A second event-time timer, SETTLE, tells the history when the
+watermark has moved past its unsettled inflows: it emits the corrections that waited for it,
+and until the watermark passes them the inflows stay in the log, so an earlier inflow still to
+be read from another partition is placed exactly (:mod:`pipeline.domain.counterparty`). It is
+set only when none is set, at the newest unsettled inflow, so one firing settles a batch; not
+per element. The corrections leave at the timer's timestamp, at or after their transaction's
+own.
 """
 
 from __future__ import annotations

@@ -46,5 +46,6 @@ def test_no_two_timers_of_the_job_share_a_name():
 
 def test_no_two_timers_of_the_job_with_the_model_share_a_name():
     names = timer_names(f"--model_path={COMMITTED_MODEL_PATH}")
-    assert {"ts-gc", "ts-settle", "ts-counterparty-gc", "ts-counterparty-settle"} <= set(names), names
+    steps = {"ts-gc", "ts-settle", "ts-counterparty-gc", "ts-counterparty-settle"}
+    assert steps <= set(names), names
     assert max(names.values()) == 1, names
