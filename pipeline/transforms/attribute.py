@@ -91,16 +91,18 @@ def arm_settle(state, settle) -> None:
             settle.set(Timestamp(micros=at))
 
 
-def settle_fired(history_state, fired: Timestamp, settle) -> None:
+def settle_fired(history_state, fired: Timestamp, settle) -> list:
     """The SETTLE timer fired at ``fired``: settles the history and arms the timer again if
-    transactions produced since still wait."""
+    inputs produced since still wait. Returns the rows the history's ``settle()`` returns
+    (the counterparty step's corrections; none for an account)."""
     history = history_state.read()
     if history is None:
-        return  # dropped by GC meanwhile
+        return []  # dropped by GC meanwhile
     history.settle_at = 0
-    history.settle(fired.micros)
+    rows = history.settle(fired.micros) or []
     arm_settle(history, settle)
     history_state.write(history)
+    return rows
 
 
 # An element of the step's input: ("account", Account.to_tuple()) or ("transaction", ...).

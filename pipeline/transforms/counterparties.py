@@ -53,6 +53,7 @@ from pipeline.transforms.attribute import (
     _seconds,
     arm_settle,
     keep_alive,
+    settle_fired,
 )
 
 __all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
@@ -158,16 +159,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
         history_state=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        history = history_state.read()
-        if history is None:
-            return  # dropped by GC meanwhile
-        history.settle_at = 0
-        corrections = history.settle(fired.micros)
-        arm_settle(history, settle)
-        history_state.write(history)
-        if corrections:
-            self._counters.inc("counterparty_corrected", len(corrections))
-        yield from corrections  # at the timer's timestamp: never behind the watermark
+        # At the timer's timestamp: never behind the watermark.
+        yield from self._corrected(settle_fired(history_state, fired, settle))
 
     @on_timer(GC)
     def _on_gc(self, fired=beam.DoFn.TimestampParam,
@@ -180,9 +173,12 @@ class ProfileCounterpartiesFn(beam.DoFn):
         corrections = history.settle(fired.micros)
         self._counters.inc("counterparties_evicted")
         history_state.clear()
-        if corrections:
-            self._counters.inc("counterparty_corrected", len(corrections))
-        yield from corrections
+        yield from self._corrected(corrections)
+
+    def _corrected(self, rows: list) -> list:
+        if rows:
+            self._counters.inc("counterparty_corrected", len(rows))
+        return rows
 
 
 def _route(row: AttributedTransaction, _partitions: int) -> int:

@@ -169,6 +169,6 @@ def test_corrections_waiting_for_settle_leave_when_the_state_is_dropped():
         history.add(r, produced)  # t1 arrives last, before the watermark: t2 and t3 wait
     cell = _Cell(history)
     fn = ProfileCounterpartiesFn(Duration(seconds=300))
-    out = list(fn._on_gc(Timestamp(seconds=1000), cell) or ())
+    out = list(fn._on_gc(Timestamp(seconds=1000), cell))
     assert [summary(r) for r in out] == [("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)]
     assert cell.value is None
