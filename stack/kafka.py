@@ -190,9 +190,7 @@ class Kafka(Service):
         )
         (self.state_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         if not (data / "meta.properties").exists():
-            cluster_id = (
-                base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            )
+            cluster_id = new_cluster_id()
             self.say("formatting storage (cluster id %s)", cluster_id)
             process.run(
                 self._java(
@@ -221,6 +219,15 @@ class Kafka(Service):
 
     def endpoints(self) -> dict:
         return {"bootstrap_servers": self.address, "topics": dict(TOPICS)}
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, never starting with "-" (the
+    storage tool would read it as an option, as Kafka's own ``random-uuid`` avoids too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def ensure_topics(
