@@ -15,12 +15,13 @@ Documents are keyed by shard (a path names its shard, so each object belongs to 
 one key, and one worker at a time: a read-merge-write never races another write of the same
 object within the job). A stateful step buffers each shard's new documents and flushes them
 on a processing-time timer (``flush_s`` after the first one) and at the end of a bounded
-input: for each object they fall in, it reads the object if it exists and rewrites it as the
-merge of its lines and the new documents (:func:`merge_jsonl`): one line per id, sorted by
-id, each id's line chosen by a rule that does not depend on arrival order. A replay, a
-restart without state and a late document therefore all converge to the same object. The
-state is the documents waiting for the next flush, cleared by it; the number of keys and
-timers is ``num_shards``, however many objects the event times touch.
+input: for each object they fall in, it reads the object if it exists (a flush of several
+objects lists their key range once, so new objects are not asked for one by one) and
+rewrites it as the merge of its lines and the new documents (:func:`merge_jsonl`): one line
+per id, sorted by id, each id's line chosen by a rule that does not depend on arrival
+order. A replay, a restart without state and a late document therefore all converge to
+the same object. The state is the documents waiting for the next flush, cleared by it; the
+number of keys and timers is ``num_shards``, however many objects the event times touch.
 
 The S3 endpoint and keys come from Beam's own flags (``--s3_endpoint_url``,
 ``--s3_access_key_id``, ``--s3_secret_access_key``, ``--s3_region_name``; needs
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import zlib
 from collections.abc import Iterable
@@ -64,6 +66,9 @@ DEFAULT_FLUSH_S = 30.0
 # a flush of hundreds of objects (a backlog's end) spends most of its time waiting for the
 # server's answers.
 MERGE_CONCURRENCY = 8
+# A listing of this many keys costs botocore about what one GET does; a flush lists its
+# objects' key range for at most this many keys per object before it reads the rest.
+LISTED_KEYS_PER_READ = 100
 # Worth another attempt: the S3 server unreachable or failing for a while.
 RETRYABLE_ERRORS = (BeamIOError, OSError)
 try:  # boto3's own (apache-beam[aws]): the server unreachable, or a 5xx / throttling answer
@@ -194,6 +199,8 @@ class _ObjectStore:
     call: profiled on Flink, that was most of the writer's time), any other filesystem
     through Beam's FileSystems."""
 
+    list_page = 1000  # keys per listing request (S3's most)
+
     def __init__(self, client=None, filesystem=None):
         self._client, self._filesystem = client, filesystem
 
@@ -232,6 +239,44 @@ class _ObjectStore:
             return self._client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self._client.exceptions.NoSuchKey:
             return None
+
+    def may_exist(self, paths: list[str]) -> set[str] | None:
+        """Of ``paths`` (sorted, one bucket), those that may exist: every one that does, from
+        a listing of the keys from the first to the last, and any past where the listing
+        stopped (after about as many keys as reading each object would cost). None when
+        unknown: one path (a GET is as cheap), or a filesystem other than S3.
+
+        A backlog's end flushes hundreds of new objects; without this, each merge asked for
+        its object first and was told there is none.
+        """
+        if self._client is None or len(paths) < 2:
+            return None
+        bucket, first = self._bucket_and_key(paths[0])
+        last = self._bucket_and_key(paths[-1])[1]
+        wanted = {self._bucket_and_key(path)[1]: path for path in paths}
+        request = {
+            "Bucket": bucket,
+            "Prefix": os.path.commonprefix([first, last]),
+            "StartAfter": first[:-1],  # sorts just before the first key
+            "MaxKeys": self.list_page,
+        }
+        found: set[str] = set()
+        listed, budget = 0, LISTED_KEYS_PER_READ * len(paths)
+        while True:
+            page = self._client.list_objects_v2(**request)
+            key = first
+            for entry in page.get("Contents", []):
+                key = entry["Key"]
+                if key > last:
+                    return found
+                if key in wanted:
+                    found.add(wanted[key])
+            listed += page.get("KeyCount", 0)
+            if wanted[last] in found or not page.get("IsTruncated"):
+                return found
+            if listed >= budget:  # many other objects in the range: read the rest
+                return found | {path for k, path in wanted.items() if k > key}
+            request["ContinuationToken"] = page["NextContinuationToken"]
 
     def write(self, path: str, body: bytes) -> None:
         if self._client is None:
@@ -313,8 +358,12 @@ class _MergeIntoObjectsFn(beam.DoFn):
         # Each object belongs to this key alone, so its merges may run side by side; the
         # counters are counted here, in the bundle's thread (Beam's metrics are per thread).
         paths = sorted(by_path)
-        merges = [self.merges.submit(self._merge_with_retries, path, by_path[path])
-                  for path in paths]
+        may_exist = self._may_exist(paths)
+        merges = [
+            self.merges.submit(self._merge_with_retries, path, by_path[path],
+                               may_exist is not None and path not in may_exist)
+            for path in paths
+        ]
         for path, merge in zip(paths, merges):
             changed, retries = merge.result()
             self.records.inc(len(by_path[path]))
@@ -325,9 +374,20 @@ class _MergeIntoObjectsFn(beam.DoFn):
             else:
                 self.unchanged.inc()
 
-    def _merge_into(self, path: str, lines: list[str]) -> bool:
-        """Rewrites the object with ``lines`` merged in; False if that changed nothing."""
-        stored = self.store.read(path) or b""
+    def _may_exist(self, paths: list[str]) -> set[str] | None:
+        """:meth:`_ObjectStore.may_exist`; None (each merge reads its object) if the listing
+        fails."""
+        try:
+            return self.store.may_exist(paths)
+        except RETRYABLE_ERRORS as error:
+            logger.warning("s3: listing %s … %s failed, reading each object: %s",
+                           paths[0], paths[-1], error)
+            return None
+
+    def _merge_into(self, path: str, lines: list[str], absent: bool = False) -> bool:
+        """Rewrites the object with ``lines`` merged in; False if that changed nothing.
+        ``absent``: a listing of this flush found no such object, so it is not read."""
+        stored = b"" if absent else self.store.read(path) or b""
         body = merge_jsonl(stored, lines, self.id_field, self.version_field)
         if body == stored:
             return False  # a replay of versions the object already holds: no write
@@ -335,13 +395,16 @@ class _MergeIntoObjectsFn(beam.DoFn):
         logger.debug("wrote %s (%d bytes, %d new lines)", path, len(body), len(lines))
         return True
 
-    def _merge_with_retries(self, path: str, lines: list[str]) -> tuple[bool, int]:
-        """:meth:`_merge_into`, retried while the server fails; whether the object changed,
-        and how many retries it took."""
+    def _merge_with_retries(
+        self, path: str, lines: list[str], absent: bool = False
+    ) -> tuple[bool, int]:
+        """:meth:`_merge_into`, retried while the server fails (a retry reads the object:
+        a failed write may have landed); whether the object changed, and how many retries
+        it took."""
         backoff, attempt = INITIAL_BACKOFF_S, 1
         while True:
             try:
-                return self._merge_into(path, lines), attempt - 1
+                return self._merge_into(path, lines, absent and attempt == 1), attempt - 1
             except RETRYABLE_ERRORS as error:
                 if attempt == MAX_ATTEMPTS or not _worth_retrying(error):
                     raise

@@ -194,12 +194,120 @@ def test_two_writers_in_one_pipeline_each_write_all_their_documents(s3_config, s
             d["transaction_id"] for _, d in written[name]), name
 
 
+def _flush_counting_requests(s3_config, prefix: str, pending: list[tuple[str, str]],
+                             list_page: int = 1000):
+    """One flush of ``pending`` by the real writer against the S3 server; the paths written
+    and how many requests of each kind it sent."""
+    fn = _merge_into_objects(prefix, "transaction_id", "processed_at", 30.0,
+                             s3_config["pipeline_args"])
+    fn.setup()
+    fn.store.list_page = list_page
+    sent: dict[str, int] = {}
+
+    def count(model, **_):
+        sent[model.name] = sent.get(model.name, 0) + 1
+
+    fn.store._client.meta.events.register("before-call.s3", count)
+    try:
+        written = list(fn._flush(_Cell(pending), _Cell()))
+    finally:
+        fn.teardown()
+    return written, sent
+
+
+def test_a_flush_of_many_objects_reads_only_those_that_exist(s3_config, s3, folder):
+    """A backlog's end flushes hundreds of objects, most of them new: one listing of their
+    key range says which exist, and only those are read before they are rewritten."""
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    paths = [f"{prefix}/dt=2025-06-03/hour=14/part-{1748959200 + 60 * n}-00.jsonl"
+             for n in range(12)]
+    s3.put_object(Bucket=s3_config["bucket"], Key=paths[3].split("/", 3)[3],
+                  Body=b'{"processed_at": "p", "transaction_id": "old"}\n')
+    s3.put_object(Bucket=s3_config["bucket"], Key=f"{folder}/dt=2025-06-03/hour=14/other",
+                  Body=b"not one of the flush's objects\n")
+    pending = [(path, f'{{"processed_at": "p", "transaction_id": "t{n:02d}"}}')
+               for n, path in enumerate(paths)]
+
+    written, sent = _flush_counting_requests(s3_config, prefix, pending)
+
+    assert written == sorted(paths)
+    assert sent == {"ListObjectsV2": 1, "GetObject": 1, "PutObject": 12}
+    stored = objects(s3, s3_config["bucket"], folder)
+    assert stored["dt=2025-06-03/hour=14/part-1748959380-00.jsonl"] == (
+        b'{"processed_at": "p", "transaction_id": "old"}\n'
+        b'{"processed_at": "p", "transaction_id": "t03"}\n'
+    )
+    assert stored["dt=2025-06-03/hour=14/part-1748959200-00.jsonl"] == (
+        b'{"processed_at": "p", "transaction_id": "t00"}\n'
+    )
+
+    # The same flush again: every object exists and already holds its line.
+    written, sent = _flush_counting_requests(s3_config, prefix, pending)
+    assert written == []
+    assert sent == {"ListObjectsV2": 1, "GetObject": 12}
+
+
+def test_the_listing_pages_through_the_range_and_stops_after_its_last_key(
+    s3_config, s3, folder
+):
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    keys = [f"{folder}/dt=2025-06-03/hour=14/part-{1748959200 + 60 * n}-00.jsonl"
+            for n in range(20)]
+    for key in keys[::2]:  # every other object exists, the last one too
+        s3.put_object(Bucket=s3_config["bucket"], Key=key, Body=b"")
+    flushed = keys[1:13]  # starts on a missing object, ends on an existing one
+    pending = [(f"s3://{s3_config['bucket']}/{key}",
+                f'{{"processed_at": "p", "transaction_id": "t{n:02d}"}}')
+               for n, key in enumerate(flushed)]
+
+    _, sent = _flush_counting_requests(s3_config, prefix, pending, list_page=2)
+
+    # 12 keys from keys[1] to keys[12], 6 of them present: three pages of two, and no
+    # page past keys[12]; only the present ones are read.
+    assert sent == {"ListObjectsV2": 3, "GetObject": 6, "PutObject": 12}
+
+
+def test_the_listing_stops_when_the_range_holds_many_other_objects(
+    s3_config, s3, folder, monkeypatch
+):
+    """Two objects days apart with a crowd of others between: listing them all would cost
+    more than reading; past its budget the listing stops and the rest are read."""
+    monkeypatch.setattr("pipeline.io.s3.LISTED_KEYS_PER_READ", 5)  # 2 objects: 10 keys
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    for n in range(30):
+        s3.put_object(Bucket=s3_config["bucket"],
+                      Key=f"{folder}/dt=2025-06-04/hour=00/part-{n:04d}", Body=b"")
+    pending = [(f"{prefix}/dt=2025-06-03/hour=14/part-1748959200-00.jsonl",
+                '{"processed_at": "p", "transaction_id": "a"}'),
+               (f"{prefix}/dt=2025-06-05/hour=14/part-1749132000-00.jsonl",
+                '{"processed_at": "p", "transaction_id": "b"}')]
+
+    written, sent = _flush_counting_requests(s3_config, prefix, pending, list_page=4)
+
+    # Three pages (12 keys >= 10), none past the first object: it is known to be new; the
+    # second, beyond where the listing stopped, is read.
+    assert sent == {"ListObjectsV2": 3, "GetObject": 1, "PutObject": 2}
+    assert written == [path for path, _ in pending]
+
+
+def test_a_flush_of_one_object_reads_it_without_a_listing(s3_config, s3, folder):
+    prefix = f"s3://{s3_config['bucket']}/{folder}"
+    path = f"{prefix}/dt=2025-06-03/hour=14/part-1748959200-00.jsonl"
+    written, sent = _flush_counting_requests(
+        s3_config, prefix, [(path, '{"processed_at": "p", "transaction_id": "t"}')])
+    assert written == [path]
+    assert sent == {"GetObject": 1, "PutObject": 1}
+
+
 class _MeetingStore:
     """An object store whose reads wait until ``parties`` reads are under way at once."""
 
     def __init__(self, parties: int):
         self.meeting = threading.Barrier(parties, timeout=10)
         self.written: dict[str, bytes] = {}
+
+    def may_exist(self, paths):
+        return None  # unknown: each merge reads its object
 
     def read(self, path):
         self.meeting.wait()  # BrokenBarrierError when the reads come one after the other
