@@ -20,6 +20,7 @@ records; the figure is the cost of read → parse → join → score → write.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -31,6 +32,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.domain.attribution import BEGINNING
 from pipeline.io.postgres import copy_rows
+from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
 __all__ = ["run_baseline"]
@@ -99,6 +101,7 @@ def run_baseline(
     def watermark() -> int:
         return min((newest.get(key, BEGINNING) for key in remaining), default=END_OF_INPUT)
 
+    previous_gc = gc_pacing.pace()  # as the job's workers
     try:
         ends = end_offsets(consumer, [accounts_topic, transactions_topic])
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
@@ -127,6 +130,7 @@ def run_baseline(
         flush()
         wait_for_writes()
     finally:
+        gc.set_threshold(*previous_gc)
         writer.shutdown(wait=True)
         consumer.close()
         hot.close()

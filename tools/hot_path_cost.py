@@ -3,7 +3,8 @@
 Runs a seeded simulation generated in this process through :class:`tools.hot_path.HotPath`
 with no Kafka and no PostgreSQL (the lookup finds nothing; accounts come from the topic),
 and prints microseconds of process CPU time per transaction (not wall time: the machine may
-be shared), the best of ``--repeat`` passes:
+be shared), the best of ``--repeat`` passes, with the collector paced as in the job's
+workers (``--gc-default``: CPython's own thresholds):
 
     python -m tools.hot_path_cost --count 20000 --accounts 1000 --repeat 3
 """
@@ -17,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath
 from tools.seeded_input import SeededInput
 
@@ -59,7 +61,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="passes; the fastest counts")
     parser.add_argument("--with-features", action="store_true",
                         help="with the sender's features, as the job with a --model_path")
+    parser.add_argument("--gc-default", action="store_true",
+                        help="CPython's own collector thresholds, not the job workers' "
+                             "(pipeline.runners.gc_pacing)")
     args = parser.parse_args(argv)
+    if not args.gc_default:
+        gc_pacing.pace()  # as the job's workers
     with tempfile.TemporaryDirectory() as workdir:
         source = SeededInput.generate(seed=args.seed, count=args.count, workdir=Path(workdir),
                                       accounts=args.accounts)

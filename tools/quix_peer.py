@@ -52,6 +52,7 @@ from quixstreams.state.rocksdb import RocksDBOptions
 
 from pipeline.io.postgres import connect, copy_rows
 from pipeline.records import Account
+from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
 __all__ = ["AttributedRowsSink", "run_quix_peer"]
@@ -183,7 +184,7 @@ def run_quix_peer(bootstrap: str, accounts_topic: str, transactions_topic: str, 
     group = f"riskpipe-quix-{uuid.uuid4().hex[:8]}"
     try:
         with tempfile.TemporaryDirectory(prefix="riskpipe-quix-") as state_dir, \
-                _signal_handlers_kept():
+                _signal_handlers_kept(), gc_pacing.paced():  # as the job's workers
             app = Application(
                 broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest",
                 state_dir=state_dir, loglevel="WARNING",

@@ -8,6 +8,7 @@ elements. The join-and-score step must give the same rows with them as without t
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 import apache_beam as beam
@@ -17,7 +18,7 @@ from apache_beam.runners.worker import statecache
 from apache_beam.testing.util import assert_that, equal_to
 
 from factories import T0, account, transaction
-from pipeline.runners import sdk_worker
+from pipeline.runners import gc_pacing, sdk_worker
 from pipeline.transforms.attribute import AttributeTransactions, _History
 
 ACCOUNTS = [account(account_id=f"a{i}", account_name=f"Name {i}") for i in range(20)]
@@ -71,3 +72,23 @@ def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(in
     beam_weight = statecache.get_deep_size([history])
     sdk_worker.install()
     assert statecache.get_deep_size([history]) == beam_weight
+
+
+def test_the_collector_is_paced_while_installed_and_as_before_after():
+    before = gc.get_threshold()
+    sdk_worker.install()
+    try:
+        assert gc.get_threshold() == (gc_pacing.YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        sdk_worker.uninstall()
+    assert gc.get_threshold() == before
+
+
+def test_paced_restores_the_thresholds_it_found():
+    gc.set_threshold(1234, 7, 9)
+    try:
+        with gc_pacing.paced():
+            assert gc.get_threshold() == (gc_pacing.YOUNG_THRESHOLD, 7, 9)
+        assert gc.get_threshold() == (1234, 7, 9)
+    finally:
+        gc.set_threshold(700, 10, 10)
