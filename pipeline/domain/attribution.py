@@ -86,11 +86,22 @@ def order_key(txn: Transaction) -> tuple[int, str]:
     return (txn.datetime_occurred - _EPOCH) // _MICROSECOND, txn.transaction_id
 
 
-@functools.lru_cache(maxsize=4096)
 def _account_signature(account: Account | None, whole: bool) -> int:
     if account is None:
         return 0
-    return zlib.crc32(repr(account.to_tuple() if whole else account.account_name).encode())
+    return _fields_signature(account) if whole else _name_signature(account.account_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fields_signature(account: Account) -> int:
+    return zlib.crc32(repr(account.to_tuple()).encode())
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_signature(name: str | None) -> int:
+    # Cached by the name alone: hashing and comparing the whole Account for the cache cost
+    # more than the checksum it saves.
+    return zlib.crc32(repr(name).encode())
 
 
 def _signature(account: Account | None, score: int, reasons: tuple[str, ...],
