@@ -348,6 +348,43 @@ def test_a_flush_merges_its_objects_side_by_side():
     assert pending.read() == []
 
 
+class _UnlistableStore:
+    """An object store whose listing fails (the server down for a moment) and whose reads
+    find one object."""
+
+    def __init__(self, stored: dict[str, bytes]):
+        self.stored, self.reads = stored, []
+
+    def may_exist(self, paths):
+        raise OSError("connection reset")
+
+    def read(self, path):
+        self.reads.append(path)
+        return self.stored.get(path)
+
+    def write(self, path, body):
+        self.stored[path] = body
+
+    def close(self):
+        pass
+
+
+def test_a_flush_whose_listing_fails_reads_every_object_it_writes():
+    fn = _merge_into_objects("s3://b/t", "transaction_id", "processed_at", 30.0, None)
+    fn.setup()
+    old = b'{"processed_at": "p", "transaction_id": "old"}\n'
+    fn.store = _UnlistableStore({"s3://b/t/part-1.jsonl": old})
+    try:
+        pending = _Cell((f"s3://b/t/part-{n}.jsonl",
+                         f'{{"processed_at": "p", "transaction_id": "t{n}"}}') for n in range(3))
+        written = list(fn._flush(pending, _Cell()))
+    finally:
+        fn.teardown()
+    assert sorted(fn.store.reads) == written == [f"s3://b/t/part-{n}.jsonl" for n in range(3)]
+    assert fn.store.stored["s3://b/t/part-1.jsonl"] == old + (
+        b'{"processed_at": "p", "transaction_id": "t1"}\n')
+
+
 def test_merge_does_not_depend_on_the_order_of_versions():
     versions = [
         '{"id": "a", "n": 1, "v": "2026-01-01T00:00:01+00:00"}',
