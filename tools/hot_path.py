@@ -110,7 +110,7 @@ class HotPath:
     def account(self, history: AccountHistory, produced: int, account: Account) -> list[tuple]:
         """Rows changed by an account version produced at ``produced`` (µs), and the rows
         of the transactions that waited for it."""
-        rows = self._rows(history.add_version(produced, account), joined=True)
+        rows = self._rows(history.add_version(produced, account), joined=True, corrections=True)
         for item in self.waiting.pop(account.account_id, ()):
             rows += self._rows(history.add_transaction(*item), joined=True)
         return rows
@@ -154,8 +154,13 @@ class HotPath:
     def close(self) -> None:
         self.lookup.close()
 
-    def _rows(self, scored: list[Scored], joined: bool) -> list[tuple]:
-        if scored:
+    def _rows(self, scored: list[Scored], joined: bool, corrections: bool = False) -> list[tuple]:
+        """The rows of ``scored``: a new transaction's row and its corrections of rows before
+        it, or (``corrections``: an account version's) corrections only, which count no
+        transaction: how many come depends on the order the topics are read in."""
+        if corrections:
+            self.counts["corrected"] += len(scored)
+        elif scored:
             self.counts["joined" if joined else "unjoined"] += 1
             self.counts["high_risk"] += is_suspicious(scored[0].risk_score)
             self.counts["corrected"] += len(scored) - 1
