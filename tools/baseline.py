@@ -20,7 +20,6 @@ records; the figure is the cost of read → parse → join → score → write.
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import time
@@ -41,6 +40,7 @@ __all__ = ["run_baseline"]
 END_OF_INPUT = 2**62  # the watermark once every partition has been read to its end
 
 
+@gc_pacing.paced()  # as the job's workers
 def run_baseline(
     bootstrap: str,
     accounts_topic: str,
@@ -101,7 +101,6 @@ def run_baseline(
     def watermark() -> int:
         return min((newest.get(key, BEGINNING) for key in remaining), default=END_OF_INPUT)
 
-    previous_gc = gc_pacing.pace()  # as the job's workers
     try:
         ends = end_offsets(consumer, [accounts_topic, transactions_topic])
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
@@ -130,7 +129,6 @@ def run_baseline(
         flush()
         wait_for_writes()
     finally:
-        gc.set_threshold(*previous_gc)
         writer.shutdown(wait=True)
         consumer.close()
         hot.close()

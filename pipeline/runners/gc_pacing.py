@@ -11,7 +11,7 @@ collection: the same collector, cycles still found, far less often.
 The SDK workers pace themselves (:func:`pipeline.runners.sdk_worker.install`), and so do
 the benchmark's peers (``tools.baseline``, ``tools.quix_peer``), so the engines compare on
 equal terms. Measured on the per-record code, ``python -m tools.hot_path_cost --count
-100000`` against ``--gc-default`` (figures in ``docs/flink-notes.md``).
+50000`` against ``--gc-default`` (figures in ``docs/flink-notes.md``).
 """
 
 from __future__ import annotations

@@ -331,20 +331,28 @@ class _Cell:
         self.values = []
 
 
+def _flush_into(store, count: int) -> tuple[list[str], _Cell]:
+    """One flush, into ``store``, of a document for each of ``count`` objects
+    ``s3://b/t/part-<n>.jsonl``; the paths written and the pending cell afterwards."""
+    fn = _merge_into_objects("s3://b/t", "transaction_id", "processed_at", 30.0, None)
+    fn.setup()
+    fn.store = store
+    try:
+        pending = _Cell((f"s3://b/t/part-{n}.jsonl",
+                         f'{{"processed_at": "p", "transaction_id": "t{n}"}}')
+                        for n in range(count))
+        return list(fn._flush(pending, _Cell())), pending
+    finally:
+        fn.teardown()
+
+
 def test_a_flush_merges_its_objects_side_by_side():
     """A backlog's end flushes hundreds of objects: each merge waits for two answers of the
     server, so they run at the same time, not one after the other."""
-    fn = _merge_into_objects("s3://b/t", "transaction_id", "processed_at", 30.0, None)
-    fn.setup()
-    fn.store = _MeetingStore(parties=4)
-    try:
-        pending = _Cell((f"s3://b/t/part-{n}.jsonl",
-                         f'{{"processed_at": "p", "transaction_id": "t{n}"}}') for n in range(4))
-        written = list(fn._flush(pending, _Cell()))
-    finally:
-        fn.teardown()
+    store = _MeetingStore(parties=4)
+    written, pending = _flush_into(store, 4)
     assert written == [f"s3://b/t/part-{n}.jsonl" for n in range(4)]
-    assert fn.store.written[written[2]] == b'{"processed_at": "p", "transaction_id": "t2"}\n'
+    assert store.written[written[2]] == b'{"processed_at": "p", "transaction_id": "t2"}\n'
     assert pending.read() == []
 
 
@@ -370,18 +378,11 @@ class _UnlistableStore:
 
 
 def test_a_flush_whose_listing_fails_reads_every_object_it_writes():
-    fn = _merge_into_objects("s3://b/t", "transaction_id", "processed_at", 30.0, None)
-    fn.setup()
     old = b'{"processed_at": "p", "transaction_id": "old"}\n'
-    fn.store = _UnlistableStore({"s3://b/t/part-1.jsonl": old})
-    try:
-        pending = _Cell((f"s3://b/t/part-{n}.jsonl",
-                         f'{{"processed_at": "p", "transaction_id": "t{n}"}}') for n in range(3))
-        written = list(fn._flush(pending, _Cell()))
-    finally:
-        fn.teardown()
-    assert sorted(fn.store.reads) == written == [f"s3://b/t/part-{n}.jsonl" for n in range(3)]
-    assert fn.store.stored["s3://b/t/part-1.jsonl"] == old + (
+    store = _UnlistableStore({"s3://b/t/part-1.jsonl": old})
+    written, _ = _flush_into(store, 3)
+    assert sorted(store.reads) == written == [f"s3://b/t/part-{n}.jsonl" for n in range(3)]
+    assert store.stored["s3://b/t/part-1.jsonl"] == old + (
         b'{"processed_at": "p", "transaction_id": "t1"}\n')
 
 
