@@ -292,10 +292,11 @@ class PostgresAccountLookup:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self.dsn)
+                    # One statement, one round trip: no BEGIN before it, no ROLLBACK after.
+                    self._conn.autocommit = True
                 with self._conn.cursor() as cursor:
                     cursor.execute(LOOKUP_SQL, (account_ids,))
                     rows = cursor.fetchall()
-                self._conn.rollback()  # end the read-only transaction
                 return [_account(row) for row in rows]
             except RETRYABLE_ERRORS as error:
                 logger.warning("postgres lookup failed (attempt %d): %s", attempt, error)
