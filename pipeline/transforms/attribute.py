@@ -68,17 +68,19 @@ DEFAULT_ACCOUNT_IDLE = timedelta(days=7)
 DEFAULT_MAX_BUFFERED = 1000
 # The GC timer is moved only when the idle deadline has moved this much: no timer per element.
 GC_SLACK = Duration.of(3600)
+_GC_SLACK_MICROS = GC_SLACK.micros
 # A lookup that failed (the store unreachable) is tried this many more times, TTL apart,
 # before the waiting transactions go on unjoined.
 LOOKUP_RETRIES = 5
 
 
-def keep_alive(state, deadline: Timestamp, gc) -> None:
-    """Moves the GC timer to ``deadline`` when it has moved by GC_SLACK (or none is set);
-    ``state.gc_at`` (µs) remembers where it is set."""
-    if deadline.micros > state.gc_at + GC_SLACK.micros or not state.gc_at:
-        state.gc_at = deadline.micros
-        gc.set(deadline)
+def keep_alive(state, deadline: int, gc) -> None:
+    """Moves the GC timer to ``deadline`` (µs) when it has moved by GC_SLACK (or none is set);
+    ``state.gc_at`` (µs) remembers where it is set. Plain integers: this runs for every
+    element, and Beam's Timestamp arithmetic cost more than the rest of it."""
+    if deadline > state.gc_at + _GC_SLACK_MICROS or not state.gc_at:
+        state.gc_at = deadline
+        gc.set(Timestamp(micros=deadline))
 
 
 def arm_settle(state, settle) -> None:
@@ -338,7 +340,7 @@ class AttributeTransactionsFn(beam.DoFn):
         return rows
 
     def _keep_alive(self, history: _History, timestamp: Timestamp, gc) -> None:
-        keep_alive(history, timestamp + self._account_idle, gc)
+        keep_alive(history, timestamp.micros + self._account_idle.micros, gc)
 
     # -- rows ----------------------------------------------------------------------------
     def _rows(self, scored: list[Scored], joined: bool) -> list[AttributedTransaction]:

@@ -148,7 +148,7 @@ class ProfileCounterpartiesFn(beam.DoFn):
             self._counters.inc("counterparty_corrected", len(rows) - 1)
         if history.late > late:
             self._counters.inc("counterparty_late_beyond_log", history.late - late)
-        keep_alive(history, timestamp + self._idle, gc)
+        keep_alive(history, timestamp.micros + self._idle.micros, gc)
         history_state.write(history)
         yield from rows
 
