@@ -7,11 +7,13 @@ environment; the defaults work only against the local stack.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.domain.shapes import INPUT_FORMATS
+from pipeline.domain.validation import DEFAULT_MAX_WAIT_S as DEFAULT_VALIDATOR_MAX_WAIT_S
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
@@ -32,6 +34,26 @@ __all__ = [
     "env",
 ]
 
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
 
 
 def env(name: str, default: str) -> str:
@@ -166,10 +188,21 @@ class ValidatorOptions(PipelineOptions):
             "local stack's key; an empty value sends none.",
         )
         parser.add_argument(
-            "--validator_batch_size", type=int, default=200, help="Transactions per call."
+            "--validator_batch_size", type=_positive_int, default=200,
+            help="Transactions per call.",
         )
         parser.add_argument(
-            "--validator_timeout_s", type=float, default=5.0, help="Timeout of one call."
+            "--validator_timeout_s", type=_positive_seconds, default=5.0,
+            help="Timeout of one call.",
+        )
+        parser.add_argument(
+            "--validator_max_wait_s",
+            type=_positive_seconds,
+            default=DEFAULT_VALIDATOR_MAX_WAIT_S,
+            help="Longest a transaction waits for its batch to fill before the call "
+            f"(default {DEFAULT_VALIDATOR_MAX_WAIT_S:g} s). Unidentified transactions take "
+            "this detour; on Flink it adds to their produce-to-row latency "
+            "(docs/flink-notes.md).",
         )
 
 

@@ -74,6 +74,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from pipeline import metrics
 from pipeline.domain.validation import (
+    DEFAULT_MAX_WAIT_S,
     MAX_BACKOFF_S,
     decide_rejected,
     rejection_dead_letter,
@@ -162,7 +163,7 @@ class ValidateUnidentified(beam.PTransform):
         validator_url: str,
         api_key: str | None = None,
         batch_size: int = 200,
-        max_wait_s: float = 1.0,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
         timeout_s: float = 5.0,
         lookup_factory: LookupFactory | None = None,
     ):
