@@ -43,6 +43,8 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
     return value
 
 

@@ -36,6 +36,7 @@ def test_the_batch_waits_a_quarter_second_by_default():
     ("flag", "message"),
     [
         ("--validator_max_wait_s=0", "argument --validator_max_wait_s: must be > 0 seconds, got '0'"),
+        ("--validator_max_wait_s=inf", "argument --validator_max_wait_s: must be a finite number of seconds, got 'inf'"),
         ("--validator_timeout_s=soon", "argument --validator_timeout_s: not a number of seconds: 'soon'"),
         ("--validator_batch_size=0", "argument --validator_batch_size: must be >= 1, got '0'"),
     ],
