@@ -9,7 +9,7 @@ job's own per-record code (:mod:`tools.hot_path`): the parser, one
 :class:`~pipeline.domain.attribution.AccountHistory` per account in a dict (join, features,
 score and corrections, as the job's stateful step), a Postgres lookup for an account not
 seen on the topic, a buffer for transactions whose account arrives later, the routing, and
-the same upsert into banking.attributed_transactions (:func:`pipeline.io.postgres.copy_rows`),
+the same upsert into banking.attributed_transactions (:func:`pipeline.io.postgres.upsert_rows`),
 written, as the job's sink writes it, by a writer thread while the next records are processed
 (one batch in flight at a time, so batches land in order).
 
@@ -30,7 +30,7 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.domain.attribution import BEGINNING
-from pipeline.io.postgres import copy_rows
+from pipeline.io.postgres import upsert_rows
 from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
 
@@ -67,7 +67,7 @@ def run_baseline(
 
     def write(rows: list[tuple]) -> int:
         with conn.cursor() as cursor:
-            copy_rows(cursor, rows)
+            upsert_rows(cursor, rows)
         conn.commit()
         return len(rows)
 

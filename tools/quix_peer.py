@@ -21,7 +21,7 @@ How it is built, as a Quix user would build it:
   than JSON, the default, which made state the peer's largest cost; the store lives in a
   temporary folder for the run.
 - **sink**: :class:`AttributedRowsSink` upserts a checkpoint's rows in one COPY
-  (:func:`pipeline.io.postgres.copy_rows`) when Quix commits, every 5 s by default.
+  (:func:`pipeline.io.postgres.upsert_rows`) when Quix commits, every 5 s by default.
 - **stop**: ``app.run(count=N)`` with N the number of messages up to the end offsets (each
   message yields one output: the list of its rows), and a ``timeout`` if the input runs dry
   first. Then the transactions still waiting for their account are written unjoined.
@@ -50,7 +50,7 @@ from quixstreams import Application
 from quixstreams.sinks import BaseSink
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from pipeline.io.postgres import connect, copy_rows
+from pipeline.io.postgres import connect, upsert_rows
 from pipeline.records import Account
 from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
@@ -91,7 +91,7 @@ class AttributedRowsSink(BaseSink):
         if not self._rows:
             return
         with self._conn.cursor() as cursor:
-            copy_rows(cursor, list(self._rows.values()))
+            upsert_rows(cursor, list(self._rows.values()))
         self._conn.commit()
         self.written += len(self._rows)
         self._rows.clear()

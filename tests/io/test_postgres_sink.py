@@ -12,7 +12,10 @@ import pytest
 from pipeline.io.postgres import _UpsertAttributedFn
 from pipeline.records import AttributedTransaction, Transaction
 
-HOSTILE = ['quote " and comma ,', "back\\slash", "new\nline\ttab", "", "\\N", "NULL", "{brace}"]
+HOSTILE = ['quote " and comma ,', "back\\slash", "new\nline\ttab", "", "\\N", "NULL", "{brace}",
+           # a batch travels as one JSON text given as a statement parameter
+           "null", '{"a": [1, "b"]}', '"]}', "%s %(x)s %%", "ctl \x01\x1b\x7f\x85", "\u2028",
+           "漢字 🙂 e\u0301", "\\u0041"]
 
 
 def record(tid: str, name, reasons=(), score=10, fraudulent=False) -> AttributedTransaction:
