@@ -27,6 +27,11 @@ fixes one cost or fault seen on the FlinkRunner (figures in ``docs/flink-notes.m
    after each complete element.
 4. **A paced garbage collector** (:mod:`pipeline.runners.gc_pacing`): CPython looked for
    cycles every 10 to 20 records; now every 50,000 allocations.
+5. **A bundle's end that does not wait for the state sampler.** Every bundle starts a
+   thread that samples which step is running; it sleeps 2 ms, then 20 % longer each time,
+   up to 200 ms, and the bundle's end joins it: after half a second a bundle ended about
+   50 ms (up to 100 ms) after its work was done, its response and, on Flink, its stage's
+   output waiting with it. Here the sampler sleeps at most ``SAMPLER_PERIOD_MS``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import logging
 import time
 
 import objsize
-from apache_beam.runners.worker import bundle_processor, data_plane, statecache
+from apache_beam.runners.worker import bundle_processor, data_plane, statecache, statesampler
 
 from pipeline.runners import gc_pacing
 
@@ -135,6 +140,18 @@ def _create(close_callback, flush_callback, data_buffer_time_limit_ms):
 
 
 
+# -- 5. a bundle's end that does not wait for the state sampler ------------------------------
+SAMPLER_PERIOD_MS = 10
+_ORIGINAL_SAMPLER = statesampler.StateSampler
+
+
+class _PromptStateSampler(_ORIGINAL_SAMPLER):
+    """Beam's sampler with a short longest sleep, so that stopping it is prompt."""
+
+    def __init__(self, prefix, counter_factory, sampling_period_ms=SAMPLER_PERIOD_MS):
+        super().__init__(prefix, counter_factory, min(sampling_period_ms, SAMPLER_PERIOD_MS))
+
+
 # -- 4. paced garbage collection (pipeline.runners.gc_pacing) -------------------------------
 _ORIGINAL_GC_THRESHOLDS = gc.get_threshold()
 
@@ -144,6 +161,7 @@ def install(pipelined_commits: bool = True, output_interval_ms: int = 20) -> Non
     """Applies the changes to this process (an SDK worker); 0 or False leaves one out."""
     statecache.get_deep_size = _deep_size
     gc_pacing.pace()
+    bundle_processor.statesampler.StateSampler = _PromptStateSampler
     if pipelined_commits:
         bundle_processor.FnApiUserStateContext.commit = _commit_pipelined
     if output_interval_ms > 0:
@@ -151,8 +169,9 @@ def install(pipelined_commits: bool = True, output_interval_ms: int = 20) -> Non
         data_plane.ClosableOutputStream.create = staticmethod(_create)
     logger.info(
         "SDK worker: state cache sized without the module walk; pipelined commits %s; "
-        "output every %s ms; garbage collector paced", "on" if pipelined_commits else "off",
-        output_interval_ms or "-",
+        "output every %s ms; garbage collector paced; state sampler stops within %d ms",
+        "on" if pipelined_commits else "off",
+        output_interval_ms or "-", SAMPLER_PERIOD_MS,
     )
 
 
@@ -168,5 +187,6 @@ def uninstall() -> None:
     """Back to Beam's own behaviour (for tests)."""
     gc.set_threshold(*_ORIGINAL_GC_THRESHOLDS)
     statecache.get_deep_size = _ORIGINAL_DEEP_SIZE
+    bundle_processor.statesampler.StateSampler = _ORIGINAL_SAMPLER
     bundle_processor.FnApiUserStateContext.commit = _ORIGINAL_COMMIT
     data_plane.ClosableOutputStream.create = staticmethod(_ORIGINAL_CREATE)

@@ -14,7 +14,7 @@ from datetime import timedelta
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.worker import statecache
+from apache_beam.runners.worker import statecache, statesampler
 from apache_beam.testing.util import assert_that, equal_to
 
 from factories import T0, account, transaction
@@ -92,3 +92,25 @@ def test_paced_restores_the_thresholds_it_found():
         assert gc.get_threshold() == (1234, 7, 9)
     finally:
         gc.set_threshold(700, 10, 10)
+
+
+def sampler_periods_of_a_run(monkeypatch) -> set:
+    """The sampling periods of the state samplers the step's bundles started."""
+    periods = set()
+    start = statesampler.StateSampler.start
+
+    def recorded(self):
+        periods.add(self.sampling_period_ms)
+        start(self)
+
+    monkeypatch.setattr(statesampler.StateSampler, "start", recorded)
+    run_the_step()
+    return periods
+
+
+def test_a_bundles_state_sampler_sleeps_briefly_so_its_end_does_not_wait(installed, monkeypatch):
+    # Beam's sampler sleeps up to 200 ms and the bundle's end joins it.
+    assert sampler_periods_of_a_run(monkeypatch) == {sdk_worker.SAMPLER_PERIOD_MS}
+    sdk_worker.uninstall()
+    assert sampler_periods_of_a_run(monkeypatch) == {statesampler.DEFAULT_SAMPLING_PERIOD_MS}
+    sdk_worker.install()
