@@ -106,7 +106,10 @@ def run_baseline(
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         remaining = {key: high for key, (_, high) in ends.items()}
         while remaining:
-            for message in consumer.consume(1000, timeout=1.0):
+            # consume(n, timeout) waits for all n or the timeout (a whole second at the end
+            # of the input): take what is prefetched, block only while nothing is.
+            for message in (consumer.consume(1000, timeout=0)
+                            or consumer.consume(1, timeout=1.0)):
                 if message.error():
                     continue
                 key = (message.topic(), message.partition())
