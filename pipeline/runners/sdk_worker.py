@@ -1,4 +1,4 @@
-"""What riskpipe changes in Beam's Python SDK worker, and why: three measured costs.
+"""What riskpipe changes in Beam's Python SDK worker, and why: five measured costs.
 
 The riskpipe worker pool (:mod:`pipeline.runners.worker_pool`) calls :func:`install` in every
 SDK worker it starts; nothing else in Beam changes. Each change keeps Beam's behaviour and
