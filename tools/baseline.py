@@ -30,6 +30,7 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.domain.attribution import BEGINNING
+from pipeline.io.kafka.read import consume_available
 from pipeline.io.postgres import upsert_rows
 from pipeline.runners import gc_pacing
 from tools.hot_path import HotPath, end_offsets, peer_arguments, peer_parser
@@ -106,10 +107,7 @@ def run_baseline(
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         remaining = {key: high for key, (_, high) in ends.items()}
         while remaining:
-            # consume(n, timeout) waits for all n or the timeout (a whole second at the end
-            # of the input): take what is prefetched, block only while nothing is.
-            for message in (consumer.consume(1000, timeout=0)
-                            or consumer.consume(1, timeout=1.0)):
+            for message in consume_available(consumer, 1000, timeout_s=1.0):
                 if message.error():
                     continue
                 key = (message.topic(), message.partition())

@@ -20,7 +20,7 @@ How it is built, as a Quix user would build it:
   topic; values are pickled (``RocksDBOptions(dumps=, loads=)``, Quix's knob for it) rather
   than JSON, the default, which made state the peer's largest cost; the store lives in a
   temporary folder for the run.
-- **sink**: :class:`AttributedRowsSink` upserts a checkpoint's rows in one COPY
+- **sink**: :class:`AttributedRowsSink` upserts a checkpoint's rows in one statement
   (:func:`pipeline.io.postgres.upsert_rows`) when Quix commits, every 5 s by default.
 - **stop**: ``app.run(count=N)`` with N the number of messages up to the end offsets (each
   message yields one output: the list of its rows), and a ``timeout`` if the input runs dry

@@ -140,6 +140,10 @@ def _create(close_callback, flush_callback, data_buffer_time_limit_ms):
 
 
 
+# -- 4. paced garbage collection (pipeline.runners.gc_pacing) -------------------------------
+_ORIGINAL_GC_THRESHOLDS = gc.get_threshold()
+
+
 # -- 5. a bundle's end that does not wait for the state sampler ------------------------------
 SAMPLER_PERIOD_MS = 10
 _ORIGINAL_SAMPLER = statesampler.StateSampler
@@ -150,10 +154,6 @@ class _PromptStateSampler(_ORIGINAL_SAMPLER):
 
     def __init__(self, prefix, counter_factory, sampling_period_ms=SAMPLER_PERIOD_MS):
         super().__init__(prefix, counter_factory, min(sampling_period_ms, SAMPLER_PERIOD_MS))
-
-
-# -- 4. paced garbage collection (pipeline.runners.gc_pacing) -------------------------------
-_ORIGINAL_GC_THRESHOLDS = gc.get_threshold()
 
 
 # -- installing -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from pipeline.io.kafka.config import (
 from pipeline.io.kafka.discovery import DiscoverPartitionsFn
 from pipeline.records import KafkaRecord
 
-__all__ = ["ReadFromKafka"]
+__all__ = ["ReadFromKafka", "consume_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,18 @@ _WATERMARK = beam.DoFn.WatermarkEstimatorParam(
 )
 
 
+def consume_available(consumer: Consumer, max_records: int, timeout_s: float) -> list:
+    """Up to ``max_records`` messages: what the consumer has prefetched, waiting up to
+    ``timeout_s`` only while it has none. (``consume(n, timeout)`` itself waits for all ``n``
+    or the whole timeout, at the end of the input too.)"""
+    batch = consumer.consume(max_records, timeout=0)
+    if not batch:
+        batch = consumer.consume(1, timeout=timeout_s)
+        if batch and max_records > 1:
+            batch += consumer.consume(max_records - 1, timeout=0)
+    return batch
+
+
 class _PartitionReader:
     """A consumer assigned to one partition, and the next offset it will return."""
 
@@ -115,13 +127,7 @@ class _PartitionReader:
 
     def fetch(self, max_records: int, timeout_s: float) -> list:
         """Up to ``max_records`` messages; errors are raised when fatal, else logged."""
-        # consume(n, timeout) waits for all n or the timeout, so take what is prefetched and
-        # block only for the first record of an empty queue.
-        batch = self.consumer.consume(max_records, timeout=0)
-        if not batch:
-            batch = self.consumer.consume(1, timeout=timeout_s)
-            if batch and max_records > 1:
-                batch += self.consumer.consume(max_records - 1, timeout=0)
+        batch = consume_available(self.consumer, max_records, timeout_s)
         messages = []
         for msg in batch:
             error = msg.error()
