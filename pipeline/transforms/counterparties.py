@@ -17,8 +17,9 @@ corrections replace the row logged for their transaction. Rows without a counter
 shuffle and get :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
 State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
-Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows (the
-corrections still waiting for SETTLE leave first: a runner may fire both at once), moved only
+Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows (when
+a runner fires both at once and GC first, GC waits for SETTLE: the corrections leave at
+SETTLE's timestamp, not ``idle`` ahead at GC's), moved only
 when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
 no timer per element). A second event-time timer, SETTLE, tells the history when the
 watermark has moved past its unsettled inflows: it emits the corrections that waited for it,
@@ -43,7 +44,7 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.typehints import KV, Any, Tuple
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
@@ -108,8 +109,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
 
     State and timers (per counterparty_account_id):
       HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
-      GC: event-time timer after ``idle`` without inflows; it emits the corrections still
-        waiting and drops the state.
+      GC: event-time timer after ``idle`` without inflows; it drops the state, or, while
+        SETTLE is still due, sets itself again just after it.
       SETTLE: event-time timer at the production time of the newest unsettled inflow when set;
         emits the corrections of the rows after an inflow that arrived late.
     """
@@ -163,17 +164,29 @@ class ProfileCounterpartiesFn(beam.DoFn):
         yield from self._corrected(settle_fired(history_state, fired, settle))
 
     @on_timer(GC)
-    def _on_gc(self, fired=beam.DoFn.TimestampParam,
-               history_state=beam.DoFn.StateParam(HISTORY)):
+    def _on_gc(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        history_state=beam.DoFn.StateParam(HISTORY),
+        gc=beam.DoFn.TimerParam(GC),
+        settle=beam.DoFn.TimerParam(SETTLE),
+    ):
         history = history_state.read()
         if history is None:
             return
-        # A runner may fire both timers of a key at once (a bounded run's watermark jumps to
-        # the end) in either order: corrections still waiting for SETTLE leave now.
-        corrections = history.settle(fired.micros)
+        if history.settle_at:
+            # A runner may fire both timers of a key at once (a bounded run's watermark jumps
+            # to the end), GC first. The corrections waiting for SETTLE leave with it, at its
+            # earlier timestamp: emitted here they would carry GC's, ``idle`` ahead, and hold
+            # downstream processing-time timers until then. SETTLE is due (it is earlier; set
+            # again, should it be lost), so GC comes back just after it.
+            settle.set(Timestamp(micros=history.settle_at))
+            history.gc_at = fired.micros + 1
+            gc.set(Timestamp(micros=history.gc_at))
+            history_state.write(history)
+            return
         self._counters.inc("counterparties_evicted")
         history_state.clear()
-        yield from self._corrected(corrections)
 
     def _corrected(self, rows: list) -> list:
         if rows:

@@ -159,16 +159,56 @@ class _Cell:
         self.value = None
 
 
-def test_corrections_waiting_for_settle_leave_when_the_state_is_dropped():
+class _Timer:
+    """A timer parameter: remembers where it was set."""
+
+    def __init__(self):
+        self.at = None
+
+    def set(self, ts):
+        self.at = ts
+
+
+def test_gc_waits_for_a_due_settle_so_no_correction_is_dropped_or_stamped_at_gc():
     """At the end of a bounded run the watermark jumps past both timers of a key at once; the
-    step does not rely on the order a runner fires them in: should GC come first, the rows
-    that waited for their correction leave with it instead of being dropped with the state."""
+    step does not rely on the order a runner fires them in: should GC come first, it keeps the
+    state and sets itself again after SETTLE, which emits the corrections; then GC drops it."""
     history = _History()
     for produced, r in enumerate((row("t2", 10, "a2"), row("t3", 20, "a3"), row("t1", 5, "a1")),
                                  start=1):
         history.add(r, produced)  # t1 arrives last, before the watermark: t2 and t3 wait
-    cell = _Cell(history)
+    history.settle_at = history.settle_time
+    cell, gc, settle = _Cell(history), _Timer(), _Timer()
     fn = ProfileCounterpartiesFn(Duration(seconds=300))
-    out = list(fn._on_gc(Timestamp(seconds=1000), cell))
+    fn._on_gc(Timestamp(seconds=1000), cell, gc, settle)
+    assert cell.value is history
+    assert gc.at == Timestamp(micros=1000 * 10**6 + 1)
+    assert settle.at == Timestamp(micros=3)
+    out = list(fn._on_settle(settle.at, cell, settle))
     assert [summary(r) for r in out] == [("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)]
+    fn._on_gc(gc.at, cell, gc, settle)
     assert cell.value is None
+
+
+def test_corrections_at_the_end_of_a_bounded_run_leave_at_their_settle_time_not_at_gc():
+    """The FnApiRunner fires a key's GC and SETTLE timers at once at the end of a bounded run.
+    The corrections carry SETTLE's timestamp (the newest inflow's), never GC's (``idle`` after
+    the last inflow): a row stamped days ahead holds the processing-time timers it sets
+    downstream (the validator's) until then, and the run fails with "time-pending bundles
+    did not execute"."""
+    with batch_pipeline() as pipeline:
+        rows = pipeline | beam.Create([(row("t2", 10, "a2"), 10), (row("t3", 20, "a3"), 20),
+                                       (row("t1", 5, "a1"), 30)])
+        stamped = rows | beam.MapTuple(TimestampedValue)
+        out = stamped | ProfileCounterparties()
+        emitted = out | beam.Map(
+            lambda r, ts=beam.DoFn.TimestampParam: (summary(r)[0], summary(r)[3], ts.micros))
+        last_input = 30_000_000
+
+        def corrected_and_stamped_no_later_than_the_last_inflow(found):
+            assert sorted((tid, n) for tid, n, _ in found) == [
+                ("t1", 0.0), ("t2", 0.0), ("t2", 1.0), ("t3", 1.0), ("t3", 2.0)]
+            late = [(tid, ts) for tid, _, ts in found if ts > last_input]
+            assert not late, f"stamped after the last inflow (at GC?): {late}"
+
+        assert_that(emitted, corrected_and_stamped_no_later_than_the_last_inflow)
