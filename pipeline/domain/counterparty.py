@@ -83,6 +83,7 @@ __all__ = [
 LOG_SIZE = 32  # settled inflows kept whole (with their rows) per counterparty
 LOG_HORIZON_S = 86_400.0  # ...and only while within a day of the newest inflow
 MAX_LOG = 1024  # inflows kept whole in any case, settled or not (a bound on memory)
+MARK_STRIDE = 16  # a copy of the running features every so many logged inflows (in memory)
 _LONG_AGO = -(2**62)  # µs: "settled from the start" (an inflow) and "nothing settled yet"
 MAX_LATEST = 64  # newest inflows kept (their facts) for the windows
 MAX_SENDERS = 64  # senders kept, the most recent ones
@@ -317,7 +318,7 @@ class CounterpartyHistory:
         inflows after it wait to be scored again by :meth:`settle` (None: none wait).
     """
 
-    __slots__ = ("_total", "base", "late", "log", "settled", "stale")
+    __slots__ = ("_marks", "_total", "base", "late", "log", "settled", "stale")
 
     def __init__(self) -> None:
         self.base = InflowFeatures()
@@ -326,15 +327,44 @@ class CounterpartyHistory:
         self.settled = _LONG_AGO
         self.stale: tuple | None = None
         self._total: InflowFeatures | None = None
+        self._marks: list[tuple[int, InflowFeatures]] = []
 
     def _features(self) -> InflowFeatures:
         """Features of every inflow known (base and log), kept up to date in place."""
         if self._total is None:
-            total = self.base.copy()
-            for entry in self.log:
-                total.add(entry.inflow)
-            self._total = total
+            self._total = self._prefix(len(self.log))
         return self._total
+
+    # -- marks: the running features at every MARK_STRIDE-th logged inflow -----------------
+    # An inflow read after later ones is scored against the inflows before it, and the
+    # features are rebuilt after it: each a fold from the start of the log, which a bounded
+    # run (read partition by partition) or a busy counterparty pays for most of its inflows.
+    # ``_marks`` holds ``(p, features of base and log[:p])``, p ascending, so a fold starts
+    # at the last mark before where it must end. They are exact (the same folds in the same
+    # order), live in memory only (a history read from state has none until its next fold),
+    # and are dropped where an insertion or a change of base makes them wrong.
+
+    def _prefix(self, end: int) -> InflowFeatures:
+        """A fresh copy of the features of base and ``log[:end]``, marking on the way."""
+        marks = self._marks
+        j = bisect.bisect_right(marks, end, key=lambda m: m[0])
+        start, running = (marks[j - 1][0], marks[j - 1][1].copy()) if j else (0, self.base.copy())
+        log = self.log
+        for i in range(start, end):
+            running.add(log[i].inflow)
+            self._mark(i + 1, running)
+        return running
+
+    def _mark(self, p: int, running: InflowFeatures) -> None:
+        """Keeps a copy of ``running`` (the features of base and ``log[:p]``) when p is a
+        stride past the last mark."""
+        if p % MARK_STRIDE == 0 and p > (self._marks[-1][0] if self._marks else 0):
+            self._marks.append((p, running.copy()))
+
+    def _unmark_after(self, index: int) -> None:
+        """An inflow was inserted at ``index``: the marks past it do not count it."""
+        marks = self._marks
+        del marks[bisect.bisect_right(marks, index, key=lambda m: m[0]):]
 
     def add(self, row: AttributedTransaction,
             produced: int = _LONG_AGO) -> list[AttributedTransaction]:
@@ -360,6 +390,7 @@ class CounterpartyHistory:
             rows = [self._score(entry, total)]
             total.add(entry.inflow)
             log.append(entry)
+            self._mark(len(log), total)
             if len(log) > MAX_LOG and self.stale is not None:
                 rows += self._rescore(self._stale_index())  # before the oldest leave the log
             self._trim()
@@ -369,22 +400,34 @@ class CounterpartyHistory:
             emitted = self._score(entry, self.base.copy())
             self.base.add(entry.inflow)
             self._total = None  # folded out of order: rebuilt in event-time order when needed
+            self._marks.clear()
             return [emitted]
         log.insert(index, entry)
+        self._unmark_after(index)
         if produced <= self.settled or len(log) > MAX_LOG:
             # No SETTLE will come for it, or the log is full: the later ones at once.
             rows = self._rescore(min(index, self._stale_index()), index)
             self._trim()
             return rows
         # Scored against the inflows before it; the later ones wait for settle().
-        running = self.base.copy()
-        for earlier in log[:index]:
-            running.add(earlier.inflow)
-        emitted = self._score(entry, running)
+        emitted = self._score(entry, self._prefix(index))
         if self.stale is None or key < self.stale:
             self.stale = key
-        self._total = None  # folded out of order: rebuilt in event-time order when needed
+        self._fold_out_of_order(entry.inflow)
         return [emitted]
+
+    def _fold_out_of_order(self, item: Inflow) -> None:
+        """Keeps the features of every inflow known up to date after ``item`` was placed
+        before later ones. While no sender has been evicted from the table, and none is by
+        this one, every part of InflowFeatures is a function of the set (sums, minima and
+        maxima, the top MAX_LATEST by time, each sender's first, last and count), so folding
+        it in last ends where folding in event-time order would; otherwise the features are
+        rebuilt in event-time order when next needed (from the last mark before the end)."""
+        total = self._total
+        if total is not None and len(total.senders) < MAX_SENDERS:
+            total.add(item)
+        else:
+            self._total = None
 
     def settle(self, until: int) -> list[AttributedTransaction]:
         """Every input produced at or before ``until`` (µs) has been read: the logged
@@ -412,12 +455,16 @@ class CounterpartyHistory:
 
     def _trim(self) -> None:
         log, settled = self.log, self.settled
+        left = 0
         while log and (
             len(log) > MAX_LOG
             or log[0].produced <= settled
             and (len(log) > LOG_SIZE or log[0].inflow.seen < log[-1].inflow.seen - LOG_HORIZON_S)
         ):
             self.base.add(log.pop(0).inflow)
+            left += 1
+        if left and self._marks:  # base and log[:p] hold the same inflows, folded alike
+            self._marks = [(p - left, f) for p, f in self._marks if p > left]
 
     def _score(self, entry: _Entry, features: InflowFeatures) -> AttributedTransaction:
         self._rescore_entry(entry, features)
@@ -436,12 +483,15 @@ class CounterpartyHistory:
         (at ``new``) and of those whose features changed. The pass folds every logged inflow
         in event-time order, so it leaves the features of all inflows known up to date as
         well, and none stale."""
-        running = self.base.copy()
+        running = self._prefix(start)
         rows = []
-        for i, entry in enumerate(self.log):
-            if i >= start and (self._rescore_entry(entry, running) or i == new):
+        log = self.log
+        for i in range(start, len(log)):
+            entry = log[i]
+            if self._rescore_entry(entry, running) or i == new:
                 rows.append(_with(entry.row, entry.vector))
             running.add(entry.inflow)
+            self._mark(i + 1, running)
         self._total = running
         self.stale = None
         return rows
@@ -472,6 +522,7 @@ class CounterpartyHistory:
         history.settled = settled
         history.stale = tuple(stale[0]) if stale and stale[0] is not None else None
         history._total = None
+        history._marks = []
         return history
 
 

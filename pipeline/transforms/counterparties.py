@@ -76,7 +76,7 @@ class _History(CounterpartyHistory, CacheAware):
         return []
 
     def __sizeof__(self) -> int:
-        return 2048 + 1200 * len(self.log)
+        return 2048 + 1200 * len(self.log) + 4096 * len(self._marks)
 
 
 class CounterpartyHistoryCoder(Coder):

@@ -14,6 +14,8 @@ from pipeline.domain.counterparty import (
     COUNTERPARTY_FEATURES,
     LOG_HORIZON_S,
     LOG_SIZE,
+    MARK_STRIDE,
+    MAX_SENDERS,
     NO_COUNTERPARTY_VECTOR,
     CounterpartyHistory,
 )
@@ -256,6 +258,34 @@ def test_unsettled_inflows_read_partition_by_partition_end_as_in_order(gaps, par
     assert history.late == 0 and len(history.log) == len(rows)
     final.update((out.transaction_id, out) for out in history.settle(2**62))  # the watermark
     assert same(final, feed(CounterpartyHistory(), rows))
+
+
+MANY_SENDERS = [f"m{i:03d}" for i in range(3 * MAX_SENDERS // 2)]  # the table evicts
+
+
+@settings(max_examples=examples(20), deadline=None)
+@given(st.lists(st.tuples(st.integers(0, HOUR), st.sampled_from(MANY_SENDERS)),
+                min_size=4 * MARK_STRIDE, max_size=12 * MARK_STRIDE),
+       st.integers(2, 4), st.randoms())
+def test_a_busy_counterparty_read_partition_by_partition_ends_as_in_order(gaps, partitions, rng):
+    """More senders than the table keeps (it evicts, so the features are not a plain
+    function of the set) and more inflows than a mark's stride: the shortcuts taken on the
+    way (the marks, folding an inflow in out of order) leave the features of every inflow
+    known, and the final rows, those of the event-time order."""
+    at, rows = 0, []
+    for i, (gap, sender) in enumerate(gaps):
+        at += gap
+        rows.append(row(i, at, sender))
+    by_partition = [[r for r in rows if MANY_SENDERS.index(r.account_id) % partitions == p]
+                    for p in range(partitions)]
+    rng.shuffle(by_partition)
+    history = CounterpartyHistory()
+    final = feed_produced(history, [r for part in by_partition for r in part])
+    in_order = CounterpartyHistory()
+    expected = feed(in_order, rows)
+    assert history._features() == in_order._features()
+    final.update((out.transaction_id, out) for out in history.settle(2**62))  # the watermark
+    assert same(final, expected)
 
 
 def test_settled_inflows_leave_the_log_down_to_its_size():
