@@ -208,9 +208,18 @@ class SeededTopics:
         return count
 
     def clear_rows(self, ids: list[str]) -> None:
-        """Deletes the rows of ``ids``, so the next run's ``written_at`` is its own."""
+        """Deletes the rows of ``ids``, so the next run's ``written_at`` is its own, then
+        vacuums the table, so each engine upserts into the same table: not one holding the
+        dead rows and index entries of the runs before it, as the later engines did."""
         self._query("DELETE FROM banking.attributed_transactions "
                     "WHERE transaction_id = ANY(%s)", ids)
+        conn = psycopg2.connect(self.dsn)
+        try:
+            conn.autocommit = True  # VACUUM runs outside a transaction
+            with conn.cursor() as cur:
+                cur.execute("VACUUM (ANALYZE) banking.attributed_transactions")
+        finally:
+            conn.close()
 
     def cleanup(self) -> None:
         """Deletes every simulation's rows, the Mongo database, the S3 objects and the
