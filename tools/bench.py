@@ -20,10 +20,10 @@ other; the rows of the run before are deleted first, so each run's ``written_at`
 
 An engine's ``transactions_per_s`` is the simulation's transactions over its wall time (the
 baseline and the Quix peer: run start to last row written; the FnApiRunner: ``run()`` to its
-return, the fraud results' last S3 writes included), Flink's the saturation's sustained rate. After each run,
-``rows_check`` says whether every transaction has its row and how many rows equal the first
-engine's (``rows_agree``; account_name and the rules' risk_reasons). ``ratios``: each engine's
-transactions/s over each other's. ``--state-cache`` adds the FnApiRunner runs with Beam's
+return, the fraud results' last S3 writes included), Flink's the saturation's sustained
+rate. After each run, ``rows_check`` says whether every transaction has its row and how many
+rows equal the first engine's (``rows_agree``; account_name and the rules' risk_reasons).
+``ratios``: each engine's transactions/s over each other's. ``--state-cache`` adds the FnApiRunner runs with Beam's
 state cache off. The services are started first (``stack.up``); the rows, topics, Mongo
 database and S3 objects are removed afterwards (``--keep`` keeps them).
 """

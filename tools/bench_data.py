@@ -211,12 +211,12 @@ class SeededTopics:
         """Deletes the rows of ``ids``, so the next run's ``written_at`` is its own, then
         vacuums the table, so each engine upserts into the same table: not one holding the
         dead rows and index entries of the runs before it, as the later engines did."""
-        self._query("DELETE FROM banking.attributed_transactions "
-                    "WHERE transaction_id = ANY(%s)", ids)
         conn = psycopg2.connect(self.dsn)
         try:
-            conn.autocommit = True  # VACUUM runs outside a transaction
+            conn.autocommit = True  # each statement its own transaction; VACUUM needs none
             with conn.cursor() as cur:
+                cur.execute("DELETE FROM banking.attributed_transactions "
+                            "WHERE transaction_id = ANY(%s)", (ids,))
                 cur.execute("VACUUM (ANALYZE) banking.attributed_transactions")
         finally:
             conn.close()

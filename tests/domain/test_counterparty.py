@@ -239,6 +239,19 @@ def feed_produced(history: CounterpartyHistory, rows) -> dict[str, AttributedTra
     return final
 
 
+def partition_by_partition(gaps, senders: list[str], partitions: int, rng):
+    """Rows ``gaps`` apart in event time, and the order a bounded run reads them in: the
+    senders spread over ``partitions``, read one partition after another in a random order."""
+    at, rows = 0, []
+    for i, (gap, sender) in enumerate(gaps):
+        at += gap
+        rows.append(row(i, at, sender))
+    by_partition = [[r for r in rows if senders.index(r.account_id) % partitions == p]
+                    for p in range(partitions)]
+    rng.shuffle(by_partition)
+    return rows, [r for part in by_partition for r in part]
+
+
 @settings(max_examples=examples(20), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(SENDERS)),
                 min_size=2 * LOG_SIZE, max_size=4 * LOG_SIZE),
@@ -246,15 +259,9 @@ def feed_produced(history: CounterpartyHistory, rows) -> dict[str, AttributedTra
 def test_unsettled_inflows_read_partition_by_partition_end_as_in_order(gaps, partitions, rng):
     """A bounded run reads one partition's inflows after another's: far beyond LOG_SIZE out
     of order. Nothing settled meanwhile, the final rows are those of the event-time order."""
-    at, rows = 0, []
-    for i, (gap, sender) in enumerate(gaps):
-        at += gap
-        rows.append(row(i, at, sender))
-    by_partition = [[r for r in rows if SENDERS.index(r.account_id) % partitions == p]
-                    for p in range(partitions)]
-    rng.shuffle(by_partition)
+    rows, arrival = partition_by_partition(gaps, SENDERS, partitions, rng)
     history = CounterpartyHistory()
-    final = feed_produced(history, [r for part in by_partition for r in part])
+    final = feed_produced(history, arrival)
     assert history.late == 0 and len(history.log) == len(rows)
     final.update((out.transaction_id, out) for out in history.settle(2**62))  # the watermark
     assert same(final, feed(CounterpartyHistory(), rows))
@@ -272,15 +279,9 @@ def test_a_busy_counterparty_read_partition_by_partition_ends_as_in_order(gaps, 
     function of the set) and more inflows than a mark's stride: the shortcuts taken on the
     way (the marks, folding an inflow in out of order) leave the features of every inflow
     known, and the final rows, those of the event-time order."""
-    at, rows = 0, []
-    for i, (gap, sender) in enumerate(gaps):
-        at += gap
-        rows.append(row(i, at, sender))
-    by_partition = [[r for r in rows if MANY_SENDERS.index(r.account_id) % partitions == p]
-                    for p in range(partitions)]
-    rng.shuffle(by_partition)
+    rows, arrival = partition_by_partition(gaps, MANY_SENDERS, partitions, rng)
     history = CounterpartyHistory()
-    final = feed_produced(history, [r for part in by_partition for r in part])
+    final = feed_produced(history, arrival)
     in_order = CounterpartyHistory()
     expected = feed(in_order, rows)
     assert history._features() == in_order._features()
