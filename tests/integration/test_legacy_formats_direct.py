@@ -201,6 +201,7 @@ def test_poc_fraud_results_reach_mongo_and_s3(poc):
     [
         ("--accounts_topic=missing-{unique}", "kafka: topic(s) missing-"),
         ("--transactions_topic=", "kafka: --transactions_topic must name a topic"),
+        ("--direct_num_workers=2", "runner: --direct_num_workers=2 is not supported"),
     ],
 )
 def test_a_missing_topic_ends_with_one_clear_line(pipeline_stack, flag, message):
