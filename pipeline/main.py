@@ -133,6 +133,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         read(kafka.accounts_topic, "accounts") if kafka.accounts_topic else None,
         read(kafka.transactions_topic, "transactions"),
         input_format=kafka.input_format,
+        accounts_first=bounded,
     )
     validator = options.view_as(ValidatorOptions)
     model_path = options.view_as(ModelOptions).model_path

@@ -443,6 +443,8 @@ def _key_and_tag(kind: str):
 class AttributeTransactions(beam.PTransform):
     """``(accounts, transactions)`` → scored AttributedTransactions, per account_id.
 
+    ``accounts`` is a PCollection of Account, or a tuple of them (one per source).
+
     Args:
       lookup_factory: builds the account lookup on each worker (see the module docstring);
         None joins from the accounts topic alone.
@@ -478,11 +480,19 @@ class AttributeTransactions(beam.PTransform):
 
     def expand(self, records):
         accounts, transactions = records
+        if isinstance(accounts, beam.PCollection):
+            accounts = (accounts,)
+        # Each source keyed on its own and all of them flattened once: a Flatten of sources
+        # from different stages is a barrier on the FnApiRunner, so flattening the account
+        # sources first held every account version until the transactions topic was read.
+        keyed = [
+            source | ("KeyAccounts" if i == 0 else f"KeyAccounts{i}") >> beam.Map(
+                _key_and_tag(ACCOUNT))
+            for i, source in enumerate(accounts)
+        ]
+        keyed.append(transactions | "KeyTransactions" >> beam.Map(_key_and_tag(TRANSACTION)))
         return (
-            (
-                accounts | "KeyAccounts" >> beam.Map(_key_and_tag(ACCOUNT)),
-                transactions | "KeyTransactions" >> beam.Map(_key_and_tag(TRANSACTION)),
-            )
+            keyed
             | "Union" >> beam.Flatten().with_output_types(KV[str, Tagged])
             | "JoinAndScore" >> beam.ParDo(self._fn).with_output_types(AttributedTransaction)
         )

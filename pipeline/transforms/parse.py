@@ -197,33 +197,49 @@ class ReadBankRecords(beam.PTransform):
 
     Transactions come from their topic; accounts from the accounts topic (none when
     ``accounts_read`` is None) and from the transactions' own messages (the fraud PoC's
-    transfers carry both users); dead letters from every parse.
+    transfers carry both users), as a tuple of one PCollection per source, not flattened
+    (:class:`~pipeline.transforms.attribute.AttributeTransactions` takes the tuple); dead
+    letters from every parse.
 
     Args:
       accounts_read: the read of the accounts topic (a PTransform of KafkaRecords), or None.
       transactions_read: the read of the transactions topic.
       input_format: the record shape, see :class:`ParseTransactions`.
+      accounts_first: read the accounts topic to its end before the transactions topic
+        (bounded reads; ``transactions_read`` must have ``after()``, as
+        :class:`~pipeline.io.kafka.ReadFromKafka` has). The account step then finds each
+        transaction's account version in state: no lookup and no correction. The rows
+        are the same either way.
     """
 
-    def __init__(self, accounts_read, transactions_read, input_format: str = "auto"):
+    def __init__(self, accounts_read, transactions_read, input_format: str = "auto",
+                 accounts_first: bool = False):
         super().__init__()
+        if accounts_first and not hasattr(transactions_read, "after"):
+            raise ValueError("ReadBankRecords: accounts_first needs a read with after()")
         self._accounts = accounts_read
         self._transactions = transactions_read
         self._format = input_format
+        self._accounts_first = accounts_first
 
     def expand(self, pbegin):
-        transactions = pbegin | "ReadTransactions" >> ReadRecords(
-            self._transactions, ParseTransactions(input_format=self._format)
-        )
-        accounts, dead_letters = [transactions.accounts], [transactions.dead_letters]
+        accounts, dead_letters = [], []
         if self._accounts is not None:
             topic = pbegin | "ReadAccounts" >> ReadRecords(
                 self._accounts, ParseAccounts(input_format=self._format)
             )
-            accounts.insert(0, topic.records)
-            dead_letters.insert(0, topic.dead_letters)
+            accounts.append(topic.records)
+            dead_letters.append(topic.dead_letters)
+        read = self._transactions
+        if self._accounts_first and self._accounts is not None:
+            read = read.after(topic.records)
+        transactions = pbegin | "ReadTransactions" >> ReadRecords(
+            read, ParseTransactions(input_format=self._format)
+        )
+        accounts.append(transactions.accounts)
+        dead_letters.append(transactions.dead_letters)
         return {
-            "accounts": accounts | "MergeAccounts" >> beam.Flatten(),
+            "accounts": tuple(accounts),
             "transactions": transactions.records,
             "dead_letters": dead_letters | "MergeParseDeadLetters" >> beam.Flatten(),
         }

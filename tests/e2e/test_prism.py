@@ -23,8 +23,8 @@ counters follow the order in which a runner interleaved the two topics.
 
 The rows agree within the bound the join keeps them exact in: the newest ``LOG_SIZE``
 transactions of an account (``pipeline/domain/attribution.py``). An account version read
-after more of its account's transactions keeps the older ones' rows as first written, and
-the FnApiRunner reads one topic's partition well ahead of the other. No account of this
+after more of its account's transactions keeps the older ones' rows as first written, and a
+runner may read one topic's partition well ahead of the other. No account of this
 simulation has more transactions than that, which the test checks first.
 """
 

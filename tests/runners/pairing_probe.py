@@ -10,7 +10,7 @@ Each part stands for a part of the job (``pipeline/``):
   (``BASE`` + position seconds); each call registers a bundle-finalization callback (the
   read's offset commit), which leaves a file ``finalized/<start>`` behind.
 - ``Split`` (tagged outputs) → ``Merge`` (Flatten): the parsers' dead-letter and account
-  outputs, merged again like ``MergeAccounts``.
+  outputs, merged again like the join's ``Union`` of its inputs.
 - ``Key`` → ``State``: the join (a keyed shuffle into a stateful DoFn) with a bag and a
   read-modify-write state of a custom coder, event-time timers (``early`` during the input,
   ``end`` at the window's end, as the validator's and S3 writer's ``END``), a boolean state

@@ -13,6 +13,7 @@ committed to the consumer group.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import re
@@ -452,15 +453,37 @@ class ReadFromKafka(beam.PTransform):
             metrics_name=metrics_name or "",
             run_id=uuid.uuid4().hex,
         )
+        self._first: beam.PCollection | None = None
+
+    def after(self, first: beam.PCollection) -> "ReadFromKafka":
+        """This read, held until ``first`` is complete; a bounded read only.
+
+        The end offsets are still those at job start; only the reading waits. A bounded
+        job reads the accounts topic before the transactions topic this way.
+        """
+        if not self._settings.bounded:
+            raise ValueError("ReadFromKafka.after: only a bounded read can wait for another")
+        read = copy.copy(self)
+        read._first = first
+        return read
 
     def expand(self, pbegin):
         read_fn = (
             _ReadPartitionFn if self._settings.bounded else _ReadUnboundedPartitionFn
         )
-        return (
+        specs = (
             pbegin
             | "Impulse" >> beam.Impulse()
             | "DiscoverPartitions" >> beam.ParDo(DiscoverPartitionsFn(self._settings))
+        )
+        if self._first is not None:
+            # A side input is complete before any element sees it: no spec leaves before.
+            done = self._first | "CountFirst" >> beam.combiners.Count.Globally()
+            specs = specs | "WaitForFirst" >> beam.Map(
+                lambda spec, _: spec, beam.pvalue.AsSingleton(done)
+            )
+        return (
+            specs
             | "SpreadPartitions" >> beam.Reshuffle()
             | "ReadPartitions"
             >> beam.ParDo(read_fn(self._settings)).with_output_types(KafkaRecord)
