@@ -55,7 +55,9 @@ bench: install ## Benchmarks: the job on Flink and the FnApiRunner vs a Quix Str
 	@$(PY) -m tools.bench --latency-rates 200,1000
 
 # The `ml` extra (matplotlib) only where it is used, installed quietly once.
-ML := $(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install --progress-bar off -q -e '.[ml]'
+ML := $(PY) -c "import matplotlib" 2>/dev/null || { echo "[install] the ml extra (matplotlib, for the pictures; log: $(VENV)/install-ml.log)"; \
+	$(PY) -m pip install --progress-bar off -q -e '.[ml]' > $(VENV)/install-ml.log 2>&1 \
+	|| { tail -n 25 $(VENV)/install-ml.log; exit 1; }; }
 
 train: install ## Train the fraud model on simulated data into models/fraud-lgbm-v1 (minutes; replays cached)
 	@$(ML)
