@@ -89,9 +89,9 @@ def _main(argv: list[str] | None) -> int:
     )
     started = time.monotonic()
     if args.command == "supervise":
-        from stack import supervisor
+        from stack import services, supervisor
 
-        return supervisor.main()
+        return supervisor.main(services.supervised_units())
     if args.command == "urls":
         print_urls()
         return 0

@@ -72,6 +72,11 @@ def select_installable(names: list[str] | None) -> list:
     return [*services, *(tool for name, tool in TOOLS.items() if name in names)]
 
 
+def supervised_units() -> list[Service]:
+    """Every process the supervisor watches."""
+    return [unit for service in SERVICES.values() for unit in service.supervised_units()]
+
+
 def with_supervisor(names: list[str] | None) -> list[str] | None:
     """``names`` plus the supervisor when one of them is supervised (None: all, which has it).
 

@@ -200,16 +200,8 @@ def polls_done() -> int:
         return 0
 
 
-def supervised_units() -> list[Service]:
-    """Every process the supervisor watches, from the stack's registry."""
-    from stack.services import SERVICES
-
-    return [unit for service in SERVICES.values() for unit in service.supervised_units()]
-
-
-def supervise(stop: threading.Event, units: list[Service] | None = None) -> None:
-    """Watches ``units`` (default: every supervised process) until ``stop`` is set."""
-    units = supervised_units() if units is None else units
+def supervise(stop: threading.Event, units: list[Service]) -> None:
+    """Watches ``units`` (``stack.services.supervised_units()``) until ``stop`` is set."""
     record_lock = threading.Lock()
     watchers = [_Watcher(unit, record_lock) for unit in units]
     heartbeat = heartbeat_path()
@@ -226,13 +218,13 @@ def supervise(stop: threading.Event, units: list[Service] | None = None) -> None
     logger.info("supervisor stopping")
 
 
-def main() -> int:
-    """``python -m stack supervise``: supervises until SIGTERM or SIGINT."""
+def main(units: list[Service]) -> int:
+    """``python -m stack supervise``: supervises ``units`` until SIGTERM or SIGINT."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    supervise(stop)
+    supervise(stop, units)
     return 0
