@@ -19,6 +19,7 @@ from pipeline.io.kafka import ReadFromKafka, allocate_max_records
 from pipeline.io.kafka import discovery as kafka_discovery
 from pipeline.io.kafka import read as kafka_read
 from pipeline.io.kafka.config import PartitionSpec
+from pipeline.transforms.parse import ReadBankRecords
 
 # The DirectRunner would first try to download Prism; the FnApiRunner is what it falls back to.
 RUNNER = "FnApiRunner"
@@ -263,6 +264,17 @@ def test_bad_parameters_are_refused_at_construction(kwargs):
     } | kwargs
     with pytest.raises(ValueError, match="ReadFromKafka"):
         ReadFromKafka(**args)
+
+
+def test_only_a_bounded_read_waits_for_another():
+    streaming = ReadFromKafka("127.0.0.1:9092", "t", "g")
+    with pytest.raises(ValueError, match="only a bounded read"):
+        streaming.after(None)
+
+
+def test_reading_the_accounts_first_needs_a_read_that_can_wait():
+    with pytest.raises(ValueError, match="accounts_first needs a read with after"):
+        ReadBankRecords(beam.Create([]), beam.Create([]), accounts_first=True)
 
 
 @pytest.mark.parametrize(
