@@ -3,8 +3,8 @@
     python -m tools.baseline --accounts_topic=P.accounts \\
         --transactions_topic=P.transactions
 
-One confluent-kafka consumer reads the accounts and transactions topics to the end
-offsets seen at start (like the bounded DirectRunner run); every message goes through the
+One confluent-kafka consumer reads the accounts topic, then the transactions topic, to the
+end offsets seen at start (as the job's bounded run does); every message goes through the
 job's own per-record code (:mod:`tools.hot_path`): the parser, one
 :class:`~pipeline.domain.attribution.AccountHistory` per account in a dict (join, features,
 score and corrections, as the job's stateful step), a Postgres lookup for an account not
@@ -104,28 +104,32 @@ def run_baseline(
 
     try:
         ends = end_offsets(consumer, [accounts_topic, transactions_topic])
-        consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in ends.items()])
         remaining = {key: high for key, (_, high) in ends.items()}
-        while remaining:
-            for message in consume_available(consumer, 1000, timeout_s=1.0):
-                if message.error():
-                    continue
-                key = (message.topic(), message.partition())
-                if key not in remaining or message.offset() >= remaining[key]:
-                    continue
-                if message.offset() + 1 >= remaining[key]:
-                    del remaining[key]
-                is_account = message.topic() == accounts_topic
-                record = hot.parse(is_account, message.value())
-                if record is None:
-                    continue
-                produced = message.timestamp()[1] * 1000
-                newest[key] = produced
-                history = history_of(record.account_id)
-                add(hot.account(history, produced, record) if is_account
-                    else hot.transaction(history, produced, record))
-                if history.settle_time is not None:
-                    history.settle(watermark())
+        # As the job's bounded run: the accounts topic to its end, then the transactions.
+        for topic in (accounts_topic, transactions_topic):
+            phase = [key for key in ends if key[0] == topic]
+            if phase:
+                consumer.assign([TopicPartition(t, p, ends[(t, p)][0]) for t, p in phase])
+            while any(key in remaining for key in phase):
+                for message in consume_available(consumer, 1000, timeout_s=1.0):
+                    if message.error():
+                        continue
+                    key = (message.topic(), message.partition())
+                    if key not in remaining or message.offset() >= remaining[key]:
+                        continue
+                    if message.offset() + 1 >= remaining[key]:
+                        del remaining[key]
+                    is_account = message.topic() == accounts_topic
+                    record = hot.parse(is_account, message.value())
+                    if record is None:
+                        continue
+                    produced = message.timestamp()[1] * 1000
+                    newest[key] = produced
+                    history = history_of(record.account_id)
+                    add(hot.account(history, produced, record) if is_account
+                        else hot.transaction(history, produced, record))
+                    if history.settle_time is not None:
+                        history.settle(watermark())
         add(hot.release(history_of))
         flush()
         wait_for_writes()
