@@ -96,11 +96,30 @@ def run_baseline(
 
     # The watermark, as the job's readers keep it: the oldest of the newest Kafka timestamps
     # read from each partition not yet read to its end. A transaction stays correctable, as in
-    # the job, until it passes (the consumer may read one topic well ahead of the other).
+    # the job, until it passes (an account version may be produced after its transactions).
     newest: dict[tuple[str, int], int] = {}
 
     def watermark() -> int:
         return min((newest.get(key, BEGINNING) for key in remaining), default=END_OF_INPUT)
+
+    def take(message) -> None:
+        """One message of a partition not yet read to its end offset."""
+        key = (message.topic(), message.partition())
+        if message.error() or key not in remaining or message.offset() >= remaining[key]:
+            return
+        if message.offset() + 1 >= remaining[key]:
+            del remaining[key]
+        is_account = message.topic() == accounts_topic
+        record = hot.parse(is_account, message.value())
+        if record is None:
+            return
+        produced = message.timestamp()[1] * 1000
+        newest[key] = produced
+        history = history_of(record.account_id)
+        add(hot.account(history, produced, record) if is_account
+            else hot.transaction(history, produced, record))
+        if history.settle_time is not None:
+            history.settle(watermark())
 
     try:
         ends = end_offsets(consumer, [accounts_topic, transactions_topic])
@@ -112,24 +131,7 @@ def run_baseline(
                 consumer.assign([TopicPartition(t, p, ends[(t, p)][0]) for t, p in phase])
             while any(key in remaining for key in phase):
                 for message in consume_available(consumer, 1000, timeout_s=1.0):
-                    if message.error():
-                        continue
-                    key = (message.topic(), message.partition())
-                    if key not in remaining or message.offset() >= remaining[key]:
-                        continue
-                    if message.offset() + 1 >= remaining[key]:
-                        del remaining[key]
-                    is_account = message.topic() == accounts_topic
-                    record = hot.parse(is_account, message.value())
-                    if record is None:
-                        continue
-                    produced = message.timestamp()[1] * 1000
-                    newest[key] = produced
-                    history = history_of(record.account_id)
-                    add(hot.account(history, produced, record) if is_account
-                        else hot.transaction(history, produced, record))
-                    if history.settle_time is not None:
-                        history.settle(watermark())
+                    take(message)
         add(hot.release(history_of))
         flush()
         wait_for_writes()
