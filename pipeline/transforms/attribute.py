@@ -42,7 +42,9 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.typehints import KV, Tuple
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
 from pipeline.domain.scoring import is_suspicious
@@ -107,7 +109,8 @@ def settle_fired(history_state, fired: Timestamp, settle) -> list:
     return rows
 
 
-# An element of the step's input: ("account", Account.to_tuple()) or ("transaction", ...).
+# An element of the step's input: ("account" | "transaction", ((produced_micros,
+# record.to_tuple()), ...)): one account's records of one kind from one bundle, in read order.
 Tagged = Tuple[str, Tuple[Any, ...]]
 LookupFactory = Callable[[], Callable]
 
@@ -174,8 +177,11 @@ def _utcnow() -> datetime:
 class AttributeTransactionsFn(beam.DoFn):
     """Joins, scores and corrects the transactions of one account (see the module docstring).
 
-    Input: ``(account_id, ("account", Account.to_tuple()) | ("transaction",
-    Transaction.to_tuple()))``, timestamped with the Kafka timestamp. Output:
+    Input: ``(account_id, (kind, ((produced, record.to_tuple()), ...)))`` with ``kind``
+    "account" or "transaction" and ``produced`` the record's Kafka timestamp (µs): the records
+    of one account and kind read in one bundle (:class:`_KeyAndGroupFn`), timestamped with the
+    earliest of them. Each record is taken in turn, as if it had come alone, and its rows carry
+    its own timestamp. Output:
     :class:`AttributedTransaction` (``validated_by="none"``) with the sender's features
     (:data:`~pipeline.domain.sender_features.SENDER_FEATURES`); ``correction`` is set on every
     row but the first of a transaction.
@@ -244,40 +250,55 @@ class AttributeTransactionsFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[str, tuple[str, Any]],
-        timestamp=beam.DoFn.TimestampParam,
+        element: tuple[str, tuple[str, tuple]],
         history_state=beam.DoFn.StateParam(HISTORY),
         waiting=beam.DoFn.StateParam(WAITING),
         expiry=beam.DoFn.TimerParam(EXPIRY),
         gc=beam.DoFn.TimerParam(GC),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        account_id, (kind, values) = element
-        record = Account.from_tuple(values) if kind == ACCOUNT else Transaction.from_tuple(values)
-        produced = timestamp.micros
+        account_id, (kind, records) = element
         history = history_state.read() or _History()
         history.with_features = self._features
         late = history.late
-        if kind == ACCOUNT:
-            rows = self._corrections(history.add_version(produced, record))
-            if history.waiting:
-                rows += self._release(history, waiting, expiry)
-        elif history.has_account:
-            rows = self._rows(history.add_transaction(produced, record), joined=True)
-        elif not history.waiting and self._look_up(account_id, history):
-            rows = self._rows(history.add_transaction(produced, record), joined=True)
-        elif history.waiting >= self._max_buffered:
-            self._counters.inc("buffer_overflow")
-            rows = self._rows(history.add_transaction(produced, record), joined=False)
-        else:
-            rows = []
-            self._wait(history, produced, record, timestamp, waiting, expiry)
+        timed_rows = []  # (rows, produced) per record, in order
+        newest = 0
+        for produced, values in records:
+            rows = self._take(account_id, kind, produced, values, history, waiting, expiry)
+            if rows:
+                timed_rows.append((rows, produced))
+            newest = max(newest, produced)
         if history.late > late:
             self._counters.inc("late_beyond_log", history.late - late)
-        self._keep_alive(history, timestamp, gc)
+        keep_alive(history, newest + self._account_idle.micros, gc)
         arm_settle(history, settle)
         history_state.write(history)
-        yield from rows
+        if len(records) == 1:  # the element's timestamp is the record's
+            for rows, _ in timed_rows:
+                yield from rows
+            return
+        for rows, produced in timed_rows:
+            at = Timestamp(micros=produced)
+            for row in rows:
+                yield TimestampedValue(row, at)
+
+    def _take(self, account_id, kind, produced, values, history, waiting, expiry) -> list:
+        """One record (an account version or a transaction) of the account: its rows."""
+        if kind == ACCOUNT:
+            rows = self._corrections(history.add_version(produced, Account.from_tuple(values)))
+            if history.waiting:
+                rows += self._release(history, waiting, expiry)
+            return rows
+        record = Transaction.from_tuple(values)
+        if history.has_account:
+            return self._rows(history.add_transaction(produced, record), joined=True)
+        if not history.waiting and self._look_up(account_id, history):
+            return self._rows(history.add_transaction(produced, record), joined=True)
+        if history.waiting >= self._max_buffered:
+            self._counters.inc("buffer_overflow")
+            return self._rows(history.add_transaction(produced, record), joined=False)
+        self._wait(history, produced, record, waiting, expiry)
+        return []
 
     # -- the steps -----------------------------------------------------------------------
     def _look_up(self, account_id: str, history: _History) -> bool:
@@ -298,8 +319,8 @@ class AttributeTransactionsFn(beam.DoFn):
         history.add_version(BEGINNING, account)
         return True
 
-    def _wait(self, history, produced, txn, timestamp, waiting, expiry) -> None:
-        deadline = (timestamp + self._ttl).micros
+    def _wait(self, history, produced, txn, waiting, expiry) -> None:
+        deadline = produced + self._ttl.micros
         waiting.add((produced, txn))
         self._counters.inc("buffered")
         if not history.waiting or deadline < history.deadline:
@@ -338,9 +359,6 @@ class AttributeTransactionsFn(beam.DoFn):
         else:
             history.deadline = 0
         return rows
-
-    def _keep_alive(self, history: _History, timestamp: Timestamp, gc) -> None:
-        keep_alive(history, timestamp.micros + self._account_idle.micros, gc)
 
     # -- rows ----------------------------------------------------------------------------
     def _rows(self, scored: list[Scored], joined: bool) -> list[AttributedTransaction]:
@@ -430,14 +448,44 @@ class AttributeTransactionsFn(beam.DoFn):
         history_state.clear()
 
 
-def _key_and_tag(kind: str):
-    """Keys a record by account and makes it a tuple of primitives: the shuffle into the step
-    then encodes it without pickling."""
+class _KeyAndGroupFn(beam.DoFn):
+    """Keys records of one kind by account and hands on each account's records of a bundle
+    together: ``(account_id, (kind, ((produced, record.to_tuple()), ...)))``, timestamped with
+    the earliest of them, at the bundle's end.
 
-    def key_and_tag(record: Account | Transaction) -> tuple[str, tuple[str, tuple]]:
-        return record.account_id, (kind, record.to_tuple())
+    The stateful step then runs once per account and bundle rather than once per record: Beam's
+    work per call of a stateful step (the shuffle's decoding, its state and timer parameters, a
+    state read and write) was a large part of its cost (docs/flink-notes.md). Records leave
+    the reading stage at its bundle's end anyway (on Flink, and on the FnApiRunner, which runs
+    a stage to its end), so holding them until then delays nothing. Tuples of primitives: the
+    shuffle encodes them without pickling.
+    """
 
-    return key_and_tag
+    def __init__(self, kind: str):
+        self._kind = kind
+        self._groups: dict = {}
+
+    def start_bundle(self):
+        self._groups = {}
+
+    def process(self, record, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        produced = timestamp.micros
+        group = self._groups.get((record.account_id, window))
+        if group is None:
+            self._groups[(record.account_id, window)] = [produced, [(produced, record.to_tuple())]]
+        else:
+            if produced < group[0]:
+                group[0] = produced
+            group[1].append((produced, record.to_tuple()))
+
+    def finish_bundle(self):
+        kind, groups = self._kind, self._groups
+        self._groups = {}
+        for (account_id, window), (earliest, records) in groups.items():
+            yield WindowedValue(
+                (account_id, (kind, tuple(records))), Timestamp(micros=earliest), (window,)
+            )
 
 
 class AttributeTransactions(beam.PTransform):
@@ -486,11 +534,12 @@ class AttributeTransactions(beam.PTransform):
         # from different stages is a barrier on the FnApiRunner, so flattening the account
         # sources first held every account version until the transactions topic was read.
         keyed = [
-            source | ("KeyAccounts" if i == 0 else f"KeyAccounts{i}") >> beam.Map(
-                _key_and_tag(ACCOUNT))
+            source | ("KeyAccounts" if i == 0 else f"KeyAccounts{i}") >> beam.ParDo(
+                _KeyAndGroupFn(ACCOUNT)).with_output_types(KV[str, Tagged])
             for i, source in enumerate(accounts)
         ]
-        keyed.append(transactions | "KeyTransactions" >> beam.Map(_key_and_tag(TRANSACTION)))
+        keyed.append(transactions | "KeyTransactions" >> beam.ParDo(
+            _KeyAndGroupFn(TRANSACTION)).with_output_types(KV[str, Tagged]))
         return (
             keyed
             | "Union" >> beam.Flatten().with_output_types(KV[str, Tagged])
