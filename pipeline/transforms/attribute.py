@@ -41,8 +41,8 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.typehints import KV, Tuple
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.typehints import KV, Tuple
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 

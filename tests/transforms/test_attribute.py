@@ -10,7 +10,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from factories import T0, account, transaction
 from pipeline.domain.scoring import THRESHOLD, WEIGHTS
@@ -22,6 +23,7 @@ from pipeline.transforms.attribute import (
     AttributeTransactions,
     HistoryCoder,
     _History,
+    _KeyAndGroupFn,
 )
 from pipeline.transforms.parse import ParseAccounts, ParseTransactions
 
@@ -383,3 +385,47 @@ def test_parse_and_attribute_fit_together():
 def test_bad_arguments_fail_at_construction(args):
     with pytest.raises(ValueError):
         AttributeTransactions(**args)
+
+
+def test_a_bundles_records_reach_the_account_step_as_one_element_per_account():
+    # The reading stage's bundle: a1's records out of time order, one record of a2.
+    records = [(account(), 50), (account(account_id="a2"), 70),
+               (account(account_name="Ann B."), 20), (account(account_name="Ann C."), 90)]
+    fn = _KeyAndGroupFn("account")
+    fn.start_bundle()
+    for record, seconds in records:
+        assert list(fn.process(record, Timestamp(seconds), GlobalWindow()) or ()) == []
+    out = {wv.value[0]: wv for wv in fn.finish_bundle()}
+    assert sorted(out) == ["a1", "a2"]
+    kind, a1 = out["a1"].value[1]
+    assert kind == "account"
+    # In read order, each with its own time; the element at the earliest of them.
+    assert [(produced, values[1]) for produced, values in a1] == [
+        (50_000_000, "Ada Lovelace"), (20_000_000, "Ann B."), (90_000_000, "Ann C.")]
+    assert out["a1"].timestamp == Timestamp(20) and out["a2"].timestamp == Timestamp(70)
+    assert out["a1"].windows == (GlobalWindow(),)
+    fn.start_bundle()
+    assert list(fn.finish_bundle()) == []  # a new bundle starts empty
+
+
+def test_each_row_keeps_its_own_transactions_timestamp():
+    # One bundle of a1's transactions: they reach the account step together, and each row
+    # must still carry its transaction's time (downstream event-time steps read it).
+    pipeline = batch_pipeline()
+    accounts = pipeline | "Accounts" >> beam.Create([TimestampedValue(account(), 5)])
+    times = {"t1": 10, "t2": 40, "t3": 25}
+    transactions = pipeline | "Transactions" >> beam.Create([
+        TimestampedValue(transaction(transaction_id=txn_id, datetime_occurred=T0 + timedelta(
+            seconds=seconds)), seconds)
+        for txn_id, seconds in times.items()
+    ])
+    rows = (accounts, transactions) | AttributeTransactions(ttl=TTL, clock=fixed_clock)
+    # t3 happened before t2 but is read after it: t2's row is corrected, at t3's time (the
+    # input that caused it), as when each transaction came alone.
+    assert_that(
+        rows | beam.Map(lambda r, ts=beam.DoFn.TimestampParam: (r.transaction_id, r.correction,
+                                                                ts)),
+        equal_to([("t1", False, Timestamp(10)), ("t2", False, Timestamp(40)),
+                  ("t3", False, Timestamp(25)), ("t2", True, Timestamp(25))]),
+    )
+    pipeline.run().wait_until_finish()
