@@ -262,14 +262,13 @@ class AttributeTransactionsFn(beam.DoFn):
         history.with_features = self._features
         late = history.late
         timed_rows = []  # (rows, produced) per record, in order
-        newest = 0
         for produced, values in records:
             rows = self._take(account_id, kind, produced, values, history, waiting, expiry)
             if rows:
                 timed_rows.append((rows, produced))
-            newest = max(newest, produced)
         if history.late > late:
             self._counters.inc("late_beyond_log", history.late - late)
+        newest = max(produced for produced, _ in records)
         keep_alive(history, newest + self._account_idle.micros, gc)
         arm_settle(history, settle)
         history_state.write(history)
@@ -471,13 +470,13 @@ class _KeyAndGroupFn(beam.DoFn):
     def process(self, record, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
         produced = timestamp.micros
-        group = self._groups.get((record.account_id, window))
+        key = (record.account_id, window)
+        group = self._groups.get(key)
         if group is None:
-            self._groups[(record.account_id, window)] = [produced, [(produced, record.to_tuple())]]
-        else:
-            if produced < group[0]:
-                group[0] = produced
-            group[1].append((produced, record.to_tuple()))
+            self._groups[key] = group = [produced, []]  # [earliest, records]
+        elif produced < group[0]:
+            group[0] = produced
+        group[1].append((produced, record.to_tuple()))
 
     def finish_bundle(self):
         kind, groups = self._kind, self._groups
