@@ -17,7 +17,8 @@ Per phase, once every transaction is in ``banking.attributed_transactions``:
 ``sustained_tps`` (rows per second between the first and last 10 % of the phase's rows,
 by ``written_at``), ``latency_ms`` p50/p95/p99/max from the Kafka timestamp of the
 transaction (its produce time) to ``written_at`` of its row, counted after ``--warmup`` s,
-and while the phase runs, the busiest Flink vertices (``busyTimeMsPerSecond``, the share of
+the same p50 and p99 apart for the rows that waited for the fraud validator (the bank's
+``unidentified`` transactions) and the others (``p50_p99_ms_by_path``), and while the phase runs, the busiest Flink vertices (``busyTimeMsPerSecond``, the share of
 time a task works rather than waits) and the CPU share of each local process group: these
 are the costs. The rows, topics and database are removed afterwards (``--keep`` keeps them).
 """
@@ -205,13 +206,13 @@ class FlinkBench(SeededTopics):
         finally:
             consumer.close()
 
-    def landed(self, ids: list[str]) -> dict[str, tuple[float, float]]:
-        """(processed_at, written_at) of each id's row, as epoch seconds."""
+    def landed(self, ids: list[str]) -> dict[str, tuple[float, float, str]]:
+        """(processed_at, written_at as epoch seconds, evaluation) of each id's row."""
         found = self._query("SELECT transaction_id, extract(epoch FROM processed_at), "
-                            "extract(epoch FROM written_at) "
+                            "extract(epoch FROM written_at), evaluation "
                             "FROM banking.attributed_transactions "
                             "WHERE transaction_id = ANY(%s)", ids)
-        return {tid: (float(p), float(w)) for tid, p, w in found}
+        return {tid: (float(p), float(w), e) for tid, p, w, e in found}
 
     def produced_at(self) -> dict[str, float]:
         """Kafka timestamp (produce time, s) of every transaction in the topic, by id."""
@@ -268,7 +269,7 @@ class FlinkBench(SeededTopics):
         cpu = sampler.stop()
         produced = self.produced_at()
         rows = self.landed(ids)
-        written = {t: w for t, (_, w) in rows.items()}
+        written = {t: w for t, (_, w, _) in rows.items()}
         times = sorted(written.values())
         if len(times) < 10:
             return {"phase": name, "transactions": len(ids), "rows": landed, "error": "no rows"}
@@ -283,6 +284,12 @@ class FlinkBench(SeededTopics):
         # Where the time goes: Kafka → scored (processed_at), scored → row written.
         to_scored = [(rows[t][0] - produced[t]) * 1000 for t in timed]
         to_row = [(rows[t][1] - rows[t][0]) * 1000 for t in timed]
+        # The bank's unidentified transactions wait for the validator; the others do not.
+        by_path = {
+            path: [(written[t] - produced[t]) * 1000 for t in timed
+                   if (rows[t][2] == "unidentified") == (path == "validated")]
+            for path in ("validated", "not_validated")
+        }
         last_busy = busy[-1] if busy else []
         return {
             "phase": name,
@@ -300,6 +307,10 @@ class FlinkBench(SeededTopics):
             } if latencies else None,
             "p50_ms_produce_to_scored": round(percentile(to_scored, 0.5)) if timed else None,
             "p50_ms_scored_to_row": round(percentile(to_row, 0.5)) if timed else None,
+            "p50_p99_ms_by_path": {
+                path: [round(percentile(values, 0.5)), round(percentile(values, 0.99))]
+                for path, values in by_path.items() if values
+            },
             "cpu_cores_by_process": cpu,
             "busiest_vertices": [v for v in last_busy if (v["busy_ms_per_s"] or 0) > 0][:5],
         }
