@@ -70,6 +70,7 @@ def run_flink(data: FlinkBench, backlog: dict, args) -> dict:
         # says nothing about the job.
         saturation.pop("latency_ms", None)
         saturation.pop("p50_ms_produce_to_scored", None)
+        saturation.pop("p50_p99_ms_by_path", None)
         # Every row is there; once the offsets are committed, every correction is too.
         saturation["input_committed"] = data.wait_committed(COMMIT_TIMEOUT_S)
         out["transactions_per_s"] = saturation.get("sustained_tps")
