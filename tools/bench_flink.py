@@ -18,9 +18,10 @@ Per phase, once every transaction is in ``banking.attributed_transactions``:
 by ``written_at``), ``latency_ms`` p50/p95/p99/max from the Kafka timestamp of the
 transaction (its produce time) to ``written_at`` of its row, counted after ``--warmup`` s,
 the same p50 and p99 apart for the rows that waited for the fraud validator (the bank's
-``unidentified`` transactions) and the others (``p50_p99_ms_by_path``), and while the phase runs, the busiest Flink vertices (``busyTimeMsPerSecond``, the share of
-time a task works rather than waits) and the CPU share of each local process group: these
-are the costs. The rows, topics and database are removed afterwards (``--keep`` keeps them).
+``unidentified`` transactions) and the others (``p50_p99_ms_by_path``), and while the
+phase runs, the busiest Flink vertices (``busyTimeMsPerSecond``, the share of time a task
+works rather than waits) and the CPU share of each local process group: these are the
+costs. The rows, topics and database are removed afterwards (``--keep`` keeps them).
 """
 
 from __future__ import annotations
