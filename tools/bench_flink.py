@@ -46,6 +46,7 @@ from confluent_kafka import Consumer, TopicPartition
 import stack
 from stack import flink_rest
 from stack.kafka import ensure_topics
+from pipeline.transforms.route import UNIDENTIFIED
 from tools.bench_data import REPO, SeededTopics
 from tools.bench_data import SERVICES as IN_PROCESS_SERVICES
 from tools.hot_path import end_offsets
@@ -286,11 +287,9 @@ class FlinkBench(SeededTopics):
         to_scored = [(rows[t][0] - produced[t]) * 1000 for t in timed]
         to_row = [(rows[t][1] - rows[t][0]) * 1000 for t in timed]
         # The bank's unidentified transactions wait for the validator; the others do not.
-        by_path = {
-            path: [(written[t] - produced[t]) * 1000 for t in timed
-                   if (rows[t][2] == "unidentified") == (path == "validated")]
-            for path in ("validated", "not_validated")
-        }
+        by_path: dict[str, list[float]] = {"validated": [], "not_validated": []}
+        for t, latency in zip(timed, latencies):
+            by_path["validated" if rows[t][2] == UNIDENTIFIED else "not_validated"].append(latency)
         last_busy = busy[-1] if busy else []
         return {
             "phase": name,

@@ -51,9 +51,9 @@ LOCAL_FLINK_MASTER = "127.0.0.1:8081"
 # elements handed to the SDK every 4 KB instead of at the bundle's end. 250 ms since the SDK
 # workers stopped waiting for Beam's state sampler at every bundle end: as fast as 500 ms
 # through a backlog, a fifth less produce → row latency at the median, a third less at p99.
-# 4 KB instead of 16 KB: at 200 tx/s a bundle's input to the account step rarely filled
-# 16 KB, so it reached the SDK at the bundle's end; produce → row p50 about 380 ms against
-# 530, the backlog's rate unchanged (docs/flink-notes.md, "Elements to the SDK every 4 KB").
+# 4 KB, not 16 KB: at 200 tx/s a bundle's input to the account step rarely filled 16 KB and
+# so waited for the bundle's end; produce → row p50 about 400 ms against 520, for about a
+# sixth less backlog rate (docs/flink-notes.md, "Elements to the SDK every 4 KB").
 MAX_BUNDLE_SIZE = 20_000
 MAX_BUNDLE_TIME_MS = 250
 DATA_BUFFER_SIZE_LIMIT = 4 * 1024
