@@ -67,11 +67,12 @@ def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(in
     history = _History()
     for txn in TRANSACTIONS[:40]:
         history.add_transaction(0, txn)
-    assert statecache.get_deep_size([history]) > 0
+    values = ([history], [], [history, _History()], [(1, "a")])
+    assert all(statecache.get_deep_size(value) > 0 for value in values)
     sdk_worker.uninstall()
-    beam_weight = statecache.get_deep_size([history])
+    beam_weights = [statecache.get_deep_size(value) for value in values]
     sdk_worker.install()
-    assert statecache.get_deep_size([history]) == beam_weight
+    assert [statecache.get_deep_size(value) for value in values] == beam_weights
 
 
 def test_the_collector_is_paced_while_installed_and_as_before_after():
