@@ -47,7 +47,7 @@ import functools
 import struct
 import zlib
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pipeline.domain.account_features import AccountFeatures, facts
 from pipeline.domain.scoring import score_transaction
@@ -136,11 +136,9 @@ def _version_at(versions: list, produced: int) -> Account | None:
 
 class _Entry:
     """A logged transaction: its order key, when it was produced, what the features keep of
-    it (:func:`~pipeline.domain.scoring.facts`) and a signature of the row last emitted.
-    ``packed`` is for the owner's state coder: ``(emitted, bytes)`` of its last encoding of
-    the entry, or None (an entry changes only in ``emitted``)."""
+    it (:func:`~pipeline.domain.scoring.facts`) and a signature of the row last emitted."""
 
-    __slots__ = ("emitted", "facts", "key", "packed", "produced", "txn", "txn_tuple")
+    __slots__ = ("emitted", "facts", "key", "produced", "txn", "txn_tuple")
 
     def __init__(self, produced: int, txn: Transaction, emitted: int = -1,
                  txn_tuple: tuple | None = None):
@@ -150,7 +148,6 @@ class _Entry:
         self.txn_tuple = txn_tuple  # txn.to_tuple(), made once (state is written per bundle)
         self.facts = facts(txn)
         self.emitted = emitted
-        self.packed = None
 
     def stored_txn(self) -> tuple:
         """``txn.to_tuple()``, made once."""
@@ -334,14 +331,12 @@ class AccountHistory:
         return rows
 
     # -- a compact form for Beam state ---------------------------------------------------
-    def to_tuple(self, log: Any = None) -> tuple:
-        """The history as nested tuples of primitives; see :meth:`from_tuple`. ``log``, when
-        given, stands in for the log's tuple (a state coder's own encoding of it)."""
+    def to_tuple(self) -> tuple:
+        """The history as nested tuples of primitives; see :meth:`from_tuple`."""
         return (
             tuple((at, account.to_tuple()) for at, account in self.versions),
             self.base.to_tuple(),
-            tuple((e.produced, e.stored_txn(), e.emitted) for e in self.log) if log is None
-            else log,
+            tuple((e.produced, e.stored_txn(), e.emitted) for e in self.log),
             self.late,
             self.base_produced,
             self.settled_to,

@@ -133,52 +133,26 @@ class _History(AccountHistory, CacheAware):
         return []
 
     def __sizeof__(self) -> int:
-        # About 400 bytes per logged entry and version, and 250 for an entry's cached encoding.
-        return 1024 + 650 * len(self.log) + 400 * len(self.versions)
+        return 1024 + 400 * (len(self.log) + len(self.versions))
 
 
 class HistoryCoder(Coder):
-    """Encodes a history as nested tuples of primitives (no pickling).
-
-    The log, most of a history, is stored as a tuple of each entry's own encoding, kept on
-    the entry (``_Entry.packed``) until its emitted row changes: an account touched in a
-    bundle is written back whole, but only its new or re-scored entries are encoded again.
-    A history written with the log as tuples (before) is read as well."""
+    """Encodes a history as nested tuples of primitives (no pickling)."""
 
     _TUPLES = FastPrimitivesCoder()
 
     def encode(self, history: _History) -> bytes:
         return self._TUPLES.encode((
-            history.to_tuple(log=self._packed_log(history.log)), history.waiting,
-            history.deadline, history.lookups_failed, history.gc_at, history.settle_at,
+            history.to_tuple(), history.waiting, history.deadline, history.lookups_failed,
+            history.gc_at, history.settle_at,
         ))
-
-    def _packed_log(self, log: list) -> tuple:
-        encode = self._TUPLES.encode
-        packed_log = []
-        for entry in log:
-            packed = entry.packed
-            if packed is None or packed[0] != entry.emitted:
-                packed = entry.packed = (
-                    entry.emitted, encode((entry.produced, entry.stored_txn(), entry.emitted))
-                )
-            packed_log.append(packed[1])
-        return tuple(packed_log)
 
     def decode(self, encoded: bytes) -> _History:
         # A history saved before the SETTLE timer existed has no settle_at.
         values, waiting, deadline, lookups_failed, gc_at, *settle_at = self._TUPLES.decode(
             encoded
         )
-        log = values[2]
-        packed = bool(log) and isinstance(log[0], bytes)
-        if packed:
-            decode = self._TUPLES.decode
-            values = (*values[:2], [decode(item) for item in log], *values[3:])
         history = _History.from_tuple(values)
-        if packed:
-            for entry, item in zip(history.log, log, strict=True):
-                entry.packed = (entry.emitted, item)
         history.hold_unsettled = True
         history.waiting, history.deadline = waiting, deadline
         history.lookups_failed, history.gc_at = lookups_failed, gc_at

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 import pytest
-from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
@@ -186,25 +185,6 @@ def test_a_history_read_back_from_state_is_the_history_written():
     assert written.hold_unsettled and len(written.log) == len(fresh.log) == 60
     later = transaction(transaction_id="t999", datetime_occurred=T0 + timedelta(hours=2))
     assert written.add_transaction(61 * minute, later) == fresh.add_transaction(61 * minute, later)
-
-
-def test_a_history_written_before_its_log_was_packed_is_read():
-    """A savepoint holds histories whose log was written as nested tuples."""
-    old_format = FastPrimitivesCoder().encode((_history_with_backlog().to_tuple(), 0, 0, 0, 0, 0))
-    read = HistoryCoder().decode(old_format)
-    assert read.to_tuple() == _history_with_backlog().to_tuple()
-
-
-def test_a_rescored_entry_is_written_with_its_new_row():
-    """The coder keeps each entry's encoding; an entry re-scored since must not be written
-    with the old one."""
-    coder = HistoryCoder()
-    history = coder.decode(coder.encode(_history_with_backlog()))
-    coder.encode(history)  # every entry's encoding is now kept
-    renamed = history.add_version(30, account(account_name="Renamed"))  # before every entry
-    assert renamed, "the new version changes rows"
-    read = coder.decode(coder.encode(history))
-    assert read.to_tuple() == history.to_tuple()
 
 
 def _history_with_backlog():
