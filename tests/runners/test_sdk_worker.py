@@ -67,12 +67,22 @@ def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(in
     history = _History()
     for txn in TRANSACTIONS[:40]:
         history.add_transaction(0, txn)
-    values = ([history], [], [history, _History()], [(1, "a")])
+    values = ([history], [], [history, _History()], [(1, "a")], [_WithReferents([history])])
     assert all(statecache.get_deep_size(value) > 0 for value in values)
     sdk_worker.uninstall()
     beam_weights = [statecache.get_deep_size(value) for value in values]
     sdk_worker.install()
     assert [statecache.get_deep_size(value) for value in values] == beam_weights
+
+
+class _WithReferents(statecache.CacheAware):
+    """A cached value that names what else to weigh."""
+
+    def __init__(self, referents):
+        self.referents = referents
+
+    def get_referents_for_cache(self):
+        return self.referents
 
 
 def test_the_collector_is_paced_while_installed_and_as_before_after():
