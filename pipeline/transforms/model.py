@@ -37,8 +37,8 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import metrics
 from pipeline.domain.features import FEATURES
@@ -104,7 +104,7 @@ class _ApplyScoreFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
-    def process(self, result: PredictionResult):
+    def process(self, result: PredictionResult, window=beam.DoFn.WindowParam):
         micros, row = result.example
         probability, reason = result.inference
         score = risk_score(probability, self._threshold)
@@ -112,10 +112,11 @@ class _ApplyScoreFn(beam.DoFn):
         self._counters.inc("model_scored")
         if alert:
             self._counters.inc("model_alerts")
-        yield TimestampedValue(dataclasses.replace(
+        # In the element's window, not a TimestampedValue that Beam would assign afresh.
+        yield WindowedValue(dataclasses.replace(
             row, risk_score=score, risk_reasons=(reason, *row.risk_reasons),
             is_fraudulent=alert, features=(),
-        ), Timestamp(micros=micros))
+        ), Timestamp(micros=micros), (window,))
 
 
 class ScoreWithModel(beam.PTransform):
