@@ -95,8 +95,12 @@ def leave_out(train, validation, families, threads: int) -> detection.TrainingRe
 
 def left_out_figures(result: detection.TrainingResult, test: Dataset, threads: int) -> dict:
     """A left-out model's figures on ``test``."""
-    figures = model_figures(test, result.probabilities(test.X, threads), result.threshold)
-    return {**figures, "threshold": round(result.threshold, 4), "rounds": result.rounds}
+    scores = result.probabilities(test.X, threads)
+    figures = model_figures(test, scores, result.threshold)
+    other = detection.confusion(scores >= result.best_f1_threshold, test.is_fraud)
+    return {**figures, "threshold": round(result.threshold, 4), "rounds": result.rounds,
+            "at_best_f1_threshold": {k: other[k] for k in ("precision", "recall", "f1",
+                                                          "alert_rate")}}
 
 
 def targets(report: dict) -> dict:
@@ -242,6 +246,11 @@ def main(argv=None) -> int:
         data = detection.honest(spec.load(use_cache))
         scores = model.probabilities(data.X)
         report["tests"][spec.name] = predictors(data, scores, model.threshold)
+        if "best_f1_threshold" in artifact.meta:  # the other threshold rule, for comparison
+            other = detection.confusion(scores >= artifact.meta["best_f1_threshold"],
+                                        data.is_fraud)
+            report["tests"][spec.name]["model"]["at_best_f1_threshold"] = {
+                k: other[k] for k in ("precision", "recall", "f1", "alert_rate")}
         curves[spec.name] = (data, scores)
     families = {spec.scenarios[0]: detection.honest(spec.load(use_cache))
                 for spec in detection.PLAN["families"]}
