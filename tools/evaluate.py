@@ -97,10 +97,14 @@ def left_out_figures(result: detection.TrainingResult, test: Dataset, threads: i
     """A left-out model's figures on ``test``."""
     scores = result.probabilities(test.X, threads)
     figures = model_figures(test, scores, result.threshold)
-    other = detection.confusion(scores >= result.best_f1_threshold, test.is_fraud)
     return {**figures, "threshold": round(result.threshold, 4), "rounds": result.rounds,
-            "at_best_f1_threshold": {k: other[k] for k in ("precision", "recall", "f1",
-                                                          "alert_rate")}}
+            "at_best_f1_threshold": alerts_at(scores, test, result.best_f1_threshold)}
+
+
+def alerts_at(scores: np.ndarray, data: Dataset, threshold: float) -> dict:
+    """Precision, recall, F1 and alert rate at another threshold (the best-F1 rule's)."""
+    figures = detection.confusion(scores >= threshold, data.is_fraud)
+    return {k: figures[k] for k in ("precision", "recall", "f1", "alert_rate")}
 
 
 def targets(report: dict) -> dict:
@@ -247,10 +251,8 @@ def main(argv=None) -> int:
         scores = model.probabilities(data.X)
         report["tests"][spec.name] = predictors(data, scores, model.threshold)
         if "best_f1_threshold" in artifact.meta:  # the other threshold rule, for comparison
-            other = detection.confusion(scores >= artifact.meta["best_f1_threshold"],
-                                        data.is_fraud)
-            report["tests"][spec.name]["model"]["at_best_f1_threshold"] = {
-                k: other[k] for k in ("precision", "recall", "f1", "alert_rate")}
+            report["tests"][spec.name]["model"]["at_best_f1_threshold"] = alerts_at(
+                scores, data, artifact.meta["best_f1_threshold"])
         curves[spec.name] = (data, scores)
     families = {spec.scenarios[0]: detection.honest(spec.load(use_cache))
                 for spec in detection.PLAN["families"]}

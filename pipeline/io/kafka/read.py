@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 # GlobalWindow built per record, about 2 µs).
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 
+
 class _PartitionOffsetTracker(OffsetRestrictionTracker):
     """An offset tracker that splits only to self-checkpoint.
 
