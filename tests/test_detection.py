@@ -63,3 +63,18 @@ def test_every_fraud_family_weighs_the_same_in_training_however_many_rows_it_has
 def test_balance_zero_weighs_every_fraud_row_as_one():
     scenario = np.array(["card_testing", "card_testing", "leaked_account", ""])
     assert detection.family_weights(scenario, balance=0.0).tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_no_seed_serves_two_purposes():
+    # A seed trained on, validated on, tested on or used to choose how the model is built
+    # (dev) serves that purpose alone: otherwise the test seeds would no longer be unseen.
+    seeds = {part: [spec.seed for spec in specs] for part, specs in detection.PLAN.items()}
+    everywhere = [seed for part in seeds.values() for seed in part]
+    assert len(everywhere) == len(set(everywhere)), seeds
+    assert set(seeds) == {"train", "validation", "test", "families", "dev"}
+
+
+def test_every_family_has_a_test_seed_and_a_dev_seed_of_its_own():
+    for part in ("families", "dev"):
+        assert [spec.scenarios for spec in detection.PLAN[part]] == [
+            (name,) for name in detection.ALL_FAMILIES]

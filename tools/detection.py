@@ -12,7 +12,8 @@ What counts (every figure of ``make train`` and ``make evaluate``):
   is the share of the population alerted. Precision, recall and F1 are those of the alerts;
   PR-AUC is the average precision of the probabilities (threshold-free).
 - Training, threshold choice and testing use different seeds (:data:`PLAN`): the test sets
-  are never seen before the evaluation.
+  are never seen before the evaluation. Choices of how the model is built are measured on
+  development seeds of their own (``PLAN["dev"]``, ``python -m tools.dev_leave_out``).
 
 The model never sees the bank's ``evaluation``: its features describe behaviour alone.
 """
@@ -135,6 +136,13 @@ PLAN = {
     # One family alone per test seed: per-family figures and the leave-one-out table.
     "families": tuple(
         DataSpec(f"test-{name}", 4001 + i, 100_000, fraud_rate=0.01, scenarios=(name,))
+        for i, name in enumerate(ALL_FAMILIES)
+    ),
+    # Development: one seed per family, like "families" but never a test seed. How the model
+    # is built (the threshold rule, a feature) is chosen on these (tools/dev_leave_out.py);
+    # the test seeds only report.
+    "dev": tuple(
+        DataSpec(f"dev-{name}", 5001 + i, 100_000, fraud_rate=0.01, scenarios=(name,))
         for i, name in enumerate(ALL_FAMILIES)
     ),
 }
