@@ -16,8 +16,23 @@ final row does not depend on the order a run read its inputs in. The account ste
 corrections replace the row logged for their transaction. Rows without a counterparty skip the
 shuffle and get :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
-State is one compact value per counterparty (tuples of primitives, weighed by an estimate in
-Beam's state cache); an event-time GC timer drops it after ``idle`` without inflows (when
+State is a journal per counterparty (a bag state): a snapshot of its
+:class:`CounterpartyHistory` followed by the changes made since (an inflow added, the
+watermark settled, a timer moved). A bundle appends only its changes, so what it writes is
+about the size of its inflows; a snapshot is written again once the changes outnumber
+``max(COMPACT_AT, the logged inflows)``, so replaying the changes after a snapshot costs no more
+than the snapshot. Beam's state cache keeps the journal's decoded values, its first the
+history as last changed in place, and a read skips the changes it already holds; read back
+from the runner (after a restart, or an eviction from the cache), the snapshot knows how
+many changes it holds and the later ones are replayed. Replaying is exact:
+the history is a function of its inputs in the order received (:mod:`pipeline.domain.counterparty`).
+A counterparty history saved whole by an earlier version (the ``history`` cell) is read
+once and moved into the journal. Before the journal, the whole history was written after
+every bundle that touched the counterparty: while a backlog is read the watermark is behind,
+every inflow stays logged, and those writes cost more than the step's own work
+(``docs/flink-notes.md``, "Where the CPU goes, by process and by step").
+
+An event-time GC timer drops the state after ``idle`` without inflows (when
 a runner fires both at once and GC first, GC waits for SETTLE: the corrections leave at
 SETTLE's timestamp, not ``idle`` ahead at GC's), moved only
 when its deadline has moved by ``GC_SLACK`` (:func:`~pipeline.transforms.attribute.keep_alive`;
@@ -33,12 +48,14 @@ own.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import apache_beam as beam
 from apache_beam.coders import Coder, FastPrimitivesCoder
 from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
+    BagStateSpec,
     ReadModifyWriteStateSpec,
     TimerSpec,
     on_timer,
@@ -54,29 +71,64 @@ from pipeline.transforms.attribute import (
     _seconds,
     arm_settle,
     keep_alive,
-    settle_fired,
 )
 
-__all__ = ["CounterpartyHistoryCoder", "ProfileCounterparties", "ProfileCounterpartiesFn"]
+__all__ = [
+    "CounterpartyHistoryCoder", "JournalCoder", "ProfileCounterparties", "ProfileCounterpartiesFn",
+]
 
 WITH, WITHOUT = "with_counterparty", "without_counterparty"
 
 
 class _History(CounterpartyHistory, CacheAware):
-    """A CounterpartyHistory that Beam's state cache weighs by an estimate, not by walking it."""
+    """A CounterpartyHistory that Beam's state cache weighs by an estimate, not by walking it,
+    with what the step keeps beside it: where its timers are set, and how many of the
+    journal's changes after its snapshot it holds (-1: it is not in the journal yet)."""
 
-    __slots__ = ("gc_at", "settle_at")
+    __slots__ = ("applied", "gc_at", "settle_at")
 
     def __init__(self) -> None:
         super().__init__()
         self.gc_at = 0  # where the GC timer is set (µs)
         self.settle_at = 0  # where the SETTLE timer is set (µs; 0: not set)
+        self.applied = -1
 
     def get_referents_for_cache(self) -> list:
         return []
 
     def __sizeof__(self) -> int:
         return 2048 + 1200 * len(self.log) + 4096 * len(self._marks)
+
+
+# What a journal's change did; its two arguments; then gc_at and settle_at after it.
+ADD = 1  # the row (``AttributedTransaction.to_tuple()``) and when it was produced (µs)
+SETTLE = 2  # the watermark it settled at (µs), unused
+TIMERS = 3  # only the timers moved (both unused)
+SNAPSHOT = 0  # the journal's first value: the history (its tag in the encoding)
+COMPACT_AT = 64  # a snapshot once the changes after it outnumber this and the logged inflows
+
+
+class _Change(CacheAware):
+    """One change in a counterparty's journal: ``(kind, first, second, gc_at, settle_at)``."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: tuple):
+        self.values = values
+
+    def get_referents_for_cache(self) -> list:
+        return []
+
+    def __sizeof__(self) -> int:
+        return 1200 if self.values[0] == ADD else 96
+
+    def apply(self, history: _History) -> None:
+        """Makes the change again on ``history`` (its outputs were emitted when it was made)."""
+        kind, first, second, history.gc_at, history.settle_at = self.values
+        if kind == ADD:
+            history.add(AttributedTransaction.from_tuple(first), second)
+        elif kind == SETTLE:
+            history.settle(first)
 
 
 class CounterpartyHistoryCoder(Coder):
@@ -89,15 +141,74 @@ class CounterpartyHistoryCoder(Coder):
 
     def decode(self, encoded: bytes) -> _History:
         values, gc_at, settle_at = self._TUPLES.decode(encoded)
-        restored = CounterpartyHistory.from_tuple(values)
-        history = _History()
-        history.base, history.log, history.late = restored.base, restored.log, restored.late
-        history.settled, history.stale = restored.settled, restored.stale
-        history.gc_at, history.settle_at = gc_at, settle_at
-        return history
+        return _restored(values, gc_at, settle_at)
 
     def is_deterministic(self) -> bool:
         return True
+
+
+def _restored(values: tuple, gc_at: int, settle_at: int, applied: int = -1) -> _History:
+    restored = CounterpartyHistory.from_tuple(values)
+    history = _History()
+    history.base, history.log, history.late = restored.base, restored.log, restored.late
+    history.settled, history.stale = restored.settled, restored.stale
+    history.gc_at, history.settle_at, history.applied = gc_at, settle_at, applied
+    return history
+
+
+class JournalCoder(Coder):
+    """Encodes a journal's values, a history (its snapshot) or a :class:`_Change`, as tagged
+    tuples of primitives (no pickling)."""
+
+    _TUPLES = FastPrimitivesCoder()
+
+    def encode(self, value) -> bytes:
+        if isinstance(value, _History):
+            return self._TUPLES.encode((SNAPSHOT, value.to_tuple(), value.gc_at,
+                                        value.settle_at, value.applied))
+        return self._TUPLES.encode(value.values)
+
+    def decode(self, encoded: bytes):
+        values = self._TUPLES.decode(encoded)
+        if values[0] == SNAPSHOT:
+            return _restored(*values[1:])
+        return _Change(values)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+def _load(journal, legacy) -> tuple[_History | None, int]:
+    """The counterparty's history from its journal (None: it has none), with the changes
+    after what it holds made again, and how many were; or from the cell of an earlier
+    version."""
+    values = iter(journal.read())
+    history = next(values, None)
+    if history is None:
+        history = legacy.read()
+        if history is not None:
+            legacy.clear()  # moved into the journal by the next _record
+            history.applied = -1
+        return history, 0
+    replayed = 0
+    for change in itertools.islice(values, history.applied, None):
+        change.apply(history)
+        history.applied += 1
+        replayed += 1
+    return history, replayed
+
+
+def _record(journal, history: _History, kind: int, first=None, second=None) -> bool:
+    """Appends a change just made to ``history`` to its journal, or a snapshot in its place
+    (module docstring); True for a snapshot."""
+    if 0 <= history.applied < max(COMPACT_AT, len(history.log)):
+        history.applied += 1
+        journal.add(_Change((kind, first, second, history.gc_at, history.settle_at)))
+        return False
+    journal.clear()
+    history.applied = 0  # the changes made after this in the bundle follow it
+    journal.add(history)
+    return True
 
 
 class ProfileCounterpartiesFn(beam.DoFn):
@@ -108,13 +219,17 @@ class ProfileCounterpartiesFn(beam.DoFn):
     appended to its features.
 
     State and timers (per counterparty_account_id):
-      HISTORY: the counterparty's :class:`CounterpartyHistory` and where GC is set.
+      JOURNAL: the counterparty's :class:`CounterpartyHistory` (with where its timers are
+        set) and the changes made to it since (module docstring).
+      HISTORY: the whole history, as an earlier version kept it; moved into JOURNAL when
+        next read.
       GC: event-time timer after ``idle`` without inflows; it drops the state, or, while
         SETTLE is still due, sets itself again just after it.
       SETTLE: event-time timer at the production time of the newest unsettled inflow when set;
         emits the corrections of the rows after an inflow that arrived late.
     """
 
+    JOURNAL = BagStateSpec("journal", JournalCoder())
     HISTORY = ReadModifyWriteStateSpec("history", CounterpartyHistoryCoder())
     # Named apart from the account step's "gc" and "settle": the FnApiRunner delivers a
     # bundle's timers by name, not by step (docs/flink-notes.md, "Timers on the FnApiRunner").
@@ -125,7 +240,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
         self._idle = idle
         self._counters = Counters(
             "counterparty_rows", "counterparty_corrected", "counterparty_late_beyond_log",
-            "counterparties_evicted",
+            "counterparties_evicted", "counterparty_changes", "counterparty_snapshots",
+            "counterparty_changes_replayed",
         )
 
     def start_bundle(self):
@@ -135,43 +251,54 @@ class ProfileCounterpartiesFn(beam.DoFn):
         self,
         element: tuple[str, tuple],
         timestamp=beam.DoFn.TimestampParam,
-        history_state=beam.DoFn.StateParam(HISTORY),
+        journal=beam.DoFn.StateParam(JOURNAL),
+        legacy=beam.DoFn.StateParam(HISTORY),
         gc=beam.DoFn.TimerParam(GC),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
         _, values = element
-        history = history_state.read() or _History()
+        produced = timestamp.micros
+        history = self._load(journal, legacy) or _History()
         late = history.late
-        rows = history.add(AttributedTransaction.from_tuple(values), timestamp.micros)
+        rows = history.add(AttributedTransaction.from_tuple(values), produced)
         arm_settle(history, settle)
         self._counters.inc("counterparty_rows")
         if len(rows) > 1:
             self._counters.inc("counterparty_corrected", len(rows) - 1)
         if history.late > late:
             self._counters.inc("counterparty_late_beyond_log", history.late - late)
-        keep_alive(history, timestamp.micros + self._idle.micros, gc)
-        history_state.write(history)
+        keep_alive(history, produced + self._idle.micros, gc)
+        self._record(journal, history, ADD, values, produced)
         yield from rows
 
     @on_timer(SETTLE)
     def _on_settle(
         self,
         fired=beam.DoFn.TimestampParam,
-        history_state=beam.DoFn.StateParam(HISTORY),
+        journal=beam.DoFn.StateParam(JOURNAL),
+        legacy=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
+        history = self._load(journal, legacy)
+        if history is None:
+            return  # dropped by GC meanwhile
+        history.settle_at = 0
+        rows = history.settle(fired.micros)
+        arm_settle(history, settle)
+        self._record(journal, history, SETTLE, fired.micros)
         # At the timer's timestamp: never behind the watermark.
-        yield from self._corrected(settle_fired(history_state, fired, settle))
+        yield from self._corrected(rows)
 
     @on_timer(GC)
     def _on_gc(
         self,
         fired=beam.DoFn.TimestampParam,
-        history_state=beam.DoFn.StateParam(HISTORY),
+        journal=beam.DoFn.StateParam(JOURNAL),
+        legacy=beam.DoFn.StateParam(HISTORY),
         gc=beam.DoFn.TimerParam(GC),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        history = history_state.read()
+        history = self._load(journal, legacy)
         if history is None:
             return
         if history.settle_at:
@@ -183,10 +310,20 @@ class ProfileCounterpartiesFn(beam.DoFn):
             settle.set(Timestamp(micros=history.settle_at))
             history.gc_at = fired.micros + 1
             gc.set(Timestamp(micros=history.gc_at))
-            history_state.write(history)
+            self._record(journal, history, TIMERS)
             return
         self._counters.inc("counterparties_evicted")
-        history_state.clear()
+        journal.clear()
+
+    def _load(self, journal, legacy) -> _History | None:
+        history, replayed = _load(journal, legacy)
+        if replayed:  # read back from the runner: after a restart, or evicted from the cache
+            self._counters.inc("counterparty_changes_replayed", replayed)
+        return history
+
+    def _record(self, journal, history: _History, kind: int, first=None, second=None) -> None:
+        snapshot = _record(journal, history, kind, first, second)
+        self._counters.inc("counterparty_snapshots" if snapshot else "counterparty_changes")
 
     def _corrected(self, rows: list) -> list:
         if rows:

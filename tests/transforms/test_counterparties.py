@@ -16,10 +16,14 @@ from factories import T0, transaction
 from pipeline.domain.counterparty import COUNTERPARTY_FEATURES
 from pipeline.records import AttributedTransaction
 from pipeline.transforms.counterparties import (
+    COMPACT_AT,
     CounterpartyHistoryCoder,
+    JournalCoder,
     ProfileCounterparties,
     ProfileCounterpartiesFn,
+    _Change,
     _History,
+    _load,
 )
 
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
@@ -144,9 +148,10 @@ def test_the_state_coder_keeps_what_waits_for_the_watermark():
 
 
 class _Cell:
-    """The step's HISTORY state cell, in memory."""
+    """The step's HISTORY state cell (the whole history, as an earlier version kept it),
+    in memory."""
 
-    def __init__(self, value):
+    def __init__(self, value=None):
         self.value = value
 
     def read(self):
@@ -157,6 +162,37 @@ class _Cell:
 
     def clear(self):
         self.value = None
+
+
+class _Bag:
+    """The step's JOURNAL bag state, in memory: ``values`` as Beam's state cache holds them,
+    and what the runner holds, each bundle's additions encoded when it ends
+    (``commit()``); ``stored()`` decodes that, as a read after a restart would."""
+
+    def __init__(self):
+        self.values, self.encoded, self._pending, self._cleared = [], [], [], False
+
+    def read(self):
+        return list(self.values)
+
+    def add(self, value):
+        self.values.append(value)
+        self._pending.append(value)
+
+    def clear(self):
+        self.values, self._pending, self._cleared = [], [], True
+
+    def commit(self):
+        if self._cleared:
+            self.encoded = []
+        self.encoded += [JournalCoder().encode(v) for v in self._pending]
+        self._pending, self._cleared = [], False
+
+    def stored(self):
+        restored = _Bag()
+        restored.values = [JournalCoder().decode(e) for e in self.encoded]
+        restored.encoded = list(self.encoded)
+        return restored
 
 
 class _Timer:
@@ -178,16 +214,18 @@ def test_gc_waits_for_a_due_settle_so_no_correction_is_dropped_or_stamped_at_gc(
                                  start=1):
         history.add(r, produced)  # t1 arrives last, before the watermark: t2 and t3 wait
     history.settle_at = history.settle_time
-    cell, gc, settle = _Cell(history), _Timer(), _Timer()
+    journal, legacy, gc, settle = _Bag(), _Cell(), _Timer(), _Timer()
+    journal.add(history)
+    history.applied = 0
     fn = ProfileCounterpartiesFn(Duration(seconds=300))
-    fn._on_gc(Timestamp(seconds=1000), cell, gc, settle)
-    assert cell.value is history
+    fn._on_gc(Timestamp(seconds=1000), journal, legacy, gc, settle)
+    assert journal.values[0] is history
     assert gc.at == Timestamp(micros=1000 * 10**6 + 1)
     assert settle.at == Timestamp(micros=3)
-    out = list(fn._on_settle(settle.at, cell, settle))
+    out = list(fn._on_settle(settle.at, journal, legacy, settle))
     assert [summary(r) for r in out] == [("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)]
-    fn._on_gc(gc.at, cell, gc, settle)
-    assert cell.value is None
+    fn._on_gc(gc.at, journal, legacy, gc, settle)
+    assert journal.values == []
 
 
 def test_corrections_at_the_end_of_a_bounded_run_leave_at_their_settle_time_not_at_gc():
@@ -212,3 +250,97 @@ def test_corrections_at_the_end_of_a_bounded_run_leave_at_their_settle_time_not_
             assert not late, f"stamped after the last inflow (at GC?): {late}"
 
         assert_that(emitted, corrected_and_stamped_no_later_than_the_last_inflow)
+
+
+STEP = 600 * 10**6  # µs between the productions of _inflows (the GC timer moves hourly)
+
+
+def _process(fn, journal, legacy, gc, settle, record, produced):
+    """The step's process() for the record produced at ``produced`` × STEP, in a bundle."""
+    element = (record.transaction.counterparty_account_id, record.to_tuple())
+    out = list(fn.process(element, Timestamp(micros=produced * STEP), journal, legacy, gc,
+                          settle))
+    journal.commit()  # one bundle each
+    return out
+
+
+def _settle(fn, journal, legacy, settle, at):
+    """The SETTLE timer fired at ``at`` × STEP, in a bundle."""
+    out = list(fn._on_settle(Timestamp(micros=at * STEP), journal, legacy, settle))
+    journal.commit()
+    return out
+
+
+def _inflows(n):
+    """n inflows into one counterparty from five senders, read in a shuffled order (every
+    third one after the next two): many wait for the watermark."""
+    rows = [row(f"t{i:03d}", i, f"s{i % 5}") for i in range(n)]
+    return [rows[j] for i in range(0, n, 3) for j in (i + 1, i + 2, i) if j < n]
+
+
+def test_a_bundle_journals_its_change_not_the_whole_history():
+    """Each inflow appends one change to the counterparty's journal; the journal starts again
+    from a snapshot only once the changes outnumber max(COMPACT_AT, the logged inflows)."""
+    fn, journal, legacy, gc, settle = (ProfileCounterpartiesFn(Duration(seconds=86400)),
+                                       _Bag(), _Cell(), _Timer(), _Timer())
+    sizes = []
+    for produced, record in enumerate(_inflows(30), start=1):
+        _process(fn, journal, legacy, gc, settle, record, produced)
+        sizes.append(len(journal.values))
+    assert isinstance(journal.values[0], _History)
+    assert all(isinstance(v, _Change) for v in journal.values[1:])
+    assert sizes == list(range(1, 31))  # a snapshot, then one change per inflow
+    for produced, record in enumerate(_inflows(200)[30:], start=31):
+        _process(fn, journal, legacy, gc, settle, record, produced)
+        if produced % 20 == 0:  # the watermark moves: settled inflows leave the log
+            _settle(fn, journal, legacy, settle, produced)
+        sizes.append(len(journal.values))
+    history = journal.values[0]
+    assert 1 < len(journal.values) <= max(COMPACT_AT, len(history.log)) + 1
+    assert min(sizes[30:]) == 1  # compacted at least once
+
+
+def test_a_history_read_back_from_the_runner_replays_its_changes_exactly():
+    """What the runner holds (the journal encoded) decodes to the history the step holds in
+    memory: the same log, features and timers, and the same rows from then on."""
+    fn = ProfileCounterpartiesFn(Duration(seconds=86400))
+    journal, legacy, gc, settle = _Bag(), _Cell(), _Timer(), _Timer()
+    inflows = _inflows(160)
+    for produced, record in enumerate(inflows[:100], start=1):
+        _process(fn, journal, legacy, gc, settle, record, produced)
+    _settle(fn, journal, legacy, settle, 40)
+    produced = 100
+    while produced < 112 or len(journal.values) < 13:  # 12 changes after the snapshot: 2 h
+        produced += 1
+        _process(fn, journal, legacy, gc, settle, inflows[produced - 1], produced)
+    stored = journal.stored()
+    assert len(stored.values) > 1  # a snapshot and changes after it
+    snapshot_gc_at = stored.values[0].gc_at
+    live, (restored, replayed) = journal.values[0], _load(stored, _Cell())
+    assert restored is not live and replayed >= 12
+    assert restored.to_tuple() == live.to_tuple()
+    assert (restored.gc_at, restored.settle_at) == (live.gc_at, live.settle_at)
+    assert snapshot_gc_at < live.gc_at  # the GC timer moved after the snapshot
+    later_live = [summary(r) for p, rec in enumerate(inflows[produced:], start=produced + 1)
+                  for r in _process(fn, journal, legacy, gc, settle, rec, p)]
+    later_restored = [summary(r) for p, rec in enumerate(inflows[produced:], start=produced + 1)
+                      for r in _process(fn, stored, _Cell(), _Timer(), _Timer(), rec, p)]
+    assert later_restored == later_live
+    settled_live = [summary(r) for r in _settle(fn, journal, legacy, settle, 200)]
+    settled_restored = [summary(r) for r in _settle(fn, stored, _Cell(), _Timer(), 200)]
+    assert settled_restored == settled_live and settled_live
+
+
+def test_a_history_an_earlier_version_saved_whole_moves_into_the_journal():
+    """A savepoint of the version that kept the whole history in one cell: the step reads it,
+    moves it into the journal and clears the cell; its inflows still count."""
+    old = _History()
+    for produced, record in enumerate((row("t1", 0, "a1"), row("t2", 5, "a2")), start=1):
+        old.add(record, produced)
+    legacy = _Cell(CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(old)))
+    fn, journal = ProfileCounterpartiesFn(Duration(seconds=86400)), _Bag()
+    out = _process(fn, journal, legacy, _Timer(), _Timer(), row("t3", 10, "a3"), 3)
+    assert [summary(r) for r in out] == [("t3", 0, SENDER, 2.0)]
+    assert legacy.value is None
+    assert len(journal.values) == 1 and isinstance(journal.values[0], _History)
+    assert [e.row.transaction_id for e in journal.stored().values[0].log] == ["t1", "t2", "t3"]
