@@ -7,10 +7,11 @@ Usage::
         | "ProfileCounterparties" >> ProfileCounterparties()
     )  # the same rows, their features extended by COUNTERPARTY_FEATURES
 
-Rows with a counterparty are keyed by ``counterparty_account_id`` and go through one stateful
-step whose logic is the pure :class:`~pipeline.domain.counterparty.CounterpartyHistory`: each
-row leaves at once with the features of the counterparty's *earlier* inflows (event time)
-known so far, and the rows after an earlier inflow that arrived late are corrected when the
+Rows with a counterparty are keyed by ``counterparty_account_id``, a counterparty's rows of a
+bundle handed on together in event-time order (:class:`_KeyAndGroupFn`), and go through one
+stateful step whose logic is the pure
+:class:`~pipeline.domain.counterparty.CounterpartyHistory`: each row leaves at once with the
+features of the counterparty's *earlier* inflows (event time) known so far, and the rows after an earlier inflow that arrived late are corrected when the
 SETTLE timer fires (once per watermark step, however many arrived late), so a transaction's
 final row does not depend on the order a run read its inputs in. The account step's own
 corrections replace the row logged for their transaction. Rows without a counterparty skip the
@@ -62,7 +63,9 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.typehints import KV, Any, Tuple
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
+from pipeline.domain.attribution import order_key
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
@@ -214,9 +217,11 @@ def _record(journal, history: _History, kind: int, first=None, second=None) -> b
 class ProfileCounterpartiesFn(beam.DoFn):
     """Adds the counterparty features to the rows of one counterparty (module docstring).
 
-    Input: ``(counterparty_account_id, AttributedTransaction.to_tuple())``, timestamped with
-    the Kafka timestamp. Output: :class:`AttributedTransaction` with ``COUNTERPARTY_FEATURES``
-    appended to its features.
+    Input: ``(counterparty_account_id, ((produced, AttributedTransaction.to_tuple()), ...))``,
+    one counterparty's rows of a bundle in event-time order (:class:`_KeyAndGroupFn`),
+    timestamped with the earliest Kafka timestamp (``produced``, µs). Output:
+    :class:`AttributedTransaction` with ``COUNTERPARTY_FEATURES`` appended to its features,
+    each at its own ``produced``.
 
     State and timers (per counterparty_account_id):
       JOURNAL: the counterparty's :class:`CounterpartyHistory` (with where its timers are
@@ -250,26 +255,37 @@ class ProfileCounterpartiesFn(beam.DoFn):
     def process(
         self,
         element: tuple[str, tuple],
-        timestamp=beam.DoFn.TimestampParam,
         journal=beam.DoFn.StateParam(JOURNAL),
         legacy=beam.DoFn.StateParam(HISTORY),
         gc=beam.DoFn.TimerParam(GC),
         settle=beam.DoFn.TimerParam(SETTLE),
+        window=beam.DoFn.WindowParam,
     ):
-        _, values = element
-        produced = timestamp.micros
+        _, inflows = element
         history = self._load(journal, legacy) or _History()
         late = history.late
-        rows = history.add(AttributedTransaction.from_tuple(values), produced)
-        arm_settle(history, settle)
-        self._counters.inc("counterparty_rows")
-        if len(rows) > 1:
-            self._counters.inc("counterparty_corrected", len(rows) - 1)
+        timed_rows = []  # (rows, produced) per inflow, in order
+        for produced, values in inflows:
+            rows = history.add(AttributedTransaction.from_tuple(values), produced)
+            if len(rows) > 1:
+                self._counters.inc("counterparty_corrected", len(rows) - 1)
+            timed_rows.append((rows, produced))
+        self._counters.inc("counterparty_rows", len(inflows))
         if history.late > late:
             self._counters.inc("counterparty_late_beyond_log", history.late - late)
-        keep_alive(history, produced + self._idle.micros, gc)
-        self._record(journal, history, ADD, values, produced)
-        yield from rows
+        arm_settle(history, settle)
+        keep_alive(history, max(p for p, _ in inflows) + self._idle.micros, gc)
+        for produced, values in inflows:  # each with the timers as they are now
+            self._record(journal, history, ADD, values, produced)
+        if len(inflows) == 1:  # the element's timestamp is the inflow's
+            yield from timed_rows[0][0]
+            return
+        # A WindowedValue in the element's window, as the account step emits its rows.
+        windows = (window,)
+        for rows, produced in timed_rows:
+            at = Timestamp(micros=produced)
+            for row in rows:
+                yield WindowedValue(row, at, windows)
 
     @on_timer(SETTLE)
     def _on_settle(
@@ -335,9 +351,41 @@ def _route(row: AttributedTransaction, _partitions: int) -> int:
     return 0 if row.transaction.counterparty_account_id is not None else 1
 
 
-def _key(row: AttributedTransaction) -> tuple[str, tuple]:
-    """Keyed by counterparty, as a tuple of primitives: the shuffle encodes it unpickled."""
-    return row.transaction.counterparty_account_id, row.to_tuple()
+class _KeyAndGroupFn(beam.DoFn):
+    """Keys rows by counterparty and hands on each counterparty's rows of a bundle together,
+    in event-time order: ``(counterparty_account_id, ((produced, row.to_tuple()), ...))``,
+    timestamped with the earliest of them, at the bundle's end.
+
+    As for the account step (:class:`pipeline.transforms.attribute._KeyAndGroupFn`): the
+    counterparty step then runs once per counterparty and bundle rather than once per row.
+    And the account step emits a bundle's rows account by account, so one counterparty's
+    inflows from several senders come out of event-time order; sorted here, they reach its
+    history in order and fewer rows are corrected (each correction is a row more through the
+    model and every sink). The account stage's output leaves at its bundle's end anyway on
+    Flink when its input is a backlog; at a low rate a row may wait for it (a bundle lasts
+    up to ``--max_bundle_time_mills``).
+    """
+
+    def start_bundle(self):
+        self._groups: dict = {}
+
+    def process(self, row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        key = (row.transaction.counterparty_account_id, window)
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = group = []
+        group.append((order_key(row.transaction), timestamp.micros, row))
+
+    def finish_bundle(self):
+        groups, self._groups = self._groups, {}
+        for (counterparty, window), rows in groups.items():
+            rows.sort(key=lambda r: r[0])
+            yield WindowedValue(
+                (counterparty, tuple((produced, row.to_tuple()) for _, produced, row in rows)),
+                Timestamp(micros=min(produced for _, produced, _ in rows)),
+                (window,),
+            )
 
 
 def _no_counterparty(row: AttributedTransaction) -> AttributedTransaction:
@@ -359,7 +407,8 @@ class ProfileCounterparties(beam.PTransform):
         with_cp, without_cp = rows | "SplitByCounterparty" >> beam.Partition(_route, 2)
         profiled = (
             with_cp
-            | "KeyByCounterparty" >> beam.Map(_key).with_output_types(KV[str, Tuple[Any, ...]])
+            | "KeyByCounterparty" >> beam.ParDo(_KeyAndGroupFn())
+            .with_output_types(KV[str, Tuple[Any, ...]])
             | "Profile" >> beam.ParDo(ProfileCounterpartiesFn(self._idle))
             .with_output_types(AttributedTransaction)
         )

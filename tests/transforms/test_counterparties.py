@@ -9,7 +9,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from factories import T0, transaction
@@ -61,6 +61,19 @@ def test_counters():
     rows = pipeline | beam.Create([row("t1", 0), row("t2", 5), row("t3", 1, cp=None)])
     _ = rows | ProfileCounterparties()
     assert run_and_count(pipeline)["counterparty_rows"] == 2
+
+
+def test_a_bundles_rows_reach_the_counterparty_in_event_time_order():
+    """The account step emits a bundle's rows sender by sender; the step sorts each
+    counterparty's rows of a bundle by event time, so none is corrected."""
+    pipeline = batch_pipeline()
+    rows = pipeline | beam.Create([row("t3", 20, "a1"), row("t1", 0, "a2"), row("t2", 10, "a3")])
+    out = rows | ProfileCounterparties()
+    assert_that(out | beam.Map(summary), equal_to([
+        ("t1", 0, SENDER, 0.0), ("t2", 0, SENDER, 1.0), ("t3", 0, SENDER, 2.0)]))
+    counts = run_and_count(pipeline)
+    assert counts["counterparty_rows"] == 3
+    assert "counterparty_corrected" not in counts, counts
 
 
 def run_stream(events, expected, **args):
@@ -235,10 +248,13 @@ def test_corrections_at_the_end_of_a_bounded_run_leave_at_their_settle_time_not_
     downstream (the validator's) until then, and the run fails with "time-pending bundles
     did not execute"."""
     with batch_pipeline() as pipeline:
+        # Keyed as the step's input, one element each and t1 last (ProfileCounterparties
+        # would sort the rows of one bundle into event-time order, and correct none).
         rows = pipeline | beam.Create([(row("t2", 10, "a2"), 10), (row("t3", 20, "a3"), 20),
                                        (row("t1", 5, "a1"), 30)])
-        stamped = rows | beam.MapTuple(TimestampedValue)
-        out = stamped | ProfileCounterparties()
+        keyed = rows | beam.MapTuple(lambda r, ts: TimestampedValue(
+            ("mule", ((ts * 10**6, r.to_tuple()),)), ts))
+        out = keyed | beam.ParDo(ProfileCounterpartiesFn(Duration(seconds=7 * 86400)))
         emitted = out | beam.Map(
             lambda r, ts=beam.DoFn.TimestampParam: (summary(r)[0], summary(r)[3], ts.micros))
         last_input = 30_000_000
@@ -257,9 +273,9 @@ STEP = 600 * 10**6  # µs between the productions of _inflows (the GC timer move
 
 def _process(fn, journal, legacy, gc, settle, record, produced):
     """The step's process() for the record produced at ``produced`` × STEP, in a bundle."""
-    element = (record.transaction.counterparty_account_id, record.to_tuple())
-    out = list(fn.process(element, Timestamp(micros=produced * STEP), journal, legacy, gc,
-                          settle))
+    element = (record.transaction.counterparty_account_id,
+               ((produced * STEP, record.to_tuple()),))
+    out = list(fn.process(element, journal, legacy, gc, settle, GlobalWindow()))
     journal.commit()  # one bundle each
     return out
 
