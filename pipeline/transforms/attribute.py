@@ -97,7 +97,7 @@ def arm_settle(state, settle) -> None:
 def settle_fired(history_state, fired: Timestamp, settle) -> list:
     """The SETTLE timer fired at ``fired``: settles the history and arms the timer again if
     inputs produced since still wait. Returns the rows the history's ``settle()`` returns
-    (the counterparty step's corrections; none for an account)."""
+    (none for an account)."""
     history = history_state.read()
     if history is None:
         return []  # dropped by GC meanwhile

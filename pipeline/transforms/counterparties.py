@@ -11,11 +11,12 @@ Rows with a counterparty are keyed by ``counterparty_account_id``, a counterpart
 bundle handed on together in event-time order (:class:`_KeyAndGroupFn`), and go through one
 stateful step whose logic is the pure
 :class:`~pipeline.domain.counterparty.CounterpartyHistory`: each row leaves at once with the
-features of the counterparty's *earlier* inflows (event time) known so far, and the rows after an earlier inflow that arrived late are corrected when the
-SETTLE timer fires (once per watermark step, however many arrived late), so a transaction's
-final row does not depend on the order a run read its inputs in. The account step's own
-corrections replace the row logged for their transaction. Rows without a counterparty skip the
-shuffle and get :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
+features of the counterparty's *earlier* inflows (event time) known so far, and the rows
+after an earlier inflow that arrived late are corrected when the SETTLE timer fires (once per
+watermark step, however many arrived late), so a transaction's final row does not depend on
+the order a run read its inputs in. The account step's own corrections replace the row logged
+for their transaction. Rows without a counterparty skip the shuffle and get
+:data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
 State is a journal per counterparty (a bag state): a snapshot of its
 :class:`CounterpartyHistory` followed by the changes made since (an inflow added, the
@@ -25,8 +26,8 @@ about the size of its inflows; a snapshot is written again once the changes outn
 than the snapshot. Beam's state cache keeps the journal's decoded values, its first the
 history as last changed in place, and a read skips the changes it already holds; read back
 from the runner (after a restart, or an eviction from the cache), the snapshot knows how
-many changes it holds and the later ones are replayed. Replaying is exact:
-the history is a function of its inputs in the order received (:mod:`pipeline.domain.counterparty`).
+many changes it holds and the later ones are replayed. Replaying is exact: the history is a
+function of its inputs in the order received (:mod:`pipeline.domain.counterparty`).
 A counterparty history saved whole by an earlier version (the ``history`` cell) is read
 once and moved into the journal. Before the journal, the whole history was written after
 every bundle that touched the counterparty: while a backlog is read the watermark is behind,
