@@ -20,6 +20,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from factories import T0, account, transaction
 from pipeline.runners import gc_pacing, sdk_worker
 from pipeline.transforms.attribute import AttributeTransactions, _History
+from pipeline.transforms.counterparties import ADD, _Change
+from pipeline.transforms.counterparties import _History as CounterpartyHistory
 
 ACCOUNTS = [account(account_id=f"a{i}", account_name=f"Name {i}") for i in range(20)]
 TRANSACTIONS = [
@@ -67,7 +69,9 @@ def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(in
     history = _History()
     for txn in TRANSACTIONS[:40]:
         history.add_transaction(0, txn)
-    values = ([history], [], [history, _History()], [(1, "a")], [_WithReferents([history])])
+    journal = [CounterpartyHistory(), *(_Change((ADD, (i,), i, 0, 0)) for i in range(5))]
+    values = ([history], [], [history, _History()], [(1, "a")], [_WithReferents([history])],
+              journal, [*journal, (1, "a")])
     assert all(statecache.get_deep_size(value) > 0 for value in values)
     sdk_worker.uninstall()
     beam_weights = [statecache.get_deep_size(value) for value in values]
