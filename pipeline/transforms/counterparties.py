@@ -75,13 +75,12 @@ from pipeline.transforms.attribute import (
     _seconds,
     arm_settle,
     keep_alive,
+    timed_outputs,
 )
 
 __all__ = [
     "CounterpartyHistoryCoder", "JournalCoder", "ProfileCounterparties", "ProfileCounterpartiesFn",
 ]
-
-WITH, WITHOUT = "with_counterparty", "without_counterparty"
 
 
 class _History(CounterpartyHistory, CacheAware):
@@ -278,15 +277,7 @@ class ProfileCounterpartiesFn(beam.DoFn):
         keep_alive(history, max(p for p, _ in inflows) + self._idle.micros, gc)
         for produced, values in inflows:  # each with the timers as they are now
             self._record(journal, history, ADD, values, produced)
-        if len(inflows) == 1:  # the element's timestamp is the inflow's
-            yield from timed_rows[0][0]
-            return
-        # A WindowedValue in the element's window, as the account step emits its rows.
-        windows = (window,)
-        for rows, produced in timed_rows:
-            at = Timestamp(micros=produced)
-            for row in rows:
-                yield WindowedValue(row, at, windows)
+        yield from timed_outputs(timed_rows, window, single=len(inflows) == 1)
 
     @on_timer(SETTLE)
     def _on_settle(
