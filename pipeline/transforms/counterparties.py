@@ -18,21 +18,12 @@ the order a run read its inputs in. The account step's own corrections replace t
 for their transaction. Rows without a counterparty skip the shuffle and get
 :data:`~pipeline.domain.counterparty.NO_COUNTERPARTY_VECTOR`.
 
-State is a journal per counterparty (a bag state): a snapshot of its
-:class:`CounterpartyHistory` followed by the changes made since (an inflow added, the
-watermark settled, a timer moved). A bundle appends only its changes, so what it writes is
-about the size of its inflows; a snapshot is written again once the changes outnumber
-``max(COMPACT_AT, the logged inflows)``, so replaying the changes after a snapshot costs no more
-than the snapshot. Beam's state cache keeps the journal's decoded values, its first the
-history as last changed in place, and a read skips the changes it already holds; read back
-from the runner (after a restart, or an eviction from the cache), the snapshot knows how
-many changes it holds and the later ones are replayed. Replaying is exact: the history is a
-function of its inputs in the order received (:mod:`pipeline.domain.counterparty`).
-A counterparty history saved whole by an earlier version (the ``history`` cell) is read
-once and moved into the journal. Before the journal, the whole history was written after
-every bundle that touched the counterparty: while a backlog is read the watermark is behind,
-every inflow stays logged, and those writes cost more than the step's own work
-(``docs/flink-notes.md``, "Where the CPU goes, by process and by step").
+State is a journal per counterparty (:mod:`pipeline.transforms.journal`): a snapshot of its
+:class:`CounterpartyHistory`, then the changes made since (an inflow added, the watermark
+settled, a timer moved), so a bundle writes about the size of its inflows rather than the
+whole log. Replaying is exact: the history is a function of its inputs in the order
+received (:mod:`pipeline.domain.counterparty`). A counterparty history saved whole by an
+earlier version (the ``history`` cell) is read once and moved into the journal.
 
 An event-time GC timer drops the state after ``idle`` without inflows (when
 a runner fires both at once and GC first, GC waits for SETTLE: the corrections leave at
@@ -50,11 +41,9 @@ own.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import apache_beam as beam
 from apache_beam.coders import Coder, FastPrimitivesCoder
-from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -70,6 +59,8 @@ from pipeline.domain.attribution import order_key
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
+from pipeline.transforms.journal import Change, Journaled, load, record
+from pipeline.transforms.journal import JournalCoder as _JournalCoder
 from pipeline.transforms.attribute import (
     DEFAULT_ACCOUNT_IDLE,
     _seconds,
@@ -83,10 +74,9 @@ __all__ = [
 ]
 
 
-class _History(CounterpartyHistory, CacheAware):
-    """A CounterpartyHistory that Beam's state cache weighs by an estimate, not by walking it,
-    with what the step keeps beside it: where its timers are set, and how many of the
-    journal's changes after its snapshot it holds (-1: it is not in the journal yet)."""
+class _History(CounterpartyHistory, Journaled):
+    """A CounterpartyHistory kept in a journal (:mod:`pipeline.transforms.journal`), with
+    where its timers are set."""
 
     __slots__ = ("applied", "gc_at", "settle_at")
 
@@ -96,37 +86,30 @@ class _History(CounterpartyHistory, CacheAware):
         self.settle_at = 0  # where the SETTLE timer is set (µs; 0: not set)
         self.applied = -1
 
-    def get_referents_for_cache(self) -> list:
-        return []
-
     def __sizeof__(self) -> int:
         return 2048 + 1200 * len(self.log) + 4096 * len(self._marks)
+
+    def snapshot(self) -> tuple:
+        return (self.to_tuple(), self.gc_at, self.settle_at, self.applied)
+
+    @classmethod
+    def from_snapshot(cls, values: tuple) -> "_History":
+        return _restored(*values)
 
 
 # What a journal's change did; its two arguments; then gc_at and settle_at after it.
 ADD = 1  # the row (``AttributedTransaction.to_tuple()``) and when it was produced (µs)
 SETTLE = 2  # the watermark it settled at (µs), unused
 TIMERS = 3  # only the timers moved (both unused)
-SNAPSHOT = 0  # the journal's first value: the history (its tag in the encoding)
-COMPACT_AT = 64  # a snapshot once the changes after it outnumber this and the logged inflows
 
 
-class _Change(CacheAware):
+class _Change(Change):
     """One change in a counterparty's journal: ``(kind, first, second, gc_at, settle_at)``."""
 
-    __slots__ = ("values",)
-
-    def __init__(self, values: tuple):
-        self.values = values
-
-    def get_referents_for_cache(self) -> list:
-        return []
-
-    def __sizeof__(self) -> int:
-        return 1200 if self.values[0] == ADD else 96
+    __slots__ = ()
+    RECORDS = frozenset((ADD,))
 
     def apply(self, history: _History) -> None:
-        """Makes the change again on ``history`` (its outputs were emitted when it was made)."""
         kind, first, second, history.gc_at, history.settle_at = self.values
         if kind == ADD:
             history.add(AttributedTransaction.from_tuple(first), second)
@@ -135,7 +118,8 @@ class _Change(CacheAware):
 
 
 class CounterpartyHistoryCoder(Coder):
-    """Encodes a counterparty history as nested tuples of primitives (no pickling)."""
+    """Encodes a counterparty history as nested tuples of primitives (no pickling): the
+    whole-history cell of an earlier version."""
 
     _TUPLES = FastPrimitivesCoder()
 
@@ -159,59 +143,11 @@ def _restored(values: tuple, gc_at: int, settle_at: int, applied: int = -1) -> _
     return history
 
 
-class JournalCoder(Coder):
-    """Encodes a journal's values, a history (its snapshot) or a :class:`_Change`, as tagged
-    tuples of primitives (no pickling)."""
+class JournalCoder(_JournalCoder):
+    """The counterparty journal's coder."""
 
-    _TUPLES = FastPrimitivesCoder()
-
-    def encode(self, value) -> bytes:
-        if isinstance(value, _History):
-            return self._TUPLES.encode((SNAPSHOT, value.to_tuple(), value.gc_at,
-                                        value.settle_at, value.applied))
-        return self._TUPLES.encode(value.values)
-
-    def decode(self, encoded: bytes):
-        values = self._TUPLES.decode(encoded)
-        if values[0] == SNAPSHOT:
-            return _restored(*values[1:])
-        return _Change(values)
-
-    def is_deterministic(self) -> bool:
-        return True
-
-
-def _load(journal, legacy) -> tuple[_History | None, int]:
-    """The counterparty's history from its journal (None: it has none), with the changes
-    after what it holds made again, and how many were; or from the cell of an earlier
-    version."""
-    values = iter(journal.read())
-    history = next(values, None)
-    if history is None:
-        history = legacy.read()
-        if history is not None:
-            legacy.clear()  # moved into the journal by the next _record
-            history.applied = -1
-        return history, 0
-    replayed = 0
-    for change in itertools.islice(values, history.applied, None):
-        change.apply(history)
-        history.applied += 1
-        replayed += 1
-    return history, replayed
-
-
-def _record(journal, history: _History, kind: int, first=None, second=None) -> bool:
-    """Appends a change just made to ``history`` to its journal, or a snapshot in its place
-    (module docstring); True for a snapshot."""
-    if 0 <= history.applied < max(COMPACT_AT, len(history.log)):
-        history.applied += 1
-        journal.add(_Change((kind, first, second, history.gc_at, history.settle_at)))
-        return False
-    journal.clear()
-    history.applied = 0  # the changes made after this in the bundle follow it
-    journal.add(history)
-    return True
+    def __init__(self):
+        super().__init__(_History, _Change)
 
 
 class ProfileCounterpartiesFn(beam.DoFn):
@@ -323,14 +259,16 @@ class ProfileCounterpartiesFn(beam.DoFn):
         self._counters.inc("counterparties_evicted")
         journal.clear()
 
-    def _load(self, journal, legacy) -> _History | None:
-        history, replayed = _load(journal, legacy)
+    def _load(self, state, legacy) -> _History | None:
+        history, replayed = load(state, legacy)
         if replayed:  # read back from the runner: after a restart, or evicted from the cache
             self._counters.inc("counterparty_changes_replayed", replayed)
         return history
 
-    def _record(self, journal, history: _History, kind: int, first=None, second=None) -> None:
-        snapshot = _record(journal, history, kind, first, second)
+    def _record(self, state, history: _History, kind: int, first=None, second=None) -> None:
+        snapshot = record(
+            state, history, _Change((kind, first, second, history.gc_at, history.settle_at))
+        )
         self._counters.inc("counterparty_snapshots" if snapshot else "counterparty_changes")
 
     def _corrected(self, rows: list) -> list:

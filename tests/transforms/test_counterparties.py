@@ -16,17 +16,18 @@ from factories import T0, transaction
 from pipeline.domain.counterparty import COUNTERPARTY_FEATURES
 from pipeline.records import AttributedTransaction
 from pipeline.transforms.counterparties import (
-    COMPACT_AT,
     CounterpartyHistoryCoder,
     JournalCoder,
     ProfileCounterparties,
     ProfileCounterpartiesFn,
     _Change,
     _History,
-    _load,
 )
+from pipeline.transforms.journal import COMPACT_AT
+from pipeline.transforms.journal import load as _load
 
 from .pipelines import batch_pipeline, run_and_count, stream_pipeline
+from .state_doubles import Bag, Cell, Timer
 
 INFLOWS = COUNTERPARTY_FEATURES.index("cp_inflows")
 SENDER = (7.0,)  # stands for the sender's features
@@ -160,64 +161,6 @@ def test_the_state_coder_keeps_what_waits_for_the_watermark():
     assert [summary(r) for r in restored.settle(2)] == [("t2", 0, SENDER, 1.0)]
 
 
-class _Cell:
-    """The step's HISTORY state cell (the whole history, as an earlier version kept it),
-    in memory."""
-
-    def __init__(self, value=None):
-        self.value = value
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-    def clear(self):
-        self.value = None
-
-
-class _Bag:
-    """The step's JOURNAL bag state, in memory: ``values`` as Beam's state cache holds them,
-    and what the runner holds, each bundle's additions encoded when it ends
-    (``commit()``); ``stored()`` decodes that, as a read after a restart would."""
-
-    def __init__(self):
-        self.values, self.encoded, self._pending, self._cleared = [], [], [], False
-
-    def read(self):
-        return list(self.values)
-
-    def add(self, value):
-        self.values.append(value)
-        self._pending.append(value)
-
-    def clear(self):
-        self.values, self._pending, self._cleared = [], [], True
-
-    def commit(self):
-        if self._cleared:
-            self.encoded = []
-        self.encoded += [JournalCoder().encode(v) for v in self._pending]
-        self._pending, self._cleared = [], False
-
-    def stored(self):
-        restored = _Bag()
-        restored.values = [JournalCoder().decode(e) for e in self.encoded]
-        restored.encoded = list(self.encoded)
-        return restored
-
-
-class _Timer:
-    """A timer parameter: remembers where it was set."""
-
-    def __init__(self):
-        self.at = None
-
-    def set(self, ts):
-        self.at = ts
-
-
 def test_gc_waits_for_a_due_settle_so_no_correction_is_dropped_or_stamped_at_gc():
     """At the end of a bounded run the watermark jumps past both timers of a key at once; the
     step does not rely on the order a runner fires them in: should GC come first, it keeps the
@@ -227,7 +170,7 @@ def test_gc_waits_for_a_due_settle_so_no_correction_is_dropped_or_stamped_at_gc(
                                  start=1):
         history.add(r, produced)  # t1 arrives last, before the watermark: t2 and t3 wait
     history.settle_at = history.settle_time
-    journal, legacy, gc, settle = _Bag(), _Cell(), _Timer(), _Timer()
+    journal, legacy, gc, settle = Bag(JournalCoder()), Cell(), Timer(), Timer()
     journal.add(history)
     history.applied = 0
     fn = ProfileCounterpartiesFn(Duration(seconds=300))
@@ -298,7 +241,7 @@ def test_a_bundle_journals_its_change_not_the_whole_history():
     """Each inflow appends one change to the counterparty's journal; the journal starts again
     from a snapshot only once the changes outnumber max(COMPACT_AT, the logged inflows)."""
     fn, journal, legacy, gc, settle = (ProfileCounterpartiesFn(Duration(seconds=86400)),
-                                       _Bag(), _Cell(), _Timer(), _Timer())
+                                       Bag(JournalCoder()), Cell(), Timer(), Timer())
     sizes = []
     for produced, record in enumerate(_inflows(30), start=1):
         _process(fn, journal, legacy, gc, settle, record, produced)
@@ -320,7 +263,7 @@ def test_a_history_read_back_from_the_runner_replays_its_changes_exactly():
     """What the runner holds (the journal encoded) decodes to the history the step holds in
     memory: the same log, features and timers, and the same rows from then on."""
     fn = ProfileCounterpartiesFn(Duration(seconds=86400))
-    journal, legacy, gc, settle = _Bag(), _Cell(), _Timer(), _Timer()
+    journal, legacy, gc, settle = Bag(JournalCoder()), Cell(), Timer(), Timer()
     inflows = _inflows(160)
     for produced, record in enumerate(inflows[:100], start=1):
         _process(fn, journal, legacy, gc, settle, record, produced)
@@ -332,7 +275,7 @@ def test_a_history_read_back_from_the_runner_replays_its_changes_exactly():
     stored = journal.stored()
     assert len(stored.values) > 1  # a snapshot and changes after it
     snapshot_gc_at = stored.values[0].gc_at
-    live, (restored, replayed) = journal.values[0], _load(stored, _Cell())
+    live, (restored, replayed) = journal.values[0], _load(stored, Cell())
     assert restored is not live and replayed >= 12
     assert repr(restored.to_tuple()) == repr(live.to_tuple())  # NaN-aware
     assert (restored.gc_at, restored.settle_at) == (live.gc_at, live.settle_at)
@@ -340,10 +283,10 @@ def test_a_history_read_back_from_the_runner_replays_its_changes_exactly():
     later_live = [summary(r) for p, rec in enumerate(inflows[produced:], start=produced + 1)
                   for r in _process(fn, journal, legacy, gc, settle, rec, p)]
     later_restored = [summary(r) for p, rec in enumerate(inflows[produced:], start=produced + 1)
-                      for r in _process(fn, stored, _Cell(), _Timer(), _Timer(), rec, p)]
+                      for r in _process(fn, stored, Cell(), Timer(), Timer(), rec, p)]
     assert later_restored == later_live
     settled_live = [summary(r) for r in _settle(fn, journal, legacy, settle, 200)]
-    settled_restored = [summary(r) for r in _settle(fn, stored, _Cell(), _Timer(), 200)]
+    settled_restored = [summary(r) for r in _settle(fn, stored, Cell(), Timer(), 200)]
     assert settled_restored == settled_live and settled_live
 
 
@@ -353,13 +296,14 @@ def test_a_history_an_earlier_version_saved_whole_moves_into_the_journal():
     old = _History()
     for produced, record in enumerate((row("t1", 0, "a1"), row("t2", 5, "a2")), start=1):
         old.add(record, produced)
-    legacy = _Cell(CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(old)))
-    fn, journal = ProfileCounterpartiesFn(Duration(seconds=86400)), _Bag()
-    out = _process(fn, journal, legacy, _Timer(), _Timer(), row("t3", 10, "a3"), 3)
+    legacy = Cell(CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(old)))
+    fn, journal = ProfileCounterpartiesFn(Duration(seconds=86400)), Bag(JournalCoder())
+    out = _process(fn, journal, legacy, Timer(), Timer(), row("t3", 10, "a3"), 3)
     assert [summary(r) for r in out] == [("t3", 0, SENDER, 2.0)]
     assert legacy.value is None
-    assert len(journal.values) == 1 and isinstance(journal.values[0], _History)
-    assert [e.row.transaction_id for e in journal.stored().values[0].log] == ["t1", "t2", "t3"]
+    assert isinstance(journal.values[0], _History)
+    restored, _ = _load(journal.stored(), Cell())
+    assert [e.row.transaction_id for e in restored.log] == ["t1", "t2", "t3"]
 
 
 def test_a_counterpartys_rows_of_one_bundle_are_one_change_each_and_read_back_the_same():
@@ -367,7 +311,7 @@ def test_a_counterpartys_rows_of_one_bundle_are_one_change_each_and_read_back_th
     journal (with the timers as the call left them), and the history read back is the one
     in memory; each row leaves at its own timestamp."""
     fn, journal, legacy, gc, settle = (ProfileCounterpartiesFn(Duration(seconds=86400)),
-                                       _Bag(), _Cell(), _Timer(), _Timer())
+                                       Bag(JournalCoder()), Cell(), Timer(), Timer())
     _process(fn, journal, legacy, gc, settle, row("t0", 0, "a0"), 1)
     group = tuple((p * STEP, row(f"t{p}", p * 10, f"a{p}").to_tuple()) for p in (2, 3, 9))
     out = list(fn.process(("mule", group), journal, legacy, gc, settle, GlobalWindow()))
@@ -376,7 +320,7 @@ def test_a_counterpartys_rows_of_one_bundle_are_one_change_each_and_read_back_th
         ("t2", 2 * STEP), ("t3", 3 * STEP), ("t9", 9 * STEP)]
     assert len(journal.values) == 4  # the snapshot, then one change per row
     live = journal.values[0]
-    restored, replayed = _load(journal.stored(), _Cell())
+    restored, replayed = _load(journal.stored(), Cell())
     assert replayed == 3
     assert repr(restored.to_tuple()) == repr(live.to_tuple())  # NaN-aware
     assert (restored.gc_at, restored.settle_at) == (live.gc_at, live.settle_at)
