@@ -33,6 +33,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import Coder, FastPrimitivesCoder, TupleCoder, VarIntCoder
+from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -50,8 +51,6 @@ from pipeline.errors import LookupUnavailable
 from pipeline.metrics import Counters
 from pipeline.records import Account, AttributedTransaction, Transaction
 from pipeline.transforms.coders import TransactionCoder
-from pipeline.transforms.journal import Change, Journaled, load, record
-from pipeline.transforms.journal import JournalCoder as _JournalCoder
 
 __all__ = [
     "ACCOUNT",
@@ -95,6 +94,20 @@ def arm_settle(state, settle) -> None:
             settle.set(Timestamp(micros=at))
 
 
+def settle_fired(history_state, fired: Timestamp, settle) -> list:
+    """The SETTLE timer fired at ``fired``: settles the history and arms the timer again if
+    inputs produced since still wait. Returns the rows the history's ``settle()`` returns
+    (none for an account)."""
+    history = history_state.read()
+    if history is None:
+        return []  # dropped by GC meanwhile
+    history.settle_at = 0
+    rows = history.settle(fired.micros) or []
+    arm_settle(history, settle)
+    history_state.write(history)
+    return rows
+
+
 def timed_outputs(timed_rows: list, window, single: bool):
     """The rows of a keyed step's call, each at the production time (µs) of the input that
     led to it: ``timed_rows`` holds ``(rows, produced)`` per input of the element. With a
@@ -118,13 +131,11 @@ Tagged = Tuple[str, Tuple[Any, ...]]
 LookupFactory = Callable[[], Callable]
 
 
-class _History(AccountHistory, Journaled):
-    """An AccountHistory kept in a journal (:mod:`pipeline.transforms.journal`), with the
-    step's bookkeeping of WAITING and its timers. ``pending``: the changes made in the current
-    call, journaled when it ends (not stored)."""
+class _History(AccountHistory, CacheAware):
+    """An AccountHistory that Beam's state cache weighs by an estimate, not by walking it
+    (measuring every object of a history on each write would cost more than the step)."""
 
-    __slots__ = ("applied", "deadline", "gc_at", "lookups_failed", "pending", "settle_at",
-                 "waiting")
+    __slots__ = ("deadline", "gc_at", "lookups_failed", "settle_at", "waiting")
 
     def __init__(self) -> None:
         super().__init__(hold_unsettled=True)
@@ -133,95 +144,36 @@ class _History(AccountHistory, Journaled):
         self.lookups_failed = 0  # failed lookups since the first one waited
         self.gc_at = 0  # where the GC timer is set (µs)
         self.settle_at = 0  # where the SETTLE timer is set (µs; 0: not set)
-        self.applied = -1
-        self.pending: list[tuple] = []
+
+    def get_referents_for_cache(self) -> list:
+        return []
 
     def __sizeof__(self) -> int:
         return 1024 + 400 * (len(self.log) + len(self.versions))
 
-    # -- the changes, each noted for the journal -------------------------------------------
-    def take_version(self, produced: int, account: Account, values: tuple | None = None):
-        """add_version, noted; ``values``: ``account.to_tuple()`` when the caller has it."""
-        self.pending.append((ADD_VERSION, produced, values or account.to_tuple()))
-        return self.add_version(produced, account)
-
-    def take_transaction(self, produced: int, txn: Transaction, values: tuple | None = None):
-        """add_transaction, noted; ``values``: ``txn.to_tuple()`` when the caller has it."""
-        self.pending.append((ADD_TRANSACTION, produced, values or txn.to_tuple()))
-        return self.add_transaction(produced, txn)
-
-    def take_settle(self, watermark: int) -> None:
-        self.pending.append((SETTLED, watermark, None))
-        self.settle(watermark)
-
-    # -- the journal's snapshot ------------------------------------------------------------
-    def bookkeeping(self) -> tuple:
-        return self.waiting, self.deadline, self.lookups_failed, self.gc_at, self.settle_at
-
-    def snapshot(self) -> tuple:
-        return (self.to_tuple(), *self.bookkeeping(), self.applied)
-
-    @classmethod
-    def from_snapshot(cls, values: tuple) -> "_History":
-        history_values, *bookkeeping, applied = values
-        return cls.restored(history_values, *bookkeeping, applied=applied)
-
-    @classmethod
-    def restored(cls, values: tuple, waiting: int, deadline: int, lookups_failed: int,
-                 gc_at: int, settle_at: int = 0, applied: int = -1) -> "_History":
-        history = cls.from_tuple(values)
-        history.hold_unsettled = True
-        history.waiting, history.deadline = waiting, deadline
-        history.lookups_failed, history.gc_at, history.settle_at = lookups_failed, gc_at, settle_at
-        history.applied, history.pending = applied, []
-        return history
-
-
-# What a change in an account's journal did, its two arguments, then the bookkeeping after
-# it (waiting, deadline, lookups_failed, gc_at, settle_at).
-ADD_VERSION = 1  # the version's production time (µs; BEGINNING from the lookup) and Account tuple
-ADD_TRANSACTION = 2  # the transaction's production time (µs) and Transaction tuple
-SETTLED = 3  # the watermark it settled at (µs), unused
-BOOKKEEPING = 4  # only the bookkeeping moved (both unused)
-
-
-class _Change(Change):
-    """One change in an account's journal (the values above)."""
-
-    __slots__ = ()
-    RECORDS = frozenset((ADD_VERSION, ADD_TRANSACTION))
-
-    def apply(self, history: _History) -> None:
-        kind, first, second, *bookkeeping = self.values
-        if kind == ADD_TRANSACTION:
-            history.add_transaction(first, Transaction.from_tuple(second))
-        elif kind == ADD_VERSION:
-            history.add_version(first, Account.from_tuple(second))
-        elif kind == SETTLED:
-            history.settle(first)
-        (history.waiting, history.deadline, history.lookups_failed, history.gc_at,
-         history.settle_at) = bookkeeping
-
-
-class JournalCoder(_JournalCoder):
-    """The account journal's coder."""
-
-    def __init__(self):
-        super().__init__(_History, _Change)
-
 
 class HistoryCoder(Coder):
-    """Encodes a history as nested tuples of primitives (no pickling): the whole-history cell
-    of an earlier version."""
+    """Encodes a history as nested tuples of primitives (no pickling)."""
 
     _TUPLES = FastPrimitivesCoder()
 
     def encode(self, history: _History) -> bytes:
-        return self._TUPLES.encode((history.to_tuple(), *history.bookkeeping()))
+        return self._TUPLES.encode((
+            history.to_tuple(), history.waiting, history.deadline, history.lookups_failed,
+            history.gc_at, history.settle_at,
+        ))
 
     def decode(self, encoded: bytes) -> _History:
         # A history saved before the SETTLE timer existed has no settle_at.
-        return _History.restored(*self._TUPLES.decode(encoded))
+        values, waiting, deadline, lookups_failed, gc_at, *settle_at = self._TUPLES.decode(
+            encoded
+        )
+        history = _History.from_tuple(values)
+        history.hold_unsettled = True
+        history.waiting, history.deadline = waiting, deadline
+        history.lookups_failed, history.gc_at = lookups_failed, gc_at
+        history.settle_at = settle_at[0] if settle_at else 0
+        return history
 
     def is_deterministic(self) -> bool:
         return True
@@ -251,11 +203,8 @@ class AttributeTransactionsFn(beam.DoFn):
     row but the first of a transaction.
 
     State and timers (per account_id):
-      JOURNAL: the account's :class:`AccountHistory` (versions, features, recent log) with the
-        bookkeeping of WAITING and the timers, and the changes made to it since
-        (:mod:`pipeline.transforms.journal`): a bundle appends the records it took.
-      HISTORY: the whole history, as an earlier version kept it; moved into JOURNAL when
-        next read.
+      HISTORY: the account's :class:`AccountHistory` (versions, features, recent log) plus the
+        bookkeeping of WAITING and GC, in one compact value: one state write per key and bundle.
       WAITING: ``(produced_micros, Transaction)`` of transactions that arrived before any
         version of their account; the lookup found none (or could not be asked).
       EXPIRY: event-time timer at the earliest deadline of WAITING (time + ttl): a lookup is
@@ -272,7 +221,6 @@ class AttributeTransactionsFn(beam.DoFn):
         SETTLE_AFTER - LOG_SIZE transactions of an account in steady traffic.
     """
 
-    JOURNAL = BagStateSpec("journal", JournalCoder())
     HISTORY = ReadModifyWriteStateSpec("history", HistoryCoder())
     WAITING = BagStateSpec("waiting", TupleCoder((VarIntCoder(), TransactionCoder())))
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
@@ -302,8 +250,7 @@ class AttributeTransactionsFn(beam.DoFn):
         self._counters = Counters(
             "joined", "buffered", "expired_unjoined", "buffer_overflow", "lookup_hits",
             "lookup_misses", "lookup_errors", "accounts_evicted", "scored", "high_risk",
-            "corrected", "late_beyond_log", "account_changes", "account_snapshots",
-            "account_changes_replayed",
+            "corrected", "late_beyond_log",
         )
 
     def setup(self):
@@ -320,8 +267,7 @@ class AttributeTransactionsFn(beam.DoFn):
     def process(
         self,
         element: tuple[str, tuple[str, tuple]],
-        journal=beam.DoFn.StateParam(JOURNAL),
-        legacy=beam.DoFn.StateParam(HISTORY),
+        history_state=beam.DoFn.StateParam(HISTORY),
         waiting=beam.DoFn.StateParam(WAITING),
         expiry=beam.DoFn.TimerParam(EXPIRY),
         gc=beam.DoFn.TimerParam(GC),
@@ -329,7 +275,8 @@ class AttributeTransactionsFn(beam.DoFn):
         window=beam.DoFn.WindowParam,
     ):
         account_id, (kind, records) = element
-        history = self._load(journal, legacy) or self._new()
+        history = history_state.read() or _History()
+        history.with_features = self._features
         late = history.late
         timed_rows = []  # (rows, produced) per record, in order
         for produced, values in records:
@@ -341,26 +288,24 @@ class AttributeTransactionsFn(beam.DoFn):
         newest = max(produced for produced, _ in records)
         keep_alive(history, newest + self._account_idle.micros, gc)
         arm_settle(history, settle)
-        self._record(journal, history)
+        history_state.write(history)
         yield from timed_outputs(timed_rows, window, single=len(records) == 1)
 
     def _take(self, account_id, kind, produced, values, history, waiting, expiry) -> list:
         """One record (an account version or a transaction) of the account: its rows."""
         if kind == ACCOUNT:
-            rows = self._corrections(
-                history.take_version(produced, Account.from_tuple(values), values)
-            )
+            rows = self._corrections(history.add_version(produced, Account.from_tuple(values)))
             if history.waiting:
                 rows += self._release(history, waiting, expiry)
             return rows
         record = Transaction.from_tuple(values)
         if history.has_account:
-            return self._rows(history.take_transaction(produced, record, values), joined=True)
+            return self._rows(history.add_transaction(produced, record), joined=True)
         if not history.waiting and self._look_up(account_id, history):
-            return self._rows(history.take_transaction(produced, record, values), joined=True)
+            return self._rows(history.add_transaction(produced, record), joined=True)
         if history.waiting >= self._max_buffered:
             self._counters.inc("buffer_overflow")
-            return self._rows(history.take_transaction(produced, record, values), joined=False)
+            return self._rows(history.add_transaction(produced, record), joined=False)
         self._wait(history, produced, record, waiting, expiry)
         return []
 
@@ -380,7 +325,7 @@ class AttributeTransactionsFn(beam.DoFn):
         self._counters.inc("lookup_hits" if account is not None else "lookup_misses")
         if account is None:
             return False
-        history.take_version(BEGINNING, account)
+        history.add_version(BEGINNING, account)
         return True
 
     def _wait(self, history, produced, txn, waiting, expiry) -> None:
@@ -396,7 +341,7 @@ class AttributeTransactionsFn(beam.DoFn):
         """Adds every waiting transaction to the history (joined if it has an account now)."""
         rows = []
         for produced, txn in sorted(waiting.read(), key=lambda item: item[0]):
-            rows += self._rows(history.take_transaction(produced, txn), joined=joined)
+            rows += self._rows(history.add_transaction(produced, txn), joined=joined)
         waiting.clear()
         expiry.clear()
         history.waiting = history.deadline = history.lookups_failed = 0
@@ -411,7 +356,7 @@ class AttributeTransactionsFn(beam.DoFn):
         kept = items[len(expired):]
         rows = []
         for produced, txn in expired:
-            rows += self._rows(history.take_transaction(produced, txn), joined=False)
+            rows += self._rows(history.add_transaction(produced, txn), joined=False)
         waiting.clear()
         for item in kept:
             waiting.add(item)
@@ -462,92 +407,54 @@ class AttributeTransactionsFn(beam.DoFn):
         self,
         key=beam.DoFn.KeyParam,
         fired=beam.DoFn.TimestampParam,
-        journal=beam.DoFn.StateParam(JOURNAL),
-        legacy=beam.DoFn.StateParam(HISTORY),
+        history_state=beam.DoFn.StateParam(HISTORY),
         waiting=beam.DoFn.StateParam(WAITING),
         expiry=beam.DoFn.TimerParam(EXPIRY),
     ):
-        history = self._load(journal, legacy)
+        history = history_state.read()
         if history is None or not history.waiting:
             return
+        history.with_features = self._features
         if 0 < history.lookups_failed <= LOOKUP_RETRIES:
             # The store was unreachable: ask again before anything goes on unjoined.
             self._look_up(key, history)
             if 0 < history.lookups_failed <= LOOKUP_RETRIES:
                 history.deadline = (fired + self._ttl).micros
                 expiry.set(Timestamp(micros=history.deadline))
-                self._record(journal, history)
+                history_state.write(history)
                 return
         if history.has_account:
             rows = self._release(history, waiting, expiry)
         else:
             rows = self._release_expired(history, fired, waiting, expiry)
-        self._record(journal, history)
+        history_state.write(history)
         yield from rows
 
     @on_timer(SETTLE)
     def _on_settle(
         self,
         fired=beam.DoFn.TimestampParam,
-        journal=beam.DoFn.StateParam(JOURNAL),
-        legacy=beam.DoFn.StateParam(HISTORY),
+        history_state=beam.DoFn.StateParam(HISTORY),
         settle=beam.DoFn.TimerParam(SETTLE),
     ):
-        """The watermark passed the log's newest transaction: it may shrink (no row changes);
-        the timer is armed again if transactions produced since still wait."""
-        history = self._load(journal, legacy)
-        if history is None:
-            return  # dropped by GC meanwhile
-        history.settle_at = 0
-        history.take_settle(fired.micros)
-        arm_settle(history, settle)
-        self._record(journal, history)
+        settle_fired(history_state, fired, settle)
 
     @on_timer(GC)
     def _on_gc(
         self,
         fired=beam.DoFn.TimestampParam,
-        journal=beam.DoFn.StateParam(JOURNAL),
-        legacy=beam.DoFn.StateParam(HISTORY),
+        history_state=beam.DoFn.StateParam(HISTORY),
         gc=beam.DoFn.TimerParam(GC),
     ):
-        history = self._load(journal, legacy)
+        history = history_state.read()
         if history is None:
             return
+        history.with_features = self._features
         if history.waiting:  # the expiry comes first; look again later
             gc.set(fired + self._ttl)
             return
         self._counters.inc("accounts_evicted")
-        journal.clear()
-
-    # -- the journal ---------------------------------------------------------------------
-    def _new(self) -> _History:
-        history = _History()
-        history.with_features = self._features
-        return history
-
-    def _prepare(self, history: _History) -> None:
-        history.with_features = self._features  # before changes are replayed: rows depend on it
-        history.pending = []
-
-    def _load(self, journal, legacy) -> _History | None:
-        history, replayed = load(journal, legacy, self._prepare)
-        if replayed:  # read back from the runner: after a restart, or evicted from the cache
-            self._counters.inc("account_changes_replayed", replayed)
-        return history
-
-    def _record(self, journal, history: _History) -> None:
-        """Journals the changes the call made (or, if none, its bookkeeping), each with the
-        bookkeeping as the call leaves it."""
-        bookkeeping = history.bookkeeping()
-        changes = history.pending or [(BOOKKEEPING, None, None)]
-        snapshots = 0
-        for change in changes:
-            snapshots += record(journal, history, _Change((*change, *bookkeeping)))
-        history.pending = []
-        self._counters.inc("account_changes", len(changes) - snapshots)
-        if snapshots:
-            self._counters.inc("account_snapshots", snapshots)
+        history_state.clear()
 
 
 class _KeyAndGroupFn(beam.DoFn):
