@@ -59,8 +59,6 @@ from pipeline.domain.attribution import order_key
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
 from pipeline.metrics import Counters
 from pipeline.records import AttributedTransaction
-from pipeline.transforms.journal import Change, Journaled, load, record
-from pipeline.transforms.journal import JournalCoder as _JournalCoder
 from pipeline.transforms.attribute import (
     DEFAULT_ACCOUNT_IDLE,
     _seconds,
@@ -68,6 +66,8 @@ from pipeline.transforms.attribute import (
     keep_alive,
     timed_outputs,
 )
+from pipeline.transforms.journal import Change, Journaled, load, record
+from pipeline.transforms.journal import JournalCoder as _JournalCoder
 
 __all__ = [
     "CounterpartyHistoryCoder", "JournalCoder", "ProfileCounterparties", "ProfileCounterpartiesFn",

@@ -1,11 +1,12 @@
 """A keyed step's state as a journal: a snapshot of its history, then the changes made since.
 
-The account step and the counterparty step each keep a history per key (an account's
-versions and recent transactions; a counterparty's recent inflows). Kept in one
+The counterparty step keeps a history per counterparty (its recent inflows). Kept in one
 ReadModifyWriteState, the whole history is encoded and written back after every bundle that
-touches the key; while a backlog is read the watermark lags, the histories hold every
-transaction it has not passed, and those writes cost more than the steps' own work
-(``docs/flink-notes.md``, "The fraud model's cost on Flink").
+touches the key; while a backlog is read the watermark lags, the history holds every inflow
+it has not passed, and those writes cost more than the step's own work
+(``docs/flink-notes.md``, "The fraud model's cost on Flink"). The account step keeps its
+history in one cell still: its journal, tried, moved no rate on Flink and cost the
+FnApiRunner a fifth of its rate (the same section).
 
 Here the state is a BagState. Its first value is the history (the *snapshot*), each later
 one a *change* the step made to it: a record taken, the watermark settled at, a timer moved.
