@@ -30,7 +30,6 @@ A step defines its history type (a :class:`Journaled` with ``snapshot()`` and
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 from apache_beam.coders import Coder, FastPrimitivesCoder
 from apache_beam.runners.worker.statecache import CacheAware
@@ -116,25 +115,20 @@ class JournalCoder(Coder):
         return hash((type(self), self._history_type, self._change_type))
 
 
-def load(journal, legacy=None,
-         prepare: Callable[[Journaled], None] | None = None) -> tuple[Journaled | None, int]:
+def load(journal, legacy) -> tuple[Journaled | None, int]:
     """The history in ``journal`` (None: it has none) with the changes after what it holds
-    made again, and how many were. ``prepare`` is called on it first (for what its owner
-    sets and does not store). Without a journal, the history an earlier version kept whole in
-    the ``legacy`` cell, if any, moved into the journal as its snapshot (the cell cleared)."""
+    made again, and how many were. Without a journal, the history an earlier version kept
+    whole in the ``legacy`` cell, if any, moved into the journal as its snapshot (the cell
+    cleared), whatever the caller does next."""
     values = iter(journal.read())
     history = next(values, None)
     if history is None:
-        history = legacy.read() if legacy is not None else None
-        if history is not None:  # moved now, whatever the caller does next
+        history = legacy.read()
+        if history is not None:
             legacy.clear()
             history.applied = 0
             journal.add(history)
-            if prepare is not None:
-                prepare(history)
         return history, 0
-    if prepare is not None:
-        prepare(history)
     replayed = 0
     for change in itertools.islice(values, history.applied, None):
         change.apply(history)

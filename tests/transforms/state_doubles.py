@@ -13,9 +13,6 @@ class Cell:
     def read(self):
         return self.value
 
-    def write(self, value):
-        self.value = value
-
     def clear(self):
         self.value = None
 
@@ -53,13 +50,10 @@ class Bag:
 
 
 class Timer:
-    """A timer parameter: remembers where it was set (None: never, or cleared)."""
+    """A timer parameter: remembers where it was set (None: never)."""
 
     def __init__(self):
         self.at = None
 
     def set(self, ts):
         self.at = ts
-
-    def clear(self):
-        self.at = None

@@ -306,6 +306,21 @@ def test_a_history_an_earlier_version_saved_whole_moves_into_the_journal():
     assert [e.row.transaction_id for e in restored.log] == ["t1", "t2", "t3"]
 
 
+def test_a_history_from_the_earlier_cell_is_in_the_journal_as_soon_as_it_is_read():
+    """Reading moves the earlier version's history into the journal: were the call to end
+    without a change, the runner would still hold it, and the cell is cleared."""
+    old = _History()
+    old.add(row("t1", 0, "a1"), 1)
+    legacy = Cell(CounterpartyHistoryCoder().decode(CounterpartyHistoryCoder().encode(old)))
+    journal = Bag(JournalCoder())
+    history, replayed = _load(journal, legacy)
+    journal.commit()
+    assert replayed == 0 and legacy.value is None
+    assert journal.values == [history]
+    restored, _ = _load(journal.stored(), Cell())
+    assert [e.row.transaction_id for e in restored.log] == ["t1"]
+
+
 def test_a_counterpartys_rows_of_one_bundle_are_one_change_each_and_read_back_the_same():
     """One call takes a bundle's rows of the counterparty together: each is a change in the
     journal (with the timers as the call left them), and the history read back is the one
