@@ -192,11 +192,22 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
 
 
 def summary(result) -> dict:
-    """The riskpipe counters of a finished run, by name."""
+    """The riskpipe counters of a finished run, by name: each step's committed value, else
+    its attempted one (a runner that commits none, such as Flink, reports only attempts).
+
+    The runner's report itself (step, committed, attempted) is logged in one line, so that
+    a figure that looks wrong can be traced to what the runner said."""
     figures = dict.fromkeys(SUMMARY_COUNTERS, 0)
+    reported: dict[str, list] = {}
     for counter in result.metrics().query()["counters"]:
-        if counter.key.metric.namespace == metrics.NAMESPACE and counter.key.metric.name in figures:
-            figures[counter.key.metric.name] += counter.committed or counter.attempted or 0
+        name = counter.key.metric.name
+        if counter.key.metric.namespace == metrics.NAMESPACE and name in figures:
+            figures[name] += counter.committed or counter.attempted or 0
+            reported.setdefault(name, []).append(
+                (counter.key.step, counter.committed, counter.attempted)
+            )
+    logger.info("counters as the runner reported them (step, committed, attempted): %s",
+                reported)
     return figures
 
 
