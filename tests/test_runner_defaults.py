@@ -60,6 +60,20 @@ def test_runner_names_are_normalised_once():
     assert flags["--runner"] == "PrismRunner" and "prism" not in flags
 
 
+def test_prism_makes_no_dynamic_split_whatever_other_experiments_are_given():
+    # Why: tests/runners/test_prism_splits.py.
+    args = with_runner_defaults(["--runner=prism"], "transaction-attribution")
+    assert "--experiments=prism_disable_sdf_split" in args
+    args = with_runner_defaults(
+        ["--runner=prism", "--experiments=use_runner_v2"], "transaction-attribution"
+    )
+    assert "--experiments=prism_disable_sdf_split" in args and "--experiments=use_runner_v2" in args
+    args = with_runner_defaults(
+        ["--runner=prism", "--experiments=prism_disable_sdf_split"], "transaction-attribution"
+    )
+    assert args.count("--experiments=prism_disable_sdf_split") == 1
+
+
 def test_prism_runs_on_the_stacks_binary_once_it_is_built(tmp_path, monkeypatch):
     from pipeline.runners.flags import prism_binary_name
 

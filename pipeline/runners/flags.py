@@ -9,7 +9,7 @@ process (LOOPBACK), which must then stay alive while the job runs.
 
 ``--runner=PrismRunner`` gets ``--prism_location`` of the Prism binary the local stack built
 (``stack/prism.py``) or ``$RISKPIPE_PRISM_LOCATION``: without it Beam downloads a release
-binary from GitHub.
+binary from GitHub. It also gets ``--experiments=prism_disable_sdf_split`` (``PRISM_NO_SPLITS``).
 
 The local stack (``stack/flink.py``), the tests and docker-compose's submitter all take
 their Flink flags from :func:`flink_flags`; versions come from ``versions.env``.
@@ -32,6 +32,7 @@ from pipeline.local_defaults import (
 
 __all__ = [
     "CHECKPOINT_INTERVAL_MS",
+    "PRISM_NO_SPLITS",
     "built_job_server_jar_name",
     "flink_flags",
     "job_server_jar",
@@ -41,6 +42,13 @@ __all__ = [
     "with_runner_defaults",
 ]
 
+# Prism splits any bundle that makes no progress between two of its progress requests, and a
+# split of a stateful step's bundle releases the keys of the elements it hands back while the
+# first part still holds them: the next bundle reads a key's state before that part commits
+# it, and the key's updates are lost (tests/runners/test_prism_splits.py shows it on Beam's
+# runner alone; apache/beam#35771 is the same split with timers). The Kafka reader declines
+# runner splits anyway, so Prism loses nothing by making none.
+PRISM_NO_SPLITS = "prism_disable_sdf_split"
 # versions.env sits at the root of a checkout and of the Docker image, beside pipeline/.
 VERSIONS_FILE = Path(__file__).resolve().parents[2] / "versions.env"
 CHECKPOINT_INTERVAL_MS = int(os.environ.get("RISKPIPE_CHECKPOINT_INTERVAL_MS") or 10_000)
@@ -258,8 +266,10 @@ def with_runner_defaults(argv: list[str], job_name: str) -> list[str]:
         defaults += flink_flags(
             master, job_server_jar(), env("RISKPIPE_WORKER_POOL", LOCAL_WORKER_POOL)
         )
-    elif runner == "PrismRunner" and prism_location():
-        defaults.append(f"--prism_location={prism_location()}")
+    elif runner == "PrismRunner":
+        defaults.append(f"--experiments={PRISM_NO_SPLITS}")
+        if prism_location():
+            defaults.append(f"--prism_location={prism_location()}")
     return argv + [flag for flag in defaults if not _given(argv, _name(flag))
                    or (_name(flag) == "--experiments" and not _has_experiment(argv, flag))]
 
