@@ -259,6 +259,7 @@ class FlinkBench(SeededTopics):
 
         watcher = threading.Thread(target=watch_vertices, daemon=True)
         watcher.start()
+        began = time.time()
         sim = produce()
         ids = self.ids
         print(f"[bench] {name}: {len(ids)} transactions produced at {sim['rate_tps']}/s; "
@@ -272,6 +273,14 @@ class FlinkBench(SeededTopics):
         produced = self.produced_at()
         rows = self.landed(ids)
         written = {t: w for t, (_, w, _) in rows.items()}
+        stale = sum(1 for w in written.values() if w < began)
+        if stale:
+            # An upsert keeps a row's written_at: such rows would time an earlier run.
+            error = (f"{stale} of the phase's rows were written before it began, by an earlier "
+                     "run of the same seed (kept with --keep?); delete them or choose another "
+                     "--seed")
+            print(f"[bench] {name}: {error}", file=sys.stderr, flush=True)
+            return {"phase": name, "transactions": len(ids), "rows": landed, "error": error}
         times = sorted(written.values())
         if len(times) < 10:
             return {"phase": name, "transactions": len(ids), "rows": landed, "error": "no rows"}
