@@ -369,7 +369,10 @@ def main(argv=None) -> int:
         if not args.keep:
             bench.cleanup()
     print(json.dumps(result))
-    return 0
+    failed = [name for name in ("fixed_rate", "saturation") if "error" in result[name]]
+    if failed:
+        print(f"[bench] no figures for: {', '.join(failed)} (see their error)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_flink_args(parser: argparse.ArgumentParser) -> None:
