@@ -270,7 +270,6 @@ class FlinkBench(SeededTopics):
                   f"{drain_timeout_s:.0f} s", file=sys.stderr, flush=True)
         stop.set()
         cpu = sampler.stop()
-        produced = self.produced_at()
         rows = self.landed(ids)
         written = {t: w for t, (_, w, _) in rows.items()}
         stale = sum(1 for w in written.values() if w < began)
@@ -284,6 +283,7 @@ class FlinkBench(SeededTopics):
         times = sorted(written.values())
         if len(times) < 10:
             return {"phase": name, "transactions": len(ids), "rows": landed, "error": "no rows"}
+        produced = self.produced_at()
         lo, hi = times[len(times) // 10], times[len(times) * 9 // 10]
         if hi - lo < 1.0:  # too few rows (or batches) for a steady middle: use them all
             lo, hi = times[0], max(times[-1], times[0] + 1.0)
