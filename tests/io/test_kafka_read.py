@@ -227,6 +227,90 @@ def test_a_caught_up_partition_hands_its_records_on_at_once(
     assert took < 1.0  # handed on before the later records were produced
 
 
+def _bundle(fn, topic: str, start: int) -> list[int]:
+    """One bundle of ``fn`` (already set up) on partition 0 from ``start``: its offsets."""
+    tracker = ThreadsafeRestrictionTracker(
+        kafka_read._PartitionOffsetTracker(OffsetRange(start, kafka_read.UNBOUNDED_END))
+    )
+    return [
+        value.value.offset
+        for value in fn.process(
+            PartitionSpec(topic, 0, start, kafka_read.UNBOUNDED_END),
+            bundle_finalizer=_Finalizer(),
+            tracker=RestrictionTrackerView(tracker),
+            watermark_estimator=ManualWatermarkEstimator(None),
+        )
+    ]
+
+
+def test_bundles_awaiting_finalization_share_one_consumer_per_partition(
+    kafka_broker, kafka_topic, kafka_produce, monkeypatch
+):
+    """Beam keeps a bundle's DoFn instances until the runner finalizes it (on Flink, after the
+    next checkpoint) and gives the bundles meanwhile new ones; they must not each open a
+    consumer per partition (docs/flink-notes.md, "One consumer per partition and process")."""
+    topic = kafka_topic(partitions=1)
+    kafka_produce(topic, keyed_messages(6, partitions=1))
+    settings = ReadFromKafka(
+        kafka_broker, topic, f"g-{uuid.uuid4().hex[:8]}", start="earliest", max_batch=2
+    )._settings
+    opened = []
+    new_consumer = type(settings).new_consumer
+    monkeypatch.setattr(
+        type(settings), "new_consumer",
+        lambda self, *a, **k: opened.append(1) or new_consumer(self, *a, **k),
+    )
+    instances = [kafka_read._ReadUnboundedPartitionFn(settings) for _ in range(3)]
+    for fn in instances:
+        fn.setup()
+    try:
+        offsets = [_bundle(fn, topic, start) for fn, start in zip(instances, (0, 2, 4))]
+    finally:
+        for fn in instances:
+            fn.teardown()
+    assert offsets == [[0, 1], [2, 3], [4, 5]]
+    assert len(opened) == 1
+
+
+def test_the_last_teardown_closes_the_consumers_and_a_failed_one_is_not_reused(
+    kafka_broker, kafka_topic, kafka_produce, monkeypatch
+):
+    topic = kafka_topic(partitions=1)
+    kafka_produce(topic, keyed_messages(4, partitions=1))
+    settings = ReadFromKafka(
+        kafka_broker, topic, f"g-{uuid.uuid4().hex[:8]}", start="earliest", max_batch=2
+    )._settings
+    closed = []
+    close = kafka_read._PartitionReader.close
+    monkeypatch.setattr(
+        kafka_read._PartitionReader, "close", lambda self: closed.append(1) or close(self)
+    )
+    first, second = (kafka_read._ReadUnboundedPartitionFn(settings) for _ in range(2))
+    first.setup()
+    second.setup()
+    assert _bundle(first, topic, 0) == [0, 1]
+    first.teardown()
+    assert closed == []  # the second instance may still read the partition
+    assert _bundle(second, topic, 2) == [2, 3]
+    second.teardown()
+    assert closed == [1]
+
+    # A bundle whose read fails closes its consumer rather than handing it on.
+    third = kafka_read._ReadUnboundedPartitionFn(settings)
+    third.setup()
+    try:
+        monkeypatch.setattr(
+            kafka_read._PartitionReader, "fetch",
+            lambda self, *a: (_ for _ in ()).throw(kafka_read.KafkaIOError("broken")),
+        )
+        with pytest.raises(kafka_read.KafkaIOError):
+            _bundle(third, topic, 0)
+        assert closed == [1, 1]
+    finally:
+        third.teardown()
+    assert closed == [1, 1]  # nothing idle was left to close
+
+
 def test_missing_topic_names_the_topic_and_the_broker(kafka_broker):
     topic = f"missing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(

@@ -17,9 +17,11 @@ import copy
 import functools
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Sequence
+from typing import ClassVar
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -163,6 +165,76 @@ class _PartitionReader:
         _, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
         return high if high >= 0 else None
 
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError):
+            logger.warning("Closing the consumer of %s failed", self.tp, exc_info=True)
+
+
+class _ReaderPool:
+    """This process's idle partition readers for one read's settings.
+
+    Beam keeps a bundle's DoFn instances until the runner finalizes the bundle (on Flink,
+    after the next checkpoint, up to ``--checkpointing_interval`` later), and a bundle that
+    starts meanwhile gets instances of its own. With a consumer per DoFn instance and
+    partition, an SDK worker held a consumer per partition for every bundle of a checkpoint
+    interval, each fetching its partition in the background (149 consumers in one worker,
+    and Kafka serving every record to each of them; ``docs/flink-notes.md``). A bundle now
+    takes a reader of its partition from here and gives it back when its ``process`` ends,
+    so a process holds about one consumer per partition it reads.
+    """
+
+    _pools: ClassVar[dict[ReadSettings, _ReaderPool]] = {}
+    _pools_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, settings: ReadSettings):
+        self._settings = settings
+        self._idle: dict[tuple[str, int], list[_PartitionReader]] = {}
+        self._users = 0
+
+    @classmethod
+    def join(cls, settings: ReadSettings) -> _ReaderPool:
+        """The pool of ``settings`` (made on first use); a DoFn's ``setup`` joins it."""
+        with cls._pools_lock:
+            pool = cls._pools.get(settings)
+            if pool is None:
+                pool = cls._pools[settings] = cls(settings)
+            pool._users += 1
+            return pool
+
+    def leave(self) -> None:
+        """A DoFn's ``teardown``: the last one out closes the idle consumers."""
+        with self._pools_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            self._pools.pop(self._settings, None)
+            readers = [r for idle in self._idle.values() for r in idle]
+            self._idle = {}
+        logger.debug("Kafka: closing %d consumers", len(readers))
+        for reader in readers:
+            reader.close()
+
+    def take(self, spec: PartitionSpec, offset: int) -> _PartitionReader:
+        """An idle reader of the partition, moved to ``offset``, or a new one."""
+        with self._pools_lock:
+            idle = self._idle.get((spec.topic, spec.partition))
+            reader = idle.pop() if idle else None
+        if reader is None:
+            return _PartitionReader(
+                self._settings.new_consumer(), spec.topic, spec.partition, offset
+            )
+        reader.seek(offset)
+        return reader
+
+    def give_back(self, reader: _PartitionReader) -> None:
+        with self._pools_lock:
+            if self._users > 0:
+                self._idle.setdefault((reader.tp.topic, reader.tp.partition), []).append(reader)
+                return
+        reader.close()  # every user has left meanwhile
+
 
 class _ReadPartitionFn(beam.DoFn):
     """Reads one topic-partition's offset range; self-checkpoints every bundle.
@@ -178,10 +250,10 @@ class _ReadPartitionFn(beam.DoFn):
 
     def __init__(self, settings: ReadSettings):
         self._settings = settings
-        self._readers: dict[tuple[str, int], _PartitionReader] = {}
+        self._pool: _ReaderPool | None = None
 
     def setup(self):
-        self._readers = {}
+        self._pool = _ReaderPool.join(self._settings)
         self._read = metrics.counter("kafka_records_read")
         self._read_by_topic = {
             t: metrics.counter(f"kafka_records_read_{self._settings.metric_label(t)}")
@@ -190,15 +262,9 @@ class _ReadPartitionFn(beam.DoFn):
 
     def teardown(self):
         OffsetCommitter.of(self._settings).flush()
-        readers, self._readers = self._readers, {}
-        logger.debug("Kafka: closing %d consumers", len(readers))
-        for reader in readers.values():
-            try:
-                reader.consumer.close()
-            except (KafkaException, RuntimeError):
-                logger.warning(
-                    "Closing the consumer of %s failed", reader.tp, exc_info=True
-                )
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.leave()
 
     def process(
         self,
@@ -211,8 +277,29 @@ class _ReadPartitionFn(beam.DoFn):
         if restriction.start >= restriction.stop:
             return
         started = time.monotonic()
+        reader = self._pool.take(spec, restriction.start)
+        try:
+            claimed, last_offset = yield from self._read_range(
+                reader, restriction, tracker, watermark_estimator, started
+            )
+            self._report(spec, reader, claimed, time.monotonic() - started)
+        except GeneratorExit:  # the runner stopped reading this bundle's output
+            self._pool.give_back(reader)
+            raise
+        except BaseException:
+            reader.close()  # its consumer may be what failed
+            raise
+        self._pool.give_back(reader)
+        if last_offset is not None:
+            commit = functools.partial(
+                self._commit, spec.topic, spec.partition, last_offset + 1
+            )
+            bundle_finalizer.register(commit)
+
+    def _read_range(self, reader, restriction, tracker, watermark_estimator, started):
+        """Emits the range's records until the bundle should end (the class's text);
+        returns how many it claimed and the last one's offset."""
         deadline = started + self._settings.max_bundle_s
-        reader = self._reader(spec, restriction.start)
         claimed, last_offset = 0, None
         while True:
             room = min(FETCH_CHUNK, self._settings.max_batch - claimed)
@@ -243,12 +330,7 @@ class _ReadPartitionFn(beam.DoFn):
                 self._advance_watermark(watermark_estimator, Timestamp.now())
                 tracker.defer_remainder()
                 break
-        self._report(spec, reader, claimed, time.monotonic() - started)
-        if last_offset is not None:
-            commit = functools.partial(
-                self._commit, spec.topic, spec.partition, last_offset + 1
-            )
-            bundle_finalizer.register(commit)
+        return claimed, last_offset
 
     def _claim(self, batch, tracker, watermark_estimator):
         """Claims and emits ``batch`` in order, then moves the watermark to its newest
@@ -305,18 +387,6 @@ class _ReadPartitionFn(beam.DoFn):
         else:
             tracker.defer_remainder()
         return False
-
-    def _reader(self, spec: PartitionSpec, offset: int) -> _PartitionReader:
-        key = (spec.topic, spec.partition)
-        reader = self._readers.get(key)
-        if reader is None:
-            reader = _PartitionReader(
-                self._settings.new_consumer(), spec.topic, spec.partition, offset
-            )
-            self._readers[key] = reader
-        else:
-            reader.seek(offset)
-        return reader
 
     def _advance_watermark(self, estimator, event_time: Timestamp) -> None:
         candidate = event_time - Duration(seconds=self._settings.watermark_allowance_s)
