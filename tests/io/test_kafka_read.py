@@ -178,6 +178,23 @@ class _Finalizer:
         pass
 
 
+def _bundle(fn, topic: str, start: int, tracker=None) -> list[int]:
+    """One bundle of ``fn`` (already set up) on partition 0 from ``start``: its offsets."""
+    if tracker is None:
+        tracker = ThreadsafeRestrictionTracker(
+            kafka_read._PartitionOffsetTracker(OffsetRange(start, kafka_read.UNBOUNDED_END))
+        )
+    return [
+        value.value.offset
+        for value in fn.process(
+            PartitionSpec(topic, 0, start, kafka_read.UNBOUNDED_END),
+            bundle_finalizer=_Finalizer(),
+            tracker=RestrictionTrackerView(tracker),
+            watermark_estimator=ManualWatermarkEstimator(None),
+        )
+    ]
+
+
 def read_one_bundle(settings, topic: str, produce_later) -> tuple[list[int], object, float]:
     """Runs one bundle of the unbounded reader's ``process`` on partition 0 from offset 0, with
     ``produce_later`` started as it starts; returns the offsets it emitted, the
@@ -190,15 +207,7 @@ def read_one_bundle(settings, topic: str, produce_later) -> tuple[list[int], obj
     try:
         started = time.monotonic()
         produce_later.start()
-        emitted = [
-            value.value.offset
-            for value in fn.process(
-                PartitionSpec(topic, 0, 0, kafka_read.UNBOUNDED_END),
-                bundle_finalizer=_Finalizer(),
-                tracker=RestrictionTrackerView(tracker),
-                watermark_estimator=ManualWatermarkEstimator(None),
-            )
-        ]
+        emitted = _bundle(fn, topic, 0, tracker)
         took = time.monotonic() - started
     finally:
         produce_later.join()
@@ -227,20 +236,15 @@ def test_a_caught_up_partition_hands_its_records_on_at_once(
     assert took < 1.0  # handed on before the later records were produced
 
 
-def _bundle(fn, topic: str, start: int) -> list[int]:
-    """One bundle of ``fn`` (already set up) on partition 0 from ``start``: its offsets."""
-    tracker = ThreadsafeRestrictionTracker(
-        kafka_read._PartitionOffsetTracker(OffsetRange(start, kafka_read.UNBOUNDED_END))
-    )
-    return [
-        value.value.offset
-        for value in fn.process(
-            PartitionSpec(topic, 0, start, kafka_read.UNBOUNDED_END),
-            bundle_finalizer=_Finalizer(),
-            tracker=RestrictionTrackerView(tracker),
-            watermark_estimator=ManualWatermarkEstimator(None),
-        )
-    ]
+def _one_partition(kafka_broker, kafka_topic, kafka_produce, count: int):
+    """A one-partition topic holding ``count`` records, and a read's settings for it that
+    take two records a bundle."""
+    topic = kafka_topic(partitions=1)
+    kafka_produce(topic, keyed_messages(count, partitions=1))
+    settings = ReadFromKafka(
+        kafka_broker, topic, f"g-{uuid.uuid4().hex[:8]}", start="earliest", max_batch=2
+    )._settings
+    return topic, settings
 
 
 def test_bundles_awaiting_finalization_share_one_consumer_per_partition(
@@ -249,11 +253,7 @@ def test_bundles_awaiting_finalization_share_one_consumer_per_partition(
     """Beam keeps a bundle's DoFn instances until the runner finalizes it (on Flink, after the
     next checkpoint) and gives the bundles meanwhile new ones; they must not each open a
     consumer per partition (docs/flink-notes.md, "One consumer per partition and process")."""
-    topic = kafka_topic(partitions=1)
-    kafka_produce(topic, keyed_messages(6, partitions=1))
-    settings = ReadFromKafka(
-        kafka_broker, topic, f"g-{uuid.uuid4().hex[:8]}", start="earliest", max_batch=2
-    )._settings
+    topic, settings = _one_partition(kafka_broker, kafka_topic, kafka_produce, 6)
     opened = []
     new_consumer = type(settings).new_consumer
     monkeypatch.setattr(
@@ -275,11 +275,7 @@ def test_bundles_awaiting_finalization_share_one_consumer_per_partition(
 def test_the_last_teardown_closes_the_consumers_and_a_failed_one_is_not_reused(
     kafka_broker, kafka_topic, kafka_produce, monkeypatch
 ):
-    topic = kafka_topic(partitions=1)
-    kafka_produce(topic, keyed_messages(4, partitions=1))
-    settings = ReadFromKafka(
-        kafka_broker, topic, f"g-{uuid.uuid4().hex[:8]}", start="earliest", max_batch=2
-    )._settings
+    topic, settings = _one_partition(kafka_broker, kafka_topic, kafka_produce, 4)
     closed = []
     close = kafka_read._PartitionReader.close
     monkeypatch.setattr(
