@@ -155,7 +155,6 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
                 validator.validator_url,
                 validator.validator_api_key or None,
                 batch_size=validator.validator_batch_size,
-                max_wait_s=validator.validator_max_wait_s,
                 timeout_s=validator.validator_timeout_s,
                 lookup_factory=lookups,
             )

@@ -13,7 +13,6 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.domain.shapes import INPUT_FORMATS
-from pipeline.domain.validation import DEFAULT_MAX_WAIT_S as DEFAULT_VALIDATOR_MAX_WAIT_S
 from pipeline.local_defaults import (
     LOCAL_KAFKA_BOOTSTRAP,
     LOCAL_MONGO_URI,
@@ -191,20 +190,12 @@ class ValidatorOptions(PipelineOptions):
         )
         parser.add_argument(
             "--validator_batch_size", type=_positive_int, default=200,
-            help="Transactions per call.",
+            help="Transactions per call at most. The transactions a bundle hands the "
+            "validating step are sent at once, in calls of up to this many.",
         )
         parser.add_argument(
             "--validator_timeout_s", type=_positive_seconds, default=5.0,
             help="Timeout of one call.",
-        )
-        parser.add_argument(
-            "--validator_max_wait_s",
-            type=_positive_seconds,
-            default=DEFAULT_VALIDATOR_MAX_WAIT_S,
-            help="Longest a transaction waits for its batch to fill before the call "
-            f"(default {DEFAULT_VALIDATOR_MAX_WAIT_S:g} s). Unidentified transactions take "
-            "this detour; on Flink it adds to their produce-to-row latency "
-            "(docs/flink-notes.md).",
         )
 
 

@@ -16,27 +16,20 @@ from tests.test_validator_key import _validate_fn
 
 def test_the_flags_reach_the_validating_step():
     options = PipelineOptions([
-        "--validator_max_wait_s=0.05", "--validator_batch_size=7",
+        "--validator_batch_size=7",
         "--validator_timeout_s=2.5", "--max_records=1",
     ])
     pipeline = beam.Pipeline(runner="FnApiRunner", options=options)
     main.build(pipeline, options)  # builds the graph; connects to nothing
     fn = _validate_fn(pipeline)
-    assert (fn.max_wait_s, fn.batch_size, fn.timeout_s) == (0.05, 7, 2.5)
-
-
-def test_the_batch_waits_a_quarter_second_by_default():
-    options = PipelineOptions(["--max_records=1"])
-    pipeline = beam.Pipeline(runner="FnApiRunner", options=options)
-    main.build(pipeline, options)
-    assert _validate_fn(pipeline).max_wait_s == 0.25
+    assert (fn.batch_size, fn.timeout_s) == (7, 2.5)
 
 
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        ("--validator_max_wait_s=0", "argument --validator_max_wait_s: must be > 0 seconds, got '0'"),
-        ("--validator_max_wait_s=inf", "argument --validator_max_wait_s: must be a finite number of seconds, got 'inf'"),
+        ("--validator_timeout_s=0", "argument --validator_timeout_s: must be > 0 seconds, got '0'"),
+        ("--validator_timeout_s=inf", "argument --validator_timeout_s: must be a finite number of seconds, got 'inf'"),
         ("--validator_timeout_s=soon", "argument --validator_timeout_s: not a number of seconds: 'soon'"),
         ("--validator_batch_size=0", "argument --validator_batch_size: must be >= 1, got '0'"),
     ],

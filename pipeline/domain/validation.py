@@ -33,15 +33,10 @@ __all__ = [
     "MAX_BACKOFF_S",
     "REVIEW_PREFIX",
     "decide_rejected",
-    "DEFAULT_MAX_WAIT_S",
     "rejection_dead_letter",
     "retry_delay_s",
 ]
 
-# How long a transaction waits for its batch to fill before the validator is called. On Flink
-# the batch leaves at the validating stage's next bundle end after that, so this adds to the
-# latency of every unidentified transaction (docs/flink-notes.md, "The validator's detour").
-DEFAULT_MAX_WAIT_S = 0.25
 # Delay before the first retry while the validator is unavailable; doubles per failed attempt.
 INITIAL_BACKOFF_S = 0.5
 # Cap of that delay: a validator that comes back is asked again within this long.

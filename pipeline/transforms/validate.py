@@ -15,15 +15,20 @@ model scored the row (``ScoreWithModel`` sets ``is_fraudulent`` on alerts before
 either one makes an ``unidentified`` transaction fraudulent. The validator receives the
 row's ``risk_score`` (with a model: its probability on the 0-100 scale) among its inputs.
 
-How: each transaction is keyed by a stable shard (crc32 of its id modulo :data:`NUM_SHARDS`)
-and buffered in the state of :class:`_ValidateFn`. A batch goes to the validator when the
-buffer reaches ``batch_size`` or ``max_wait_s`` after its first transaction (a processing-time
-timer). Each call is one HTTP attempt; there is one retry mechanism, this one:
+How: each transaction is keyed by a stable shard (crc32 of its id modulo :data:`NUM_SHARDS`),
+and a bundle's transactions of one shard travel together (:class:`_GroupByShardFn`), handed on
+when the bundle ends. :class:`_ValidateFn` calls the validator as soon as such a group
+arrives, in calls of at most ``batch_size``: no timer between a transaction and its call. On
+Flink that saves the validating stage a wait for a processing-time timer and then for the
+bundle that delivers its firing (docs/flink-notes.md, "The validator's detour"). Each call is
+one HTTP attempt; there is one retry mechanism, this one:
 
 - the validator is *unavailable* (no answer, timeout, 5xx, 408, 429, a garbled answer): the
-  transactions stay in state and the same timer fires again after a capped exponential
+  transactions stay in state and a processing-time timer fires after a capped exponential
   backoff (:func:`pipeline.domain.validation.retry_delay_s`, 0.5 s doubling up to 30 s). They
-  are validated when the service returns; never dropped, never cleared by default.
+  are validated when the service returns; never dropped, never cleared by default. Groups
+  that arrive meanwhile wait behind them in the same state, so a shard's transactions are
+  decided in the order they arrived.
 - the validator *rejects* the request (any other 4xx): the transactions are decided by the
   policy of :mod:`pipeline.domain.validation`: ``is_fraudulent=False`` (unless the fraud
   model alerted), ``validated_by="none"``, a ``"review: validator rejected the request (HTTP
@@ -70,11 +75,12 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.typehints import KV, Any, Tuple
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import metrics
 from pipeline.domain.validation import (
-    DEFAULT_MAX_WAIT_S,
     MAX_BACKOFF_S,
     decide_rejected,
     rejection_dead_letter,
@@ -142,7 +148,8 @@ def newest_versions(pending: Iterable[Pending]) -> list[Pending]:
 
 
 class ValidateUnidentified(beam.PTransform):
-    """Asks the fraud validator about each transaction, in batches bounded by size and time.
+    """Asks the fraud validator about each transaction, a bundle's transactions per shard at
+    once, in batches bounded by size.
 
     Returns a DoOutputsTuple: ``records`` (AttributedTransaction) and ``dead_letters``
     (DeadLetter).
@@ -150,8 +157,7 @@ class ValidateUnidentified(beam.PTransform):
     Args:
         validator_url: base URL of the validator, e.g. ``http://127.0.0.1:8000``.
         api_key: sent as ``X-API-Key`` (None: no key).
-        batch_size: transactions per call at most; a full buffer is sent at once.
-        max_wait_s: how long a transaction waits for its batch to fill.
+        batch_size: transactions per call at most.
         timeout_s: connect and read timeout of one HTTP attempt.
         lookup_factory: optional picklable zero-argument callable returning an account
             lookup (``ids -> {id: Account}``, see ``pipeline.transforms.attribute``); with it the
@@ -163,7 +169,6 @@ class ValidateUnidentified(beam.PTransform):
         validator_url: str,
         api_key: str | None = None,
         batch_size: int = 200,
-        max_wait_s: float = DEFAULT_MAX_WAIT_S,
         timeout_s: float = 5.0,
         lookup_factory: LookupFactory | None = None,
     ):
@@ -172,20 +177,15 @@ class ValidateUnidentified(beam.PTransform):
             raise ValueError("ValidateUnidentified: validator_url must not be empty")
         if batch_size < 1:
             raise ValueError(f"ValidateUnidentified: batch_size must be >= 1, got {batch_size}")
-        for name, value in (("max_wait_s", max_wait_s), ("timeout_s", timeout_s)):
-            if value <= 0:
-                raise ValueError(f"ValidateUnidentified: {name} must be > 0, got {value}")
-        self.fn = _ValidateFn(
-            validator_url, api_key, batch_size, max_wait_s, timeout_s, lookup_factory
-        )
+        if timeout_s <= 0:
+            raise ValueError(f"ValidateUnidentified: timeout_s must be > 0, got {timeout_s}")
+        self.fn = _ValidateFn(validator_url, api_key, batch_size, timeout_s, lookup_factory)
 
     def expand(self, unidentified):
         return (
             unidentified
-            | "KeyByShard"
-            >> beam.Map(lambda r: (shard_of(r.transaction_id), r)).with_output_types(
-                tuple[int, AttributedTransaction]
-            )
+            | "GroupByShard"
+            >> beam.ParDo(_GroupByShardFn()).with_output_types(KV[int, Tuple[Any, ...]])
             | "CallValidator"
             >> beam.ParDo(self.fn)
             .with_output_types(AttributedTransaction, **{DEAD_LETTERS: DeadLetter})
@@ -193,18 +193,51 @@ class ValidateUnidentified(beam.PTransform):
         )
 
 
+class _GroupByShardFn(beam.DoFn):
+    """A bundle's rows per shard, handed on together at the bundle's end:
+    ``(shard, ((timestamp_micros, row.to_tuple()), ...))``, in the order they came, timestamped
+    with the earliest of them.
+
+    The validating step then calls the validator once per group as it arrives, instead of
+    buffering rows one by one until a timer says the batch has waited long enough. The rows
+    leave the deciding stage at its bundle's end (as the counterparty step's do,
+    :class:`pipeline.transforms.counterparties._KeyAndGroupFn`); on Flink the runner holds the
+    stage's output watermark until then, so none is late downstream.
+    """
+
+    def start_bundle(self):
+        self._groups: dict = {}
+
+    def process(self, row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        key = (shard_of(row.transaction_id), window)
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = group = []
+        group.append((timestamp.micros, row.to_tuple()))
+
+    def finish_bundle(self):
+        groups, self._groups = self._groups, {}
+        for (shard, window), rows in groups.items():
+            yield WindowedValue(
+                (shard, tuple(rows)), Timestamp(micros=min(m for m, _ in rows)), (window,)
+            )
+
+
 class _ValidateFn(beam.DoFn):
-    """Buffers ``(shard, AttributedTransaction)`` per shard and validates them in batches.
+    """Validates a shard's groups of transactions (:class:`_GroupByShardFn`) as they arrive.
 
     State and timers, per shard key (and window):
 
-    - ``BUFFER``: bag of ``(timestamp_micros, AttributedTransaction)`` waiting for a verdict.
+    - ``BUFFER``: bag of ``(timestamp_micros, AttributedTransaction)`` waiting for a verdict:
+      a group while it is decided, and what the validator did not answer until a retry does.
       FastPrimitivesCoder pickles the dataclass (a few hundred bytes per transaction).
     - ``COUNT``: how many are in ``BUFFER`` (read without reading the bag).
     - ``RETRY``: ``(consecutive failures, micros by which every runner has fired the scheduled
       retry)`` while the validator is unavailable; cleared when a call works.
-    - ``FLUSH``: processing-time timer: ``max_wait_s`` after the first buffered element, or
-      the next retry while the validator is unavailable.
+    - ``FLUSH``: processing-time timer: the next retry while the validator is unavailable.
+      (State saved by an earlier version may have it set ``max_wait_s`` after a buffered
+      transaction: it fires and validates the buffer as a retry would.)
     - ``END``: event-time timer at the window's end: the last attempt at end of input.
     """
 
@@ -214,11 +247,10 @@ class _ValidateFn(beam.DoFn):
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     END = TimerSpec("end", TimeDomain.WATERMARK)
 
-    def __init__(self, validator_url, api_key, batch_size, max_wait_s, timeout_s, lookup_factory):
+    def __init__(self, validator_url, api_key, batch_size, timeout_s, lookup_factory):
         self.validator_url = validator_url
         self.api_key = api_key
         self.batch_size = batch_size
-        self.max_wait_s = max_wait_s
         self.timeout_s = timeout_s
         self.lookup_factory = lookup_factory
         self.client: ValidatorClient | None = None
@@ -263,16 +295,18 @@ class _ValidateFn(beam.DoFn):
         flush=beam.DoFn.TimerParam(FLUSH),
         end=beam.DoFn.TimerParam(END),
     ):
-        _, record = element
-        buffer.add((timestamp.micros, record))
-        size = (count.read() or 0) + 1
+        _, group = element
+        size = count.read() or 0
+        if not size:
+            end.set(window.max_timestamp())
+        for micros, values in group:
+            buffer.add((micros, AttributedTransaction.from_tuple(values)))
+        size += len(group)
         count.write(size)
         self.waiting.set(size)
-        if size == 1:
-            flush.set(Timestamp.now() + self.max_wait_s)
-            end.set(window.max_timestamp())
-        # While the validator is unavailable the FLUSH timer paces the retries, not arrivals.
-        if size >= self.batch_size and not retry.read():
+        # While the validator is unavailable the FLUSH timer paces the retries, not arrivals:
+        # the group waits behind the transactions already waiting, and is decided with them.
+        if not retry.read():
             yield from self._flush(buffer, count, retry, flush, timestamp)
 
     @on_timer(FLUSH)

@@ -94,7 +94,7 @@ def batch_outcomes(url: str) -> Counter:
 
 
 def validate(url: str, api_key: str = API_KEY, **overrides) -> ValidateUnidentified:
-    settings = {"batch_size": 10, "max_wait_s": 1.0, "timeout_s": 2.0}
+    settings = {"batch_size": 10, "timeout_s": 2.0}
     settings.update(overrides)
     return ValidateUnidentified(url, api_key, **settings)
 
@@ -141,21 +141,24 @@ def test_batches_are_bounded_by_size(validator):
     assert (calls, sent, small) == (expected_calls, 25, expected_calls)
 
 
-@pytest.mark.parametrize("advance_processing_time", [True, False])
-def test_batches_are_bounded_by_time(validator, advance_processing_time):
-    """3 transactions, then (maybe) max_wait_s of processing time, then 3 more.
+def test_each_bundle_is_validated_when_it_arrives_without_a_timer(validator):
+    """Two bundles of 3, no processing time passing between them: each bundle's transactions
+    are sent when the bundle hands them on, one call per shard of that bundle, not buffered
+    together until a timer or the end of input.
 
     Only the validator's own counts are checked: what the END timer emits at the end of a
     streaming run is behind the watermark, and assert_that's GroupByKey drops it as late.
     """
     batch = records(6)
-    stream = BeamTestStream().add_elements([TimestampedValue(r, T0.timestamp()) for r in batch[:3]])
-    if advance_processing_time:
-        # The TestStream clock starts at the epoch; the FLUSH timer is set on the wall clock.
-        stream = stream.advance_processing_time(int(T0.timestamp()) + 10**9)
-    stream = stream.add_elements(
-        [TimestampedValue(r, T0.timestamp()) for r in batch[3:]]
-    ).advance_watermark_to_infinity()
+    shards = [shard_of(r.transaction_id) for r in batch]
+    per_bundle = len(set(shards[:3])) + len(set(shards[3:]))
+    assert per_bundle > len(set(shards))  # the two ways of batching give different counts
+    stream = (
+        BeamTestStream()
+        .add_elements([TimestampedValue(r, T0.timestamp()) for r in batch[:3]])
+        .add_elements([TimestampedValue(r, T0.timestamp()) for r in batch[3:]])
+        .advance_watermark_to_infinity()
+    )
     before = batch_sizes(validator.url)
     pipeline = beam.Pipeline(
         runner="BundleBasedDirectRunner", options=PipelineOptions(["--streaming"])
@@ -163,12 +166,7 @@ def test_batches_are_bounded_by_time(validator, advance_processing_time):
     _ = pipeline | stream | "Validate" >> validate(validator.url)
     pipeline.run().wait_until_finish()
     got_calls, sent, _ = (a - b for a, b in zip(batch_sizes(validator.url), before))
-    shards = [shard_of(r.transaction_id) for r in batch]
-    if advance_processing_time:  # one call per shard of the first 3, then per shard of the rest
-        calls = len(set(shards[:3])) + len(set(shards[3:]))
-    else:  # everything at end of input, one call per shard
-        calls = len(set(shards))
-    assert (got_calls, sent) == (calls, 6)
+    assert (got_calls, sent) == (per_bundle, 6)
 
 
 def test_a_corrected_row_replaces_the_one_it_corrects(validator):
@@ -375,8 +373,8 @@ def test_shards_are_stable_and_bounded():
 def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         ValidateUnidentified("http://x", batch_size=0)
-    with pytest.raises(ValueError, match="max_wait_s must be > 0, got 0"):
-        ValidateUnidentified("http://x", max_wait_s=0)
+    with pytest.raises(ValueError, match="timeout_s must be > 0, got 0"):
+        ValidateUnidentified("http://x", timeout_s=0)
     with pytest.raises(ValueError, match="validator_url must not be empty"):
         ValidateUnidentified("")
 
