@@ -56,14 +56,16 @@ LOCAL_FLINK_MASTER = "127.0.0.1:8081"
 # Bundles, measured on the local cluster (docs/flink-notes.md): large bundles for the stateful
 # step's throughput (every bundle end commits state and waits for its sinks), a short bundle
 # time because the runner runs a Python read only when the bundle holding it ends, and
-# elements handed to the SDK every 4 KB instead of at the bundle's end. 250 ms since the SDK
-# workers stopped waiting for Beam's state sampler at every bundle end: as fast as 500 ms
-# through a backlog, a fifth less produce → row latency at the median, a third less at p99.
+# elements handed to the SDK every 4 KB instead of at the bundle's end. 150 ms since the
+# Kafka read kept one consumer per partition and process and the validator was called per
+# bundle's group: produce → row p50 under 300 ms at 200 tx/s and p99 under a second at 1,000
+# (250 ms: 340 ms and about 1.2 s), for about a sixth less backlog rate
+# (docs/flink-notes.md, "150 ms bundles").
 # 4 KB, not 16 KB: at 200 tx/s a bundle's input to the account step rarely filled 16 KB and
 # so waited for the bundle's end; produce → row p50 about 400 ms against 520, for about a
 # sixth less backlog rate (docs/flink-notes.md, "Elements to the SDK every 4 KB").
 MAX_BUNDLE_SIZE = 20_000
-MAX_BUNDLE_TIME_MS = 250
+MAX_BUNDLE_TIME_MS = 150
 DATA_BUFFER_SIZE_LIMIT = 4 * 1024
 LOCAL_WORKER_POOL = "127.0.0.1:50000"
 EMBEDDED_MASTERS = ("[local]", "[auto]")
