@@ -242,9 +242,12 @@ class FlinkBench(SeededTopics):
         return seen
 
     def phase(self, name: str, job_id: str, produce: Callable[[], dict], warmup_s: float,
-              drain_timeout_s: float) -> dict:
+              drain_timeout_s: float, began: float | None = None) -> dict:
         """Runs ``produce`` (a simulation, or the summary of one already in the topics) with
-        the job running; the throughput, latency and costs of its transactions."""
+        the job running; the throughput, latency and costs of its transactions. A row written
+        before ``began`` (default: now) belongs to an earlier run: for a backlog that waited
+        in the topics, pass the time the job was submitted, as it may write rows before the
+        phase starts."""
         sampler = CpuSampler()
         sampler.start()
         busy: list[list[dict]] = []
@@ -259,7 +262,7 @@ class FlinkBench(SeededTopics):
 
         watcher = threading.Thread(target=watch_vertices, daemon=True)
         watcher.start()
-        began = time.time()
+        began = time.time() if began is None else began
         sim = produce()
         ids = self.ids
         print(f"[bench] {name}: {len(ids)} transactions produced at {sim['rate_tps']}/s; "
