@@ -200,9 +200,9 @@ class _GroupByShardFn(beam.DoFn):
 
     The validating step then calls the validator once per group as it arrives, instead of
     buffering rows one by one until a timer says the batch has waited long enough. The rows
-    leave the deciding stage at its bundle's end (as the counterparty step's do,
-    :class:`pipeline.transforms.counterparties._KeyAndGroupFn`); on Flink the runner holds the
-    stage's output watermark until then, so none is late downstream.
+    leave the deciding stage at its bundle's end, as the counterparty step's do
+    (:class:`pipeline.transforms.counterparties._KeyAndGroupFn`), each keeping its own
+    timestamp; the job runs in the global window, so none is dropped as late.
     """
 
     def start_bundle(self):
