@@ -136,7 +136,7 @@ def test_batches_are_bounded_by_size(validator):
     assert_that(out.records | beam.combiners.Count.Globally(), equal_to([25]))
     run_and_count(pipeline)
     calls, sent, small = (a - b for a, b in zip(batch_sizes(validator.url), before))
-    # Per shard: full batches of 10 as they fill, the rest at end of input.
+    # Per shard: the bundle's transactions in calls of at most 10.
     expected_calls = sum(math.ceil(n / 10) for n in shard_sizes(batch))
     assert (calls, sent, small) == (expected_calls, 25, expected_calls)
 
