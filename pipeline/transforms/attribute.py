@@ -51,6 +51,7 @@ from pipeline.errors import LookupUnavailable
 from pipeline.metrics import Counters
 from pipeline.records import Account, AttributedTransaction, Transaction
 from pipeline.transforms.coders import TransactionCoder
+from pipeline.transforms.grouping import PerKeyOfBundle
 
 __all__ = [
     "ACCOUNT",
@@ -457,44 +458,24 @@ class AttributeTransactionsFn(beam.DoFn):
         history_state.clear()
 
 
-class _KeyAndGroupFn(beam.DoFn):
+class _KeyAndGroupFn(PerKeyOfBundle):
     """Keys records of one kind by account and hands on each account's records of a bundle
     together: ``(account_id, (kind, ((produced, record.to_tuple()), ...)))``, timestamped with
-    the earliest of them, at the bundle's end.
+    the earliest of them, at the bundle's end (:mod:`pipeline.transforms.grouping`).
 
-    The stateful step then runs once per account and bundle rather than once per record: Beam's
-    work per call of a stateful step (the shuffle's decoding, its state and timer parameters, a
-    state read and write) was a large part of its cost (docs/flink-notes.md). Records leave
-    the reading stage at its bundle's end anyway (on Flink, and on the FnApiRunner, which runs
-    a stage to its end), so holding them until then delays nothing. Tuples of primitives: the
-    shuffle encodes them without pickling.
+    The stateful step then runs once per account and bundle rather than once per record.
+    Records leave the reading stage at its bundle's end anyway (on Flink, and on the
+    FnApiRunner, which runs a stage to its end), so holding them until then delays nothing.
     """
 
     def __init__(self, kind: str):
         self._kind = kind
-        self._groups: dict = {}
 
-    def start_bundle(self):
-        self._groups = {}
+    def key(self, record):
+        return record.account_id
 
-    def process(self, record, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        produced = timestamp.micros
-        key = (record.account_id, window)
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = group = [produced, []]  # [earliest, records]
-        elif produced < group[0]:
-            group[0] = produced
-        group[1].append((produced, record.to_tuple()))
-
-    def finish_bundle(self):
-        kind, groups = self._kind, self._groups
-        self._groups = {}
-        for (account_id, window), (earliest, records) in groups.items():
-            yield WindowedValue(
-                (account_id, (kind, tuple(records))), Timestamp(micros=earliest), (window,)
-            )
+    def group(self, entries: list):
+        return self._kind, tuple(entries)
 
 
 class AttributeTransactions(beam.PTransform):

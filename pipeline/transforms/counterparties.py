@@ -53,7 +53,6 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.typehints import KV, Any, Tuple
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.domain.attribution import order_key
 from pipeline.domain.counterparty import NO_COUNTERPARTY_VECTOR, CounterpartyHistory
@@ -66,6 +65,7 @@ from pipeline.transforms.attribute import (
     keep_alive,
     timed_outputs,
 )
+from pipeline.transforms.grouping import PerKeyOfBundle
 from pipeline.transforms.journal import Change, Journaled, load, record
 from pipeline.transforms.journal import JournalCoder as _JournalCoder
 
@@ -281,10 +281,10 @@ def _route(row: AttributedTransaction, _partitions: int) -> int:
     return 0 if row.transaction.counterparty_account_id is not None else 1
 
 
-class _KeyAndGroupFn(beam.DoFn):
+class _KeyAndGroupFn(PerKeyOfBundle):
     """Keys rows by counterparty and hands on each counterparty's rows of a bundle together,
     in event-time order: ``(counterparty_account_id, ((produced, row.to_tuple()), ...))``,
-    timestamped with the earliest of them, at the bundle's end.
+    timestamped with the earliest of them, at the bundle's end (:mod:`pipeline.transforms.grouping`).
 
     As for the account step (:class:`pipeline.transforms.attribute._KeyAndGroupFn`): the
     counterparty step then runs once per counterparty and bundle rather than once per row.
@@ -296,26 +296,15 @@ class _KeyAndGroupFn(beam.DoFn):
     up to ``--max_bundle_time_mills``).
     """
 
-    def start_bundle(self):
-        self._groups: dict = {}
+    def key(self, row: AttributedTransaction):
+        return row.transaction.counterparty_account_id
 
-    def process(self, row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        key = (row.transaction.counterparty_account_id, window)
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = group = []
-        group.append((order_key(row.transaction), timestamp.micros, row))
+    def entry(self, row: AttributedTransaction, micros: int):
+        return order_key(row.transaction), micros, row
 
-    def finish_bundle(self):
-        groups, self._groups = self._groups, {}
-        for (counterparty, window), rows in groups.items():
-            rows.sort(key=lambda r: r[0])
-            yield WindowedValue(
-                (counterparty, tuple((produced, row.to_tuple()) for _, produced, row in rows)),
-                Timestamp(micros=min(produced for _, produced, _ in rows)),
-                (window,),
-            )
+    def group(self, entries: list):
+        entries.sort(key=lambda entry: entry[0])
+        return tuple((produced, row.to_tuple()) for _, produced, row in entries)
 
 
 def _no_counterparty(row: AttributedTransaction) -> AttributedTransaction:

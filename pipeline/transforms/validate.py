@@ -77,7 +77,6 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.typehints import KV, Any, Tuple
 from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import metrics
 from pipeline.domain.validation import (
@@ -94,6 +93,7 @@ from pipeline.io.validator_client import (
     build_validation_request,
 )
 from pipeline.records import AttributedTransaction, DeadLetter
+from pipeline.transforms.grouping import PerKeyOfBundle
 
 __all__ = ["DEAD_LETTERS", "NUM_SHARDS", "ValidateUnidentified", "newest_versions", "shard_of"]
 
@@ -193,35 +193,19 @@ class ValidateUnidentified(beam.PTransform):
         )
 
 
-class _GroupByShardFn(beam.DoFn):
+class _GroupByShardFn(PerKeyOfBundle):
     """A bundle's rows per shard, handed on together at the bundle's end:
     ``(shard, ((timestamp_micros, row.to_tuple()), ...))``, in the order they came, timestamped
-    with the earliest of them.
+    with the earliest of them (:mod:`pipeline.transforms.grouping`).
 
     The validating step then calls the validator once per group as it arrives, instead of
     buffering rows one by one until a timer says the batch has waited long enough. The rows
     leave the deciding stage at its bundle's end, as the counterparty step's do
-    (:class:`pipeline.transforms.counterparties._KeyAndGroupFn`), each keeping its own
-    timestamp; the job runs in the global window, so none is dropped as late.
+    (:class:`pipeline.transforms.counterparties._KeyAndGroupFn`).
     """
 
-    def start_bundle(self):
-        self._groups: dict = {}
-
-    def process(self, row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        key = (shard_of(row.transaction_id), window)
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = group = []
-        group.append((timestamp.micros, row.to_tuple()))
-
-    def finish_bundle(self):
-        groups, self._groups = self._groups, {}
-        for (shard, window), rows in groups.items():
-            yield WindowedValue(
-                (shard, tuple(rows)), Timestamp(micros=min(m for m, _ in rows)), (window,)
-            )
+    def key(self, row: AttributedTransaction):
+        return shard_of(row.transaction_id)
 
 
 class _ValidateFn(beam.DoFn):
