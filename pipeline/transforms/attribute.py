@@ -43,7 +43,7 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.typehints import KV, Tuple
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils import windowed_value
 
 from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
 from pipeline.domain.scoring import is_suspicious
@@ -121,9 +121,8 @@ def timed_outputs(timed_rows: list, window, single: bool):
         return
     windows = (window,)
     for rows, produced in timed_rows:
-        at = Timestamp(micros=produced)
         for row in rows:
-            yield WindowedValue(row, at, windows)
+            yield windowed_value.create(row, produced, windows)
 
 
 # An element of the step's input: ("account" | "transaction", ((produced_micros,

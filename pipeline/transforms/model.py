@@ -37,8 +37,7 @@ from collections.abc import Iterable, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
-from apache_beam.utils.timestamp import Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils import windowed_value
 
 from pipeline import metrics
 from pipeline.domain.features import FEATURES
@@ -90,8 +89,8 @@ class FraudModelHandler(ModelHandler[Stamped, PredictionResult, FraudModel]):
         return metrics.NAMESPACE
 
 
-def _stamp(row: AttributedTransaction, timestamp=beam.DoFn.TimestampParam) -> Stamped:
-    return timestamp.micros, row
+def _stamp(row: AttributedTransaction, windowed=beam.DoFn.WindowedValueParam) -> Stamped:
+    return windowed.timestamp_micros, row
 
 
 class _ApplyScoreFn(beam.DoFn):
@@ -104,7 +103,7 @@ class _ApplyScoreFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
-    def process(self, result: PredictionResult, window=beam.DoFn.WindowParam):
+    def process(self, result: PredictionResult, windowed=beam.DoFn.WindowedValueParam):
         micros, row = result.example
         probability, reason = result.inference
         score = risk_score(probability, self._threshold)
@@ -112,11 +111,11 @@ class _ApplyScoreFn(beam.DoFn):
         self._counters.inc("model_scored")
         if alert:
             self._counters.inc("model_alerts")
-        # In the element's window, not a TimestampedValue that Beam would assign afresh.
-        yield WindowedValue(dataclasses.replace(
+        # In the element's windows, not a TimestampedValue that Beam would assign afresh.
+        yield windowed_value.create(dataclasses.replace(
             row, risk_score=score, risk_reasons=(reason, *row.risk_reasons),
             is_fraudulent=alert, features=(),
-        ), Timestamp(micros=micros), (window,))
+        ), micros, windowed.windows)
 
 
 class ScoreWithModel(beam.PTransform):

@@ -12,6 +12,7 @@ from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from factories import T0, account, transaction
 from pipeline.domain.scoring import THRESHOLD, WEIGHTS
@@ -394,7 +395,8 @@ def test_a_bundles_records_reach_the_account_step_as_one_element_per_account():
     fn = _KeyAndGroupFn("account")
     fn.start_bundle()
     for record, seconds in records:
-        assert list(fn.process(record, Timestamp(seconds), GlobalWindow()) or ()) == []
+        element = WindowedValue(record, Timestamp(seconds), (GlobalWindow(),))
+        assert list(fn.process(record, element) or ()) == []
     out = {wv.value[0]: wv for wv in fn.finish_bundle()}
     assert sorted(out) == ["a1", "a2"]
     kind, a1 = out["a1"].value[1]

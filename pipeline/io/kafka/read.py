@@ -29,7 +29,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils import windowed_value
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
@@ -356,7 +356,7 @@ class _ReadPartitionFn(beam.DoFn):
             record = KafkaRecord(
                 msg.topic(), msg.partition(), msg.offset(), millis, msg.key(), msg.value()
             )
-            yield WindowedValue(record, Timestamp(micros=millis * 1000), _GLOBAL_WINDOWS)
+            yield windowed_value.create(record, millis * 1000, _GLOBAL_WINDOWS)
         if newest is not None:
             self._advance_watermark(watermark_estimator, Timestamp(micros=newest * 1000))
         return len(claimed)
