@@ -233,9 +233,12 @@ class AccountHistory:
         self._trim()  # a first real version ends the provisional rows' longer stay
         return rows
 
-    def add_transaction(self, produced: int, txn: Transaction) -> list[Scored]:
-        """Takes a transaction produced at ``produced`` (µs); returns its row and corrections."""
-        entry = _Entry(produced, txn)
+    def add_transaction(
+        self, produced: int, txn: Transaction, txn_tuple: tuple | None = None
+    ) -> list[Scored]:
+        """Takes a transaction produced at ``produced`` (µs); returns its row and corrections.
+        ``txn_tuple``: ``txn.to_tuple()`` when the caller has it already (kept for the state)."""
+        entry = _Entry(produced, txn, txn_tuple=txn_tuple)
         log = self.log
         total = self._features()  # before the log changes: it is built from the log
         if not log or entry.key > log[-1].key:  # in order: the common case

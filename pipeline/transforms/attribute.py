@@ -259,6 +259,9 @@ class AttributeTransactionsFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
+    def finish_bundle(self):
+        self._counters.flush()
+
     def teardown(self):
         close = getattr(self._lookup, "close", None)
         if callable(close):
@@ -300,9 +303,9 @@ class AttributeTransactionsFn(beam.DoFn):
             return rows
         record = Transaction.from_tuple(values)
         if history.has_account:
-            return self._rows(history.add_transaction(produced, record), joined=True)
+            return self._rows(history.add_transaction(produced, record, values), joined=True)
         if not history.waiting and self._look_up(account_id, history):
-            return self._rows(history.add_transaction(produced, record), joined=True)
+            return self._rows(history.add_transaction(produced, record, values), joined=True)
         if history.waiting >= self._max_buffered:
             self._counters.inc("buffer_overflow")
             return self._rows(history.add_transaction(produced, record), joined=False)

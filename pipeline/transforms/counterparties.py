@@ -188,6 +188,9 @@ class ProfileCounterpartiesFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
+    def finish_bundle(self):
+        self._counters.flush()
+
     def process(
         self,
         element: tuple[str, tuple],

@@ -103,6 +103,9 @@ class _ApplyScoreFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
+    def finish_bundle(self):
+        self._counters.flush()
+
     def process(self, result: PredictionResult, windowed=beam.DoFn.WindowedValueParam):
         micros, row = result.example
         probability, reason = result.inference

@@ -60,6 +60,9 @@ class _ParseFn(beam.DoFn):
     def start_bundle(self):
         self._counters.report_zero()
 
+    def finish_bundle(self):
+        self._counters.flush()
+
     def process(self, record: KafkaRecord):
         try:
             parsed = self._parser(record.value, now=self._clock())

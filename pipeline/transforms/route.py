@@ -56,6 +56,9 @@ class _RouteFn(beam.DoFn):
     def start_bundle(self):
         self.counters.report_zero()
 
+    def finish_bundle(self):
+        self.counters.flush()
+
     def process(self, record: AttributedTransaction):
         output, routed = route(record)
         if output == UNIDENTIFIED:

@@ -261,6 +261,9 @@ class _ValidateFn(beam.DoFn):
     def start_bundle(self):
         self.counters.report_zero()
 
+    def finish_bundle(self):
+        self.counters.flush()
+
     def teardown(self):
         if self.client is not None:
             self.client.close()
