@@ -10,7 +10,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import GlobalWindow, TimestampedValue
+from apache_beam.transforms.window import GlobalWindow, IntervalWindow, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -408,6 +408,19 @@ def test_a_bundles_records_reach_the_account_step_as_one_element_per_account():
     assert out["a1"].windows == (GlobalWindow(),)
     fn.start_bundle()
     assert list(fn.finish_bundle()) == []  # a new bundle starts empty
+
+
+def test_a_record_in_two_windows_joins_each_windows_group():
+    # Grouping takes Beam's WindowedValue whole; a record in two windows (not the job's
+    # global window, but a sliding one would do it) belongs to a group per window.
+    first, second = IntervalWindow(0, 60), IntervalWindow(30, 90)
+    fn = _KeyAndGroupFn("account")
+    fn.start_bundle()
+    fn.process(account(), WindowedValue(account(), Timestamp(40), (first, second)))
+    fn.process(account(account_name="Ann B."),
+               WindowedValue(account(account_name="Ann B."), Timestamp(50), (second,)))
+    out = {wv.windows: [values[1] for _, values in wv.value[1][1]] for wv in fn.finish_bundle()}
+    assert out == {(first,): ["Ada Lovelace"], (second,): ["Ada Lovelace", "Ann B."]}
 
 
 def test_each_row_keeps_its_own_transactions_timestamp():
