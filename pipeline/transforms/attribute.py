@@ -42,8 +42,8 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.typehints import KV, Tuple
-from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils import windowed_value
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipeline.domain.attribution import BEGINNING, AccountHistory, Scored
 from pipeline.domain.scoring import is_suspicious

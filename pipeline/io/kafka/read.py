@@ -28,8 +28,8 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils import windowed_value
+from apache_beam.utils.timestamp import Duration, Timestamp
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
