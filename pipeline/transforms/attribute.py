@@ -308,7 +308,7 @@ class AttributeTransactionsFn(beam.DoFn):
             return self._rows(history.add_transaction(produced, record, values), joined=True)
         if history.waiting >= self._max_buffered:
             self._counters.inc("buffer_overflow")
-            return self._rows(history.add_transaction(produced, record), joined=False)
+            return self._rows(history.add_transaction(produced, record, values), joined=False)
         self._wait(history, produced, record, waiting, expiry)
         return []
 

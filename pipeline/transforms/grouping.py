@@ -52,9 +52,9 @@ class PerKeyOfBundle(beam.DoFn):
         key = self.key(element)
         entry = self.entry(element, micros)
         for window in windowed.windows:
-            group = self._groups.get((key, window))
+            group = self._groups.get(key_in_window := (key, window))
             if group is None:
-                self._groups[(key, window)] = group = [micros, []]  # [earliest, entries]
+                self._groups[key_in_window] = group = [micros, []]  # [earliest, entries]
             elif micros < group[0]:
                 group[0] = micros
             group[1].append(entry)
