@@ -10,7 +10,8 @@ validation precision floor of :data:`FLOORS` gives it (``tools.detection.ALERT_P
 the one in use), and at that threshold the family's recall and the alert rate on the family's
 development seed (``tools.detection.PLAN["dev"]``: one seed per family, never a test seed).
 First, the model trained on every family: its validation precision, recall and F1 at each
-floor, the price of a lower floor. How the model is built (the threshold rule, a feature) is
+floor, the price of a lower floor, and its F1 on the issue mix's development seeds
+(``PLAN["dev_issue_mix"]``). How the model is built (the threshold rule, a feature) is
 chosen on these figures; the test seeds of ``make evaluate`` only report.
 
 A table goes to stderr, the figures as JSON to stdout.
@@ -61,7 +62,10 @@ def main(argv=None) -> int:
     whole = detection.train_booster(train, validation, threads=args.threads)
     report = {"floors": list(FLOORS), "in_use": detection.ALERT_PRECISION,
               "validation": at_floors(whole, validation, validation, args.threads),
-              "leave_one_out": {}}
+              "dev_issue_mix": {}, "leave_one_out": {}}
+    for spec in detection.PLAN["dev_issue_mix"]:
+        report["dev_issue_mix"][spec.name] = at_floors(
+            whole, validation, detection.honest(spec.load()), args.threads)
     dev = {spec.scenarios[0]: spec for spec in detection.PLAN["dev"]}
     for name in families:
         result = leave_out(train, validation, [name], args.threads)  # as make evaluate does
@@ -75,6 +79,9 @@ def main(argv=None) -> int:
     lines = [f"{'precision floor':<28}{floors}",
              f"{'validation F1 (all families)':<28}" + "".join(
                  f"{f['f1']:>15.3f}" for f in report["validation"].values())]
+    for name, figures in report["dev_issue_mix"].items():
+        lines.append(f"{name + ' F1':<28}" + "".join(
+            f"{f['f1']:>15.3f}" for f in figures.values()))
     for name, figures in report["leave_one_out"].items():
         lines.append(f"{name:<28}" + "".join(
             f"{f['recall']:>8.3f} {100 * f['alert_rate']:>4.2f}%" for f in figures.values()))
