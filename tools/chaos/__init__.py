@@ -54,6 +54,11 @@ Faults (``--list``):
   starts from the group's committed offsets only. Committed offsets do not cover what the
   cancelled job held in state (e.g. a transaction buffered by the join until its late account
   arrives): such a record is lost. It is there to show why a restart takes the checkpoint.
+- ``job_drain_restart`` (opt-in): the job is stopped with a drained savepoint (the watermark
+  moves to the end, so every event-time timer fires and what the job held leaves it), and a
+  new job starts from the committed offsets without that savepoint: an upgrade to a graph
+  whose stages the savepoint no longer fits. It fails here at the stop: the drained
+  savepoint expires, as the Kafka read never finishes (docs/flink-notes.md).
 
 The TaskManager/JobManager faults wait (a while) for other jobs on the shared cluster to end.
 """

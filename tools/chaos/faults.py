@@ -249,6 +249,18 @@ def _job_cancel_resume_checkpoint(run: Run) -> None:
     say(f"resubmitted as {run.job_id} from {latest}")
 
 
+def _job_drain_restart(run: Run) -> None:
+    from stack import flink_rest
+
+    first = run.job_id
+    say(f"stopping {first} with a savepoint, drained")
+    savepoint = flink_rest.stop_with_savepoint(first, drain=True, timeout=180)
+    flink_rest.wait_for_job_state(first, "FINISHED", timeout=60)
+    time.sleep(run.hold(5))
+    run.submit(start_offset="committed")
+    say(f"resubmitted as {run.job_id} (committed offsets, not {savepoint})")
+
+
 def _set_committed(run: Run) -> None:
     run.start_offset = "committed"
 
@@ -274,6 +286,12 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     # state when the job was cancelled are lost), it cannot pass.
     Fault("job_cancel_restart", _job_cancel_restart,
           "job cancelled, resubmitted from committed offsets only (loses state; see doc)",
+          setup=_set_committed, default=False),
+    # Not in the default run: an upgrade whose savepoint does not fit the new graph. It
+    # cannot pass with this runner: the drained stop never completes, as the Kafka read
+    # never finishes (docs/flink-notes.md, "A savepoint restores into the same graph").
+    Fault("job_drain_restart", _job_drain_restart,
+          "job stopped with a drained savepoint, resubmitted from committed offsets only",
           setup=_set_committed, default=False),
     # last: they hit every job on the shared cluster
     Fault("workerpool_kill", _workerpool_kill,
