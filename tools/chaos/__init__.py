@@ -58,7 +58,7 @@ Faults (``--list``):
   moves to the end, so every event-time timer fires and what the job held leaves it), and a
   new job starts from the committed offsets without that savepoint: an upgrade to a graph
   whose stages the savepoint no longer fits. It fails here at the stop: the drained
-  savepoint expires, as the Kafka read never finishes (docs/flink-notes.md).
+  savepoint expires, as the Kafka read's tasks do not finish (docs/flink-notes.md).
 
 The TaskManager/JobManager faults wait (a while) for other jobs on the shared cluster to end.
 """

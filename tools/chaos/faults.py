@@ -288,8 +288,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "job cancelled, resubmitted from committed offsets only (loses state; see doc)",
           setup=_set_committed, default=False),
     # Not in the default run: an upgrade whose savepoint does not fit the new graph. It
-    # cannot pass with this runner: the drained stop never completes, as the Kafka read
-    # never finishes (docs/flink-notes.md, "A savepoint restores into the same graph").
+    # cannot pass with this runner: the drained stop does not complete, as the Kafka read's
+    # tasks do not finish (docs/flink-notes.md, "A savepoint restores into the same graph").
     Fault("job_drain_restart", _job_drain_restart,
           "job stopped with a drained savepoint, resubmitted from committed offsets only",
           setup=_set_committed, default=False),
