@@ -184,6 +184,12 @@ def plot(out: Path, curves: dict, threshold: float) -> None:
     plt.close(fig)
 
 
+def _row(name: str, m: dict) -> str:
+    auc = f"{m['pr_auc']:7.3f}" if "pr_auc" in m else f"{'':7}"
+    return (f"{name:30} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {auc} "
+            f"{m['alert_rate']:7.2%}")
+
+
 def table(report: dict) -> str:
     lines = [f"model {report['model']['label']} (threshold {report['model']['threshold']:.3f}); "
              "fraud the bank did not label"]
@@ -191,10 +197,7 @@ def table(report: dict) -> str:
     for name, test in report["tests"].items():
         lines += ["", f"{name} ({test['model']['transactions']} transactions, "
                   f"{test['model']['positives']} fraud)", head]
-        for predictor, m in test.items():
-            auc = f"{m['pr_auc']:7.3f}" if "pr_auc" in m else f"{'':7}"
-            lines.append(f"{predictor:30} {m['precision']:9.3f} {m['recall']:7.3f} "
-                         f"{m['f1']:6.3f} {auc} {m['alert_rate']:7.2%}")
+        lines += [_row(predictor, m) for predictor, m in test.items()]
         for family, recall in test["model"]["recall_by_family"].items():
             lines.append(f"  recall {family:28} {recall:6.3f}")
     if "issue_mix_seeds" in report:
@@ -202,16 +205,12 @@ def table(report: dict) -> str:
         lines += ["", f"the issue mix on {len(seeds['seeds'])} seeds: F1 median "
                   f"{seeds['f1_median']:.3f}, {seeds['f1_min']:.3f} to {seeds['f1_max']:.3f}",
                   head]
-        for name, m in seeds["seeds"].items():
-            lines.append(f"{name:30} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
-                         f"{m['pr_auc']:7.3f} {m['alert_rate']:7.2%}")
+        lines += [_row(name, m) for name, m in seeds["seeds"].items()]
     for section in ("families", "leave_one_out"):
         if section not in report:
             continue
         lines += ["", f"{section} (each family's own test seed)", head]
-        for family, m in report[section].items():
-            lines.append(f"{family:30} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} "
-                         f"{m['pr_auc']:7.3f} {m['alert_rate']:7.2%}")
+        lines += [_row(family, m) for family, m in report[section].items()]
     lines += ["", "targets: " + json.dumps(report["targets"])]
     return "\n".join(lines)
 
