@@ -1,9 +1,9 @@
 """A keyed step's state as a journal: a snapshot of its history, then the changes made since.
 
-The counterparty step keeps a history per counterparty (its recent inflows). Kept in one
-ReadModifyWriteState, the whole history is encoded and written back after every bundle that
-touches the key; while a backlog is read the watermark lags, the history holds every inflow
-it has not passed, and those writes cost more than the step's own work
+The counterparty step keeps the histories of a shard of counterparties (their recent
+inflows). Kept in one ReadModifyWriteState, the whole value is encoded and written back after
+every bundle that touches the key; while a backlog is read the watermark lags, the histories
+hold every inflow it has not passed, and those writes cost more than the step's own work
 (``docs/flink-notes.md``, "The fraud model's cost on Flink"). The account step keeps its
 history in one cell still: its journal, tried, moved no rate on Flink and cost the
 FnApiRunner a fifth of its rate (the same section).
@@ -11,9 +11,9 @@ FnApiRunner a fifth of its rate (the same section).
 Here the state is a BagState. Its first value is the history (the *snapshot*), each later
 one a *change* the step made to it: a record taken, the watermark settled at, a timer moved.
 A bundle appends only its changes, so what it writes is about the size of its records.
-Once the changes after the snapshot outnumber ``max(COMPACT_AT, the history's log)`` the
-journal starts again from a snapshot, so replaying the changes never costs more than
-reading a snapshot.
+Once the changes after the snapshot outnumber ``max(COMPACT_AT, the history's
+journal_size())`` (the records the snapshot held) the journal starts again from a snapshot,
+so replaying the changes never costs more than reading a snapshot.
 
 Reading is cheap on the common path: Beam's state cache keeps the bag's decoded values, the
 first one the history the step changes in place, and the history counts the changes after
@@ -22,9 +22,9 @@ it that it already holds (``applied``), so a read skips them. Read back from the
 when it was written and the later ones are made again (:meth:`Change.apply`). Replaying is
 exact because each history is a function of its inputs in the order they were taken.
 
-A step defines its history type (a :class:`Journaled` with ``snapshot()`` and
-``from_snapshot()``) and its :class:`Change` type (``apply``), and reads and writes with
-:func:`load` and :func:`record`.
+A step defines its history type (a :class:`Journaled` with ``snapshot()``,
+``from_snapshot()`` and ``journal_size()``) and its :class:`Change` type (``apply``), and
+reads and writes with :func:`load` and :func:`record`.
 """
 
 from __future__ import annotations
@@ -42,16 +42,24 @@ SNAPSHOT = 0  # the tag of a snapshot's encoding (a change's first value is its 
 
 class Journaled(CacheAware):
     """A history kept in a journal. ``applied``: how many of the journal's changes after its
-    snapshot it holds (-1: it is not in the journal yet). ``log``: its logged records (their
-    count sizes a snapshot). Beam's state cache weighs it by ``__sizeof__``, not by walking it.
+    snapshot it holds (-1: it is not in the journal yet). Beam's state cache weighs it by
+    ``__sizeof__``, not by walking it.
     """
 
     __slots__ = ()
     applied: int
-    log: list
 
     def get_referents_for_cache(self) -> list:
         return []
+
+    def journal_size(self) -> int:
+        """How many records its last snapshot held: the changes after it may grow to that
+        many (or COMPACT_AT) before the journal starts again from a snapshot."""
+        raise NotImplementedError
+
+    def snapshotted(self) -> None:
+        """The journal starts again from this history as its snapshot (it may remember how
+        many records that holds)."""
 
     def snapshot(self) -> tuple:
         """The history (with ``applied``) as a tuple of primitives."""
@@ -115,20 +123,13 @@ class JournalCoder(Coder):
         return hash((type(self), self._history_type, self._change_type))
 
 
-def load(journal, legacy) -> tuple[Journaled | None, int]:
+def load(journal) -> tuple[Journaled | None, int]:
     """The history in ``journal`` (None: it has none) with the changes after what it holds
-    made again, and how many were. Without a journal, the history an earlier version kept
-    whole in the ``legacy`` cell, if any, moved into the journal as its snapshot (the cell
-    cleared), whatever the caller does next."""
+    made again, and how many were."""
     values = iter(journal.read())
     history = next(values, None)
     if history is None:
-        history = legacy.read()
-        if history is not None:
-            legacy.clear()
-            history.applied = 0
-            journal.add(history)
-        return history, 0
+        return None, 0
     replayed = 0
     for change in itertools.islice(values, history.applied, None):
         change.apply(history)
@@ -140,11 +141,12 @@ def load(journal, legacy) -> tuple[Journaled | None, int]:
 def record(journal, history: Journaled, change: Change) -> bool:
     """Appends a change just made to ``history`` to its journal, or a snapshot in its place
     (module docstring); True for a snapshot."""
-    if 0 <= history.applied < max(COMPACT_AT, len(history.log)):
+    if 0 <= history.applied < max(COMPACT_AT, history.journal_size()):
         history.applied += 1
         journal.add(change)
         return False
     journal.clear()
     history.applied = 0  # the changes recorded after this in the bundle follow it
+    history.snapshotted()
     journal.add(history)
     return True

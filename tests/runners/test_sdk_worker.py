@@ -9,6 +9,7 @@ elements. The join-and-score step must give the same rows with them as without t
 from __future__ import annotations
 
 import gc
+import sys
 from datetime import timedelta
 
 import apache_beam as beam
@@ -20,8 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from factories import T0, account, transaction
 from pipeline.runners import gc_pacing, sdk_worker
 from pipeline.transforms.attribute import AttributeTransactions, _History
-from pipeline.transforms.counterparties import ADD, _Change
-from pipeline.transforms.counterparties import _History as CounterpartyHistory
+from pipeline.transforms.counterparties import ADD, _Change, _Shard
 
 ACCOUNTS = [account(account_id=f"a{i}", account_name=f"Name {i}") for i in range(20)]
 TRANSACTIONS = [
@@ -69,14 +69,26 @@ def test_a_history_in_the_cache_weighs_about_the_same_without_the_module_walk(in
     history = _History()
     for txn in TRANSACTIONS[:40]:
         history.add_transaction(0, txn)
-    journal = [CounterpartyHistory(), *(_Change((ADD, (i,), i, 0, 0)) for i in range(5))]
+    changes = [_Change((ADD, (i,), i, 0, 0)) for i in range(5)]
     values = ([history], [], [history, _History()], [(1, "a")], [_WithReferents([history])],
-              journal, [*journal, (1, "a")])
+              changes, [*changes, (1, "a")])
     assert all(statecache.get_deep_size(value) > 0 for value in values)
     sdk_worker.uninstall()
     beam_weights = [statecache.get_deep_size(value) for value in values]
     sdk_worker.install()
     assert [statecache.get_deep_size(value) for value in values] == beam_weights
+
+
+def test_a_journal_is_weighed_by_its_snapshot_which_counts_the_changes_after_it(installed):
+    """Beam weighs a bag again after every append: a counterparty shard's journal is weighed
+    by its first value alone, whose weight grows with the changes it holds after it."""
+    shard = _Shard()
+    short = [shard]
+    weight_alone = statecache.get_deep_size(short)
+    shard.applied = 1000
+    long = [shard, *(_Change((ADD, (i,), i, 0, 0)) for i in range(1000))]
+    assert statecache.get_deep_size(long) == sys.getsizeof(long) + sys.getsizeof(shard)
+    assert statecache.get_deep_size(long) > weight_alone + 1000 * 1000  # ~1,200 a change
 
 
 class _WithReferents(statecache.CacheAware):

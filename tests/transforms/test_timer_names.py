@@ -46,6 +46,6 @@ def test_no_two_timers_of_the_job_share_a_name():
 
 def test_no_two_timers_of_the_job_with_the_model_share_a_name():
     names = timer_names(f"--model_path={COMMITTED_MODEL_PATH}")
-    steps = {"ts-gc", "ts-settle", "ts-counterparty-gc", "ts-counterparty-settle"}
+    steps = {"ts-gc", "ts-settle", "ts-counterparty-shard-gc", "ts-counterparty-shard-settle"}
     assert steps <= set(names), names
     assert max(names.values()) == 1, names
