@@ -136,7 +136,8 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         accounts_first=bounded,
     )
     validator = options.view_as(ValidatorOptions)
-    model_path = options.view_as(ModelOptions).model_path
+    model_options = options.view_as(ModelOptions)
+    model_path = model_options.model_path
     scored = (inputs["accounts"], inputs["transactions"]) | "AttributeTransactions" >> (
         AttributeTransactions(
             lookups, ttl=options.view_as(JoinOptions).join_ttl_s, features=bool(model_path)
@@ -145,7 +146,9 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     if model_path:  # the fraud model scores; without one the rules' score stands
         scored = (
             scored
-            | "ProfileCounterparties" >> ProfileCounterparties()
+            | "ProfileCounterparties" >> ProfileCounterparties(
+                shards=model_options.counterparty_shards
+            )
             | "ScoreWithModel" >> ScoreWithModel(load_artifact(model_path))
         )
     decisions = (

@@ -227,6 +227,17 @@ class ModelOptions(PipelineOptions):
             "(RunInference); it costs throughput (README, 'Detection'). Default: none (env "
             "RISKPIPE_MODEL_PATH), the explainable rules alone.",
         )
+        parser.add_argument(
+            "--counterparty_shards",
+            type=_positive_int,
+            default=64,
+            help="With a model: how many keys the counterparty step spreads the counterparty "
+            "ids over. Each key holds the recent inflows of all its counterparties in one "
+            "state value and runs once per bundle, so fewer keys cost less per row and more "
+            "keys keep each value smaller: keep counterparties / shards to a few thousand "
+            "(a counterparty keeps up to 32 settled inflows, about 1 KB each). A savepoint "
+            "restores only with the same count. Default 64.",
+        )
 
 
 class RunOptions(PipelineOptions):

@@ -26,7 +26,10 @@ the SDK workers' time on the model path, and nearly every row reached a counterp
 own in its bundle, so the stage cost one element, one state commit and often one timer per
 row (``docs/flink-notes.md``, "The fraud model's cost on Flink"). Keyed by shard, a bundle's
 rows reach the step in at most ``shards`` elements, each shard commits one journal append per
-bundle, and each shard has two timers, not each counterparty.
+bundle, and each shard has two timers, not each counterparty. How many shards
+(``--counterparty_shards``, default :data:`DEFAULT_SHARDS`) trades that against the size of a
+shard's state, which holds every one of its counterparties' logs: keep a few thousand
+counterparties per shard at most.
 
 State is a journal per shard (:mod:`pipeline.transforms.journal`): a snapshot of the shard's
 histories, then the changes made since (an inflow added, the watermark settled at, idle
@@ -83,7 +86,7 @@ __all__ = [
     "shard_of",
 ]
 
-DEFAULT_SHARDS = 64  # shards of the counterparty ids; more than any parallelism here
+DEFAULT_SHARDS = 64  # shards of the counterparty ids (--counterparty_shards)
 
 
 def shard_of(counterparty_id: str, shards: int) -> int:
