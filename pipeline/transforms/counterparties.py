@@ -149,16 +149,17 @@ class _Shard(Journaled):
             self.pending.add(cp)
         return rows, history.late - late
 
-    def settle(self, until: int) -> list[AttributedTransaction]:
+    def settle(self, until: int, idle: int) -> tuple[list[AttributedTransaction], int]:
         """Every input produced at or before ``until`` (µs) has been read: settles each
-        counterparty that waited for it; returns the corrections."""
+        counterparty that waited for it, then drops the idle ones (:meth:`drop_idle`);
+        returns the corrections and how many were dropped."""
         rows = []
         for cp in sorted(self.pending):  # sorted: the same order in a replay
             history = self.histories[cp]
             rows += history.settle(until)
             if history.newest <= until:
                 self.pending.discard(cp)
-        return rows
+        return rows, self.drop_idle(until, idle)
 
     def drop_idle(self, until: int, idle: int) -> int:
         """Drops the counterparties whose newest inflow is ``idle`` µs or more before
@@ -225,8 +226,7 @@ class _Change(Change):
         if kind == ADD:
             shard.add(AttributedTransaction.from_tuple(first), second)
         elif kind == SETTLE:
-            shard.settle(first)
-            shard.drop_idle(first, second)
+            shard.settle(first, second)
         elif kind == DROP:
             shard.drop_idle(first, second)
 
@@ -317,8 +317,8 @@ class ProfileCounterpartiesFn(beam.DoFn):
         if shard is None:
             return  # dropped by GC meanwhile
         shard.settle_at = 0
-        rows = shard.settle(fired.micros)
-        self._evicted(shard.drop_idle(fired.micros, self._idle.micros))
+        rows, dropped = shard.settle(fired.micros, self._idle.micros)
+        self._evicted(dropped)
         arm_settle(shard, settle)
         self._record(journal, shard, SETTLE, fired.micros, self._idle.micros)
         # At the timer's timestamp: never behind the watermark.
