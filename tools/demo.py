@@ -4,7 +4,8 @@ Steps: start every service of the local stack (``stack.up()``), submit the job t
 standalone Flink cluster (``python -m pipeline.main --runner=FlinkRunner``), wait until it
 runs, start the simulator in the background at a live rate, print where to look, then a line
 of figures every 5 s until Ctrl-C — which stops the job with a savepoint and stops the simulator (the stack
-stays up; ``make down`` stops it).
+stays up; ``make down`` stops it). SIGTERM and SIGHUP (a ``kill``, a closed terminal) stop
+them the same way.
 
     python -m tools.demo                 # until Ctrl-C
     python -m tools.demo --tps 500
@@ -53,6 +54,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP reached the demo: it stops the job and the simulator as on Ctrl-C.
+
+    A BaseException, as KeyboardInterrupt is: the live figures catch every Exception so that
+    a failing query does not end the demo, and must not catch this."""
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread, once: the demo's cleanup
+    (the job stopped with a savepoint, the simulator stopped) then runs as on Ctrl-C, and a
+    second signal does not cut it short. Python's default for both ends the process at once,
+    leaving the simulator (in a session of its own) and the job running."""
+
+    def stop(signum, _frame):
+        for other in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(other, signal.SIG_IGN)
+        raise Stopped(signal.Signals(signum).name)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 class Figures:
@@ -165,17 +188,18 @@ def submit_job() -> str:
 def start_simulator(tps: float, duration: float | None) -> subprocess.Popen:
     log = REPO / ".state" / "demo-simulator.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    say(f"starting the simulator at {tps:g} transactions/s (log: {log})")
     cmd = [
         sys.executable, "-m", "simulator", "--tps", f"{tps:g}",
         "--duration", str(int(duration + 60) if duration else 7 * 24 * 3600),
         "--bad-rate", "0.01",
     ]
     # Own session: Ctrl-C reaches the demo only, which then stops the simulator itself.
-    return subprocess.Popen(
+    simulator = subprocess.Popen(
         cmd, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    say(f"started the simulator at {tps:g} transactions/s (pid {simulator.pid}, log: {log})")
+    return simulator
 
 
 def stop_simulator(simulator: subprocess.Popen | None) -> None:
@@ -218,6 +242,7 @@ def main(argv=None) -> int:
     figures = Figures(endpoints, started)
     simulator = None
     job_id = None
+    stop_on_signals()
     try:
         job_id = submit_job()
         if not args.no_simulator:
@@ -235,6 +260,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print()
         say("Ctrl-C: stopping")
+    except Stopped as stopped:
+        say(f"{stopped}: stopping")
     finally:
         stop_simulator(simulator)
         if job_id and flink_rest.job_state(job_id) not in flink_rest.TERMINAL_STATES:
