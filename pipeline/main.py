@@ -213,6 +213,17 @@ def summary(result) -> dict:
     return figures
 
 
+def check_options(options: PipelineOptions) -> None:
+    """The flags' own checks, before any service is contacted: every group of riskpipe's
+    options parsed (a bad value ends with argparse's line naming the flag), and the model
+    artifact, when one is named, read and checked (``load_artifact``: one line)."""
+    for group in OPTION_GROUPS:
+        options.view_as(group)
+    model_path = options.view_as(ModelOptions).model_path
+    if model_path:
+        load_artifact(model_path)
+
+
 def parse_args(argv):
     """Splits riskpipe's own flags (--help, --no_preflight) from the pipeline's."""
     parser = argparse.ArgumentParser(
@@ -253,6 +264,7 @@ def run(argv=None) -> int:
     standard = options.view_as(StandardOptions)
     on_flink = standard.runner == "FlinkRunner"  # normalised by with_runner_defaults
     check_local_runner(options)
+    check_options(options)
     if not known.no_preflight:
         preflight.check_all(options)
     if not standard.streaming:
